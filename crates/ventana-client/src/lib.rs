@@ -1,0 +1,37 @@
+//! The device side of Ventana's client protocol.
+//!
+//! - [`link`]: [`RelayLink`], one authenticated WebSocket to the relay that reconnects by
+//!   itself, matches responses to requests and streams envelopes as [`LinkEvent`]s.
+//! - [`registration`]: asking for a verification code and registering a device.
+//! - [`endpoint`]: [`Endpoint`], the end-to-end engine: sessions per peer device, a durable
+//!   outbox committed with the ratchet state before anything is sent, inbound envelopes
+//!   decrypted and committed with their effects before they are acknowledged. The host
+//!   application (a user's device, a business gateway) adds its own effects through
+//!   [`Application`].
+//!
+//! - [`device`]: the application of a person's device ([`device::UserDevice`]) and rendering.
+//!
+//! A business gateway is "just another client": it runs one [`Endpoint`] per business number.
+
+pub mod device;
+pub mod endpoint;
+pub mod link;
+pub mod registration;
+
+pub use endpoint::{Application, Endpoint, Inbound, InboundMeta, SendError, Sent, Settlement};
+pub use link::{LinkError, LinkEvent, RelayLink};
+
+/// A failure of the device library.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("storage: {0}")]
+    Store(#[from] ventana_store::StoreError),
+    #[error("crypto: {0}")]
+    Crypto(#[from] ventana_crypto::CryptoError),
+    #[error("relay: {0}")]
+    Link(#[from] LinkError),
+    #[error("relay refused: {0}")]
+    Http(String),
+    #[error("this device is not registered here (no identity for {0})")]
+    NotRegistered(String),
+}

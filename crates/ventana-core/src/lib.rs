@@ -1,0 +1,22 @@
+//! Ventana's domain: plain types and rules, no I/O, no runtime.
+//!
+//! - [`phone`]: E.164 phone numbers (`wa_id`) and their country.
+//! - [`ids`]: message ids (`wamid.…`), WABA and phone-number ids, device ids.
+//! - [`time`]: Unix time and the per-business [`BusinessClock`] (sandbox test clocks).
+//! - [`rules`]: contact-first, blocking and the 24-hour [`ServiceWindow`], as pure functions.
+//! - [`protocol`]: the client protocol's frames (devices and gateways ↔ relay), version 1.
+//! - [`payload`]: what travels *inside* the ciphertext, with the clear header bound into it.
+//! - [`user_id`]: business-scoped user ids (`US.8146…`) that do not reveal the phone number.
+
+pub mod ids;
+pub mod payload;
+pub mod phone;
+pub mod protocol;
+pub mod rules;
+pub mod time;
+pub mod user_id;
+
+pub use ids::{DeviceId, MessageId, PhoneNumberId, WabaId};
+pub use phone::PhoneNumber;
+pub use rules::{AccountKind, Relationship, RuleViolation, SendDecision, ServiceWindow};
+pub use time::{BusinessClock, UnixTime};

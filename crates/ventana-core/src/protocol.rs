@@ -1,0 +1,276 @@
+//! The client protocol, version 1: how devices (end-user devices and business gateways) talk
+//! to the relay. `docs/PROTOCOL.md` describes it in prose; these types are its wire form.
+//!
+//! Registration is plain HTTP; everything after it runs over one authenticated WebSocket
+//! carrying JSON text frames: [`ClientFrame`] up, [`ServerFrame`] down.
+
+use crate::rules::{EnvelopeKind, RuleViolation};
+use crate::{DeviceId, MessageId, PhoneNumber, UnixTime, WabaId};
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// `POST /relay/v1/verifications`: ask the relay to prove control of a number.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VerificationRequest {
+    pub phone: PhoneNumber,
+}
+
+/// A public key signed by the device's ed25519 identity key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedKey {
+    pub key_id: String,
+    /// Curve25519 public key, unpadded base64.
+    pub key: String,
+    /// Ed25519 signature over `key`, unpadded base64.
+    pub signature: String,
+}
+
+/// A device's public identity and its first batch of pre-keys.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceKeys {
+    pub curve25519: String,
+    pub ed25519: String,
+    pub one_time_keys: Vec<SignedKey>,
+    pub fallback_key: Option<SignedKey>,
+}
+
+/// `POST /relay/v1/devices`: register a device. A user proves the number with `code`; a
+/// business number is registered by the operator (admin token) and names its business.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceRegistration {
+    pub phone: PhoneNumber,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub business: Option<BusinessNumber>,
+    pub keys: DeviceKeys,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BusinessNumber {
+    pub waba_id: WabaId,
+    pub verified_name: String,
+    /// A sandbox business gets a test clock the operator can advance.
+    #[serde(default)]
+    pub sandbox: bool,
+}
+
+/// The relay's answer to a registration. The token is shown once; the relay keeps its hash.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Registered {
+    pub account: PhoneNumber,
+    pub device_id: DeviceId,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("account", &self.account)
+            .field("device_id", &self.device_id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An Olm message as it travels: type 0 (pre-key) or 1 (normal), body in unpadded base64.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ciphertext {
+    #[serde(rename = "type")]
+    pub message_type: u8,
+    pub body: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStatus {
+    Delivered,
+    Read,
+}
+
+/// A receipt for earlier messages of the recipient's. Travels in clear: the relay delivered
+/// those ids itself, and meters on delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub status: ReceiptStatus,
+    pub ids: Vec<MessageId>,
+}
+
+/// One recipient device's copy of a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCopy {
+    pub device: DeviceId,
+    pub ciphertext: Ciphertext,
+}
+
+/// A message (or receipt) handed to the relay: one id, one recipient account, a copy per
+/// device of that account. Submitting the same id again is answered as the first time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    pub id: MessageId,
+    pub to: PhoneNumber,
+    pub kind: EnvelopeKind,
+    #[serde(default)]
+    pub copies: Vec<DeviceCopy>,
+    #[serde(default)]
+    pub receipt: Option<Receipt>,
+}
+
+/// Frames a device sends.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// The device has durably processed these envelopes; the relay may forget them.
+    Ack { seqs: Vec<u64> },
+    /// A request answered by one [`ServerFrame::Response`] with the same `req`.
+    Request { req: u64, op: Op },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Send(Submission),
+    /// The devices of an account, with their identity keys.
+    Devices { account: PhoneNumber },
+    /// Claim one pre-key of each device of an account, to start sessions.
+    Claim { account: PhoneNumber },
+    /// Replenish this device's one-time keys (and optionally replace its fallback key).
+    UploadKeys { one_time_keys: Vec<SignedKey>, fallback_key: Option<SignedKey> },
+    Block { business: PhoneNumber },
+    Unblock { business: PhoneNumber },
+}
+
+/// Frames the relay sends.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Hello {
+        protocol: u32,
+        account: PhoneNumber,
+        device_id: DeviceId,
+        one_time_keys_remaining: u64,
+    },
+    Envelope(Envelope),
+    Response {
+        req: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ok: Option<Reply>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ProtocolError>,
+    },
+    /// Fewer one-time keys remain than the device should keep published.
+    KeysLow { remaining: u64 },
+    /// Everything queued for the device has been sent (not necessarily acknowledged).
+    Drained,
+}
+
+/// A stored envelope as delivered to one device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The relay's delivery sequence for this device; acknowledge by it.
+    pub seq: u64,
+    pub id: MessageId,
+    pub from: PhoneNumber,
+    pub from_device: DeviceId,
+    pub kind: EnvelopeKind,
+    /// When the relay accepted it, on the business's clock.
+    pub ts: UnixTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ciphertext: Option<Ciphertext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub device_id: DeviceId,
+    pub curve25519: String,
+    pub ed25519: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedKey {
+    pub device: DeviceInfo,
+    pub key: SignedKey,
+    /// The device had no one-time key left; this is its (reusable) fallback key.
+    pub fallback: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Sent { accepted_at: UnixTime },
+    Devices { devices: Vec<DeviceInfo> },
+    Claimed { keys: Vec<ClaimedKey> },
+    KeysUploaded { one_time_keys_remaining: u64 },
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    UnknownAccount,
+    /// A rule refused the envelope; `rule` says which.
+    Refused,
+    /// The copies do not match the recipient's devices; `devices` lists the current ones.
+    StaleDevices,
+    /// The id was already used for a different submission, or a key id for a different key.
+    Conflict,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleViolation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<DeviceInfo>>,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), rule: None, devices: None }
+    }
+
+    pub fn refused(rule: RuleViolation) -> Self {
+        Self { code: ErrorCode::Refused, message: rule.to_string(), rule: Some(rule), devices: None }
+    }
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_a_stable_wire_form() {
+        let frame = ClientFrame::Request {
+            req: 7,
+            op: Op::Block { business: "15550001111".parse().unwrap() },
+        };
+        assert_eq!(
+            serde_json::to_string(&frame).unwrap(),
+            r#"{"type":"request","req":7,"op":{"op":"block","business":"15550001111"}}"#
+        );
+        let refused = ServerFrame::Response {
+            req: 7,
+            ok: None,
+            error: Some(ProtocolError::refused(RuleViolation::NoContact)),
+        };
+        let json = serde_json::to_value(&refused).unwrap();
+        assert_eq!(json["error"]["code"], "refused");
+        assert_eq!(json["error"]["rule"]["rule"], "no_contact");
+    }
+}

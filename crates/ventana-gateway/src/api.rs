@@ -1,0 +1,133 @@
+//! The Cloud-API-compatible REST API: Graph-style paths under any `vN.M` prefix (or none).
+//!
+//! - `POST /{phone_number_id}/messages`: text messages and mark-as-read.
+//! - `GET /{phone_number_id}`: the phone number.
+
+use crate::events::{GatewayEvents, cloud_error};
+use crate::graph::auth::presented_token;
+use crate::graph::error::GraphError;
+use crate::graph::path::GraphPath;
+use crate::graph::response;
+use crate::graph::send::SendRequest;
+use crate::{Gateway, Hosted};
+use axum::Json;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use serde_json::Value;
+use std::sync::Arc;
+use ventana_client::SendError;
+use ventana_core::payload::Content;
+use ventana_core::protocol::{ErrorCode, ReceiptStatus};
+use ventana_core::PhoneNumberId;
+use ventana_crypto::Token;
+use ventana_store::endpoint::{AppRecord, Direction};
+
+/// Largest request body the message endpoint reads.
+const MAX_BODY: usize = 64 * 1024;
+
+pub(crate) fn routes() -> Router<Arc<Gateway>> {
+    Router::new().fallback(graph)
+}
+
+async fn graph(State(gateway): State<Arc<Gateway>>, request: Request) -> Result<Json<Value>, GraphError> {
+    let (parts, body) = request.into_parts();
+    let path = GraphPath::parse(parts.uri.path()).ok_or_else(|| GraphError::unknown_node(parts.uri.path()))?;
+    let token = presented_token(&parts.headers, parts.uri.query())
+        .ok_or_else(|| GraphError::bad_token("An access token is required to request this resource."))?;
+    let record = gateway
+        .store
+        .token_by_hash(&Token::from_presented(&token).hash().0)
+        .await
+        .map_err(internal)?
+        .filter(|t| t.revoked_at.is_none())
+        .ok_or_else(|| GraphError::bad_token("Invalid OAuth access token - Cannot parse access token"))?;
+    // A number of another business is indistinguishable from one that does not exist.
+    let hosted = path
+        .node
+        .parse::<PhoneNumberId>()
+        .ok()
+        .and_then(|id| gateway.hosted(&id))
+        .filter(|h| h.record.waba_id == record.waba_id)
+        .ok_or_else(|| GraphError::unknown_node(&path.node))?;
+    match (parts.method.clone(), path.edge.as_deref()) {
+        (Method::GET, None) => Ok(Json(response::phone_number(
+            &hosted.record.id,
+            &hosted.record.display_phone_number,
+            &hosted.record.verified_name,
+        ))),
+        (Method::POST, Some("messages")) => {
+            let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| GraphError::payload_too_large(MAX_BODY))?;
+            messages(&gateway, &hosted, &bytes).await
+        }
+        (method, Some("messages")) | (method, None) => Err(GraphError::method_not_allowed(&method)),
+        (_, Some(_)) => Err(GraphError::unknown_node(&path.node)),
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> GraphError {
+    tracing::error!(%error, "business API failed");
+    GraphError::internal()
+}
+
+async fn messages(gateway: &Arc<Gateway>, hosted: &Hosted, body: &[u8]) -> Result<Json<Value>, GraphError> {
+    match SendRequest::parse(body)? {
+        SendRequest::Text { to, input, body, preview_url, reply_to, .. } => {
+            let app = GatewayEvents { gateway: Arc::downgrade(gateway) };
+            let sent = hosted
+                .endpoint
+                .send_message(&to, Content::Text { body, preview_url }, reply_to, &app)
+                .await
+                .map_err(|e| match e {
+                    SendError::Refused(error) => refusal(&error),
+                    SendError::UnknownRecipient(_) => GraphError::undeliverable("The recipient is not on Ventana."),
+                    SendError::Client(e) => {
+                        tracing::warn!(error = %e, "send failed before reaching the relay");
+                        GraphError::unavailable("The platform is temporarily unavailable; retry later.")
+                    }
+                })?;
+            gateway.webhooks_due.notify_one();
+            Ok(Json(response::sent(&input, &to, &sent.id)))
+        }
+        SendRequest::MarkRead { message_id, .. } => {
+            let owner = hosted.endpoint.owner();
+            let message = gateway
+                .store
+                .message(owner, &message_id)
+                .await
+                .map_err(internal)?
+                .filter(|m| m.direction == Direction::Inbound)
+                .ok_or_else(|| GraphError::invalid_parameter(format!("message_id {message_id} is not a message this number received")))?;
+            hosted
+                .endpoint
+                .send_receipt(&message.peer, ReceiptStatus::Read, vec![message_id.clone()])
+                .await
+                .map_err(|e| match e {
+                    SendError::Refused(error) => refusal(&error),
+                    other => {
+                        tracing::warn!(error = %other, "read receipt not sent");
+                        GraphError::unavailable("The platform is temporarily unavailable; retry later.")
+                    }
+                })?;
+            gateway
+                .store
+                .apply(owner, vec![AppRecord::Status { id: message_id, status: "read".into() }])
+                .await
+                .map_err(internal)?;
+            Ok(Json(response::success()))
+        }
+    }
+}
+
+fn refusal(error: &ventana_core::protocol::ProtocolError) -> GraphError {
+    let (code, _, details) = cloud_error(error);
+    match code {
+        131047 => GraphError::outside_window(details),
+        131026 => GraphError::undeliverable(details),
+        _ if error.code == ErrorCode::BadRequest => GraphError::invalid_parameter(error.message.clone()),
+        _ => {
+            tracing::error!(%error, "the relay refused unexpectedly");
+            GraphError::internal()
+        }
+    }
+}

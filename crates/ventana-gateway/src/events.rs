@@ -1,0 +1,166 @@
+//! How what happens to a business number becomes webhook events: inbound messages, receipts
+//! (delivered, read) and the relay's answers (sent, failed). Each event is queued in the same
+//! transaction as the state change it reports, under a stable id, so it is neither lost nor
+//! duplicated by a crash or a retry.
+
+use crate::webhook::delivery::webhook_body_aad;
+use crate::webhook::payload::{self, DeliveryStatus, Pricing, StatusError, WebhookContact, WebhookContext};
+use crate::webhook::sign::ascii_json;
+use crate::{Gateway, Hosted};
+use async_trait::async_trait;
+use serde_json::Value;
+use std::sync::Weak;
+use ventana_client::endpoint::contact_aad;
+use ventana_client::{Application, Endpoint, Inbound, Settlement};
+use ventana_core::payload::Content;
+use ventana_core::protocol::{ErrorCode, ProtocolError, ReceiptStatus};
+use ventana_core::rules::RuleViolation;
+use ventana_core::user_id::business_scoped_user_id;
+use ventana_core::{PhoneNumber, UnixTime};
+use ventana_store::endpoint::{AppRecord, WebhookJob};
+
+/// A relay refusal in Cloud API terms: (code, title, details).
+pub(crate) fn cloud_error(error: &ProtocolError) -> (i64, &'static str, String) {
+    match (&error.code, &error.rule) {
+        (ErrorCode::Refused, Some(RuleViolation::WindowClosed { .. })) => (
+            131047,
+            "Re-engagement message",
+            "Message failed to send because more than 24 hours have passed since the customer last replied to this number.".into(),
+        ),
+        (ErrorCode::Refused, Some(RuleViolation::NoContact)) => (
+            131026,
+            "Message undeliverable",
+            "The recipient has never messaged this business number; businesses may only contact users who wrote first.".into(),
+        ),
+        (ErrorCode::UnknownAccount, _) => (131026, "Message undeliverable", "The recipient is not on Ventana.".into()),
+        (ErrorCode::Refused, _) => (
+            131026,
+            "Message undeliverable",
+            "The recipient cannot receive messages from this business.".into(),
+        ),
+        _ => (131000, "Something went wrong", "The message could not be handed to the platform.".into()),
+    }
+}
+
+pub(crate) struct GatewayEvents {
+    pub(crate) gateway: Weak<Gateway>,
+}
+
+impl Gateway {
+    fn context(hosted: &Hosted) -> WebhookContext {
+        WebhookContext {
+            waba_id: hosted.record.waba_id.clone(),
+            phone_number_id: hosted.record.id.clone(),
+            display_phone_number: hosted.record.address.to_string(),
+        }
+    }
+
+    pub(crate) fn user_id(&self, hosted: &Hosted, user: &PhoneNumber) -> String {
+        business_scoped_user_id(&self.user_id_secret, &hosted.record.waba_id, user)
+    }
+
+    /// A webhook job with a stable id, its exact ASCII-escaped body sealed.
+    pub(crate) fn webhook_job(&self, hosted: &Hosted, id: String, event: &Value, now: UnixTime) -> AppRecord {
+        let body = ascii_json(event);
+        AppRecord::Webhook(WebhookJob {
+            body_sealed: self.sealer.seal(&webhook_body_aad(&id), &body),
+            id,
+            waba_id: hosted.record.waba_id.clone(),
+            attempts: 0,
+            next_attempt_at: now,
+            created_at: now,
+        })
+    }
+
+    async fn profile_name(&self, endpoint: &Endpoint, user: &PhoneNumber) -> String {
+        let sealed = endpoint.store().contact(endpoint.owner(), user).await.ok().flatten();
+        sealed
+            .and_then(|s| endpoint.open_sealed(&contact_aad(endpoint.owner(), user), &s))
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The status webhook for one message (`sent`, `delivered`, `read`, `failed`), with the
+    /// stable id `<wamid>.<status>`.
+    pub(crate) async fn status_job(
+        &self,
+        hosted: &Hosted,
+        user: &PhoneNumber,
+        id: &ventana_core::MessageId,
+        status: DeliveryStatus<'_>,
+        ts: UnixTime,
+    ) -> AppRecord {
+        let profile = self.profile_name(&hosted.endpoint, user).await;
+        let user_id = self.user_id(hosted, user);
+        let contact = WebhookContact { wa_id: user, user_id: &user_id, profile_name: &profile };
+        let name = match status {
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Read => "read",
+            DeliveryStatus::Failed(_) => "failed",
+        };
+        let event = payload::status(&Self::context(hosted), contact, id, status, ts, Pricing::FREE_SERVICE, None);
+        self.webhook_job(hosted, format!("{id}.{name}"), &event, UnixTime::now())
+    }
+}
+
+#[async_trait]
+impl Application for GatewayEvents {
+    async fn inbound(&self, endpoint: &Endpoint, event: &Inbound) -> Vec<AppRecord> {
+        let Some(gateway) = self.gateway.upgrade() else { return Vec::new() };
+        let Some(hosted) = gateway.hosted_by_address(endpoint.owner()) else { return Vec::new() };
+        match event {
+            Inbound::Message { meta, payload } => {
+                let Content::Text { body, .. } = &payload.content;
+                let business = hosted.record.address.to_string();
+                let reply_to = payload.reply_to.as_ref().map(|id| (business.as_str(), id));
+                let user_id = gateway.user_id(&hosted, &meta.from);
+                let contact = WebhookContact {
+                    wa_id: &meta.from,
+                    user_id: &user_id,
+                    profile_name: payload.profile_name.as_deref().unwrap_or_default(),
+                };
+                let event = payload::inbound_text(&Gateway::context(&hosted), contact, &meta.id, meta.ts, body, reply_to);
+                vec![gateway.webhook_job(&hosted, meta.id.to_string(), &event, UnixTime::now())]
+            }
+            Inbound::Receipt { meta, status, ids } => {
+                let status = match status {
+                    ReceiptStatus::Delivered => DeliveryStatus::Delivered,
+                    ReceiptStatus::Read => DeliveryStatus::Read,
+                };
+                let mut jobs = Vec::with_capacity(ids.len());
+                for id in ids {
+                    jobs.push(gateway.status_job(&hosted, &meta.from, id, status, meta.ts).await);
+                }
+                jobs
+            }
+            Inbound::Undecryptable { meta, reason } => {
+                tracing::warn!(from = %meta.from, id = %meta.id, %reason, "dropped an undecryptable message");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn settled(&self, endpoint: &Endpoint, settlement: &Settlement) -> Vec<AppRecord> {
+        let Some(gateway) = self.gateway.upgrade() else { return Vec::new() };
+        let Some(hosted) = gateway.hosted_by_address(endpoint.owner()) else { return Vec::new() };
+        let job = match &settlement.outcome {
+            Ok(accepted_at) => {
+                gateway.status_job(&hosted, &settlement.to, &settlement.id, DeliveryStatus::Sent, *accepted_at).await
+            }
+            Err(error) => {
+                let (code, title, details) = cloud_error(error);
+                let failed = DeliveryStatus::Failed(StatusError { code, title, details: &details });
+                gateway.status_job(&hosted, &settlement.to, &settlement.id, failed, UnixTime::now()).await
+            }
+        };
+        gateway.webhooks_due.notify_one();
+        vec![job]
+    }
+
+    fn committed(&self, _endpoint: &Endpoint, _event: &Inbound) {
+        if let Some(gateway) = self.gateway.upgrade() {
+            gateway.webhooks_due.notify_one();
+        }
+    }
+}

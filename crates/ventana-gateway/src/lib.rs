@@ -1,0 +1,157 @@
+//! The business gateway: the business side of Ventana.
+//!
+//! - [`Gateway`]: one end-to-end endpoint (`ventana-client`) per business number, the
+//!   business registry, and the [`Gateway::router`] with:
+//!   - `api`: the Cloud-API-compatible REST API (`/{version}/{phone_number_id}/messages`, …);
+//!   - `admin`: operator routes (businesses, numbers, access tokens);
+//! - `events`: how inbound messages, receipts and relay answers become webhook events;
+//! - `graph`: Graph API conventions (paths, tokens, the error envelope, request parsing);
+//! - `webhook`: event payloads, ASCII-escaped signed bodies, the durable delivery worker.
+//!
+//! The gateway is a client of the relay like any user device: in the all-in-one node it
+//! talks to the relay over the same WebSocket protocol, on loopback.
+
+mod admin;
+mod api;
+mod events;
+mod graph;
+mod webhook;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::{Notify, watch};
+use ventana_client::Endpoint;
+use ventana_core::{PhoneNumber, PhoneNumberId};
+use ventana_crypto::{Sealer, Token, TokenHash};
+use ventana_store::GatewayStore;
+use ventana_store::endpoint::PhoneNumberRecord;
+
+pub use admin::{BusinessCreated, NewBusiness, NewPhoneNumber, TokenIssued};
+
+/// AAD labels of the gateway's sealed columns.
+pub(crate) mod aad {
+    use ventana_core::WabaId;
+
+    pub(crate) use crate::webhook::delivery::app_secret_aad as app_secret;
+
+    pub(crate) fn verify_token(waba: &WabaId) -> Vec<u8> {
+        format!("business/{waba}/verify_token").into_bytes()
+    }
+}
+
+/// How the gateway reaches its relay.
+#[derive(Clone)]
+pub struct RelayAccess {
+    /// `http://host:port` of the relay.
+    pub url: String,
+    /// The operator token, which registers business numbers at the relay.
+    pub operator_token: String,
+}
+
+/// A hosted business number: its record and its live endpoint.
+#[derive(Clone)]
+pub(crate) struct Hosted {
+    pub(crate) record: PhoneNumberRecord,
+    pub(crate) endpoint: Arc<Endpoint>,
+}
+
+/// The gateway, shared by every request and background task.
+pub struct Gateway {
+    pub(crate) store: Arc<dyn GatewayStore>,
+    pub(crate) sealer: Sealer,
+    pub(crate) relay: RelayAccess,
+    pub(crate) operator: TokenHash,
+    pub(crate) numbers: RwLock<HashMap<PhoneNumberId, Hosted>>,
+    pub(crate) by_address: RwLock<HashMap<PhoneNumber, PhoneNumberId>>,
+    pub(crate) webhooks_due: Arc<Notify>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// Secret for business-scoped user ids, derived from the seal key.
+    pub(crate) user_id_secret: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Store(#[from] ventana_store::StoreError),
+    #[error(transparent)]
+    Client(#[from] ventana_client::ClientError),
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+impl Gateway {
+    /// Opens every hosted number's endpoint and starts the webhook worker. Background tasks
+    /// end when `shutdown` turns true; await the returned handle to let them finish.
+    pub async fn start(
+        store: Arc<dyn GatewayStore>,
+        sealer: Sealer,
+        relay: RelayAccess,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), GatewayError> {
+        let operator = Token::from_presented(&relay.operator_token).hash();
+        let user_id_secret = *sealer.derive("business-scoped user ids");
+        let gateway = Arc::new(Self {
+            store,
+            sealer,
+            relay,
+            operator,
+            numbers: RwLock::new(HashMap::new()),
+            by_address: RwLock::new(HashMap::new()),
+            webhooks_due: Arc::new(Notify::new()),
+            http: reqwest::Client::new(),
+            shutdown: shutdown.clone(),
+            user_id_secret,
+        });
+        for record in gateway.store.phone_numbers().await? {
+            gateway.host(record).await?;
+        }
+        let dispatcher = webhook::delivery::WebhookDispatcher::new(
+            Arc::clone(&gateway.store),
+            gateway.sealer.clone(),
+            Arc::clone(&gateway.webhooks_due),
+        )
+        .map_err(|e| GatewayError::Http(e.to_string()))?;
+        let worker = tokio::spawn(dispatcher.run(shutdown));
+        Ok((gateway, worker))
+    }
+
+    /// Starts the endpoint of a registered number.
+    pub(crate) async fn host(self: &Arc<Self>, record: PhoneNumberRecord) -> Result<(), GatewayError> {
+        let store: Arc<dyn ventana_store::EndpointStore> = self.store.clone();
+        let (endpoint, events) =
+            Endpoint::open(store, self.sealer.clone(), &record.address, &self.relay.url, self.shutdown.clone()).await?;
+        let app = Arc::new(events::GatewayEvents { gateway: Arc::downgrade(self) });
+        tokio::spawn(Arc::clone(&endpoint).run(events, app));
+        write(&self.by_address).insert(record.address.clone(), record.id.clone());
+        write(&self.numbers).insert(record.id.clone(), Hosted { record, endpoint });
+        Ok(())
+    }
+
+    pub(crate) fn hosted(&self, id: &PhoneNumberId) -> Option<Hosted> {
+        read(&self.numbers).get(id).cloned()
+    }
+
+    pub(crate) fn hosted_by_address(&self, address: &PhoneNumber) -> Option<Hosted> {
+        let id = read(&self.by_address).get(address).cloned()?;
+        self.hosted(&id)
+    }
+
+    /// The Cloud API and the admin routes.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        admin::routes().merge(api::routes()).with_state(Arc::clone(self))
+    }
+
+    /// True when every hosted number is connected to the relay.
+    pub fn ready(&self) -> bool {
+        read(&self.numbers).values().all(|h| h.endpoint.link().is_connected())
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,357 @@
+//! The JSON of one webhook event, in the Cloud API's envelope.
+//!
+//! One event per POST: the envelope allows batching, but whatsapp-api-js reads only
+//! `entry[0].changes[0]` and its first message or status. `contacts` is on statuses too,
+//! with `user_id`, because pywa fails on either without it.
+
+use serde_json::{Map, Value, json};
+use ventana_core::{MessageId, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
+
+/// Where Meta's error codes are documented; statuses carry it in `errors[].href`.
+const ERROR_CODES_HREF: &str =
+    "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/";
+
+/// The business number an event happened on: `entry[].id` and `value.metadata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WebhookContext {
+    pub(crate) waba_id: WabaId,
+    pub(crate) phone_number_id: PhoneNumberId,
+    /// As Meta writes it in `metadata`: the number's digits (`15550783881`).
+    pub(crate) display_phone_number: String,
+}
+
+/// The user an event is about, as `value.contacts[0]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WebhookContact<'a> {
+    pub(crate) wa_id: &'a PhoneNumber,
+    /// The business-scoped user id (`US.1349…`).
+    pub(crate) user_id: &'a str,
+    pub(crate) profile_name: &'a str,
+}
+
+/// Where an outbound message got to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DeliveryStatus<'a> {
+    Sent,
+    Delivered,
+    Read,
+    /// Refused after the send was accepted; the error is reported in `errors[]`.
+    Failed(StatusError<'a>),
+}
+
+impl DeliveryStatus<'_> {
+    /// The name Meta gives the status in `statuses[].status`.
+    pub(crate) fn as_str(&self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Why a message failed, with the same code, title and details a synchronous refusal would
+/// have had (`GraphError`'s fields).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatusError<'a> {
+    pub(crate) code: i64,
+    pub(crate) title: &'a str,
+    pub(crate) details: &'a str,
+}
+
+/// The per-message pricing (PMP) object of a status: `category` is the template category
+/// (`service` for free-form messages), `pricing_type` depends on the window
+/// (`regular`, `free_customer_service`, `free_entry_point`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pricing<'a> {
+    pub(crate) billable: bool,
+    pub(crate) category: &'a str,
+    pub(crate) pricing_type: &'a str,
+}
+
+impl Pricing<'static> {
+    /// A free-form message inside the customer-service window: free, hence not billable.
+    pub(crate) const FREE_SERVICE: Self = Self {
+        billable: false,
+        category: "service",
+        pricing_type: "free_customer_service",
+    };
+}
+
+/// A text message from a user. `reply_to` is the replied-to message and its sender, the
+/// business number's digits (`context.from`).
+pub(crate) fn inbound_text(
+    ctx: &WebhookContext,
+    from: WebhookContact<'_>,
+    id: &MessageId,
+    timestamp: UnixTime,
+    body: &str,
+    reply_to: Option<(&str, &MessageId)>,
+) -> Value {
+    let mut message = json!({
+        "from": from.wa_id.digits(),
+        "from_user_id": from.user_id,
+        "id": id.as_str(),
+        "timestamp": timestamp.0.to_string(),
+        "type": "text",
+        "text": { "body": body },
+    });
+    if let Some((business, replied)) = reply_to {
+        message["context"] = json!({ "from": business, "id": replied.as_str() });
+    }
+    envelope(ctx, from, "messages", message)
+}
+
+/// A status of an outbound message to `recipient`. `pricing` goes on every status but
+/// `failed`, which carries its error instead; `biz_opaque_callback_data` is echoed from the
+/// send request.
+pub(crate) fn status(
+    ctx: &WebhookContext,
+    recipient: WebhookContact<'_>,
+    id: &MessageId,
+    status: DeliveryStatus<'_>,
+    timestamp: UnixTime,
+    pricing: Pricing<'_>,
+    biz_opaque_callback_data: Option<&str>,
+) -> Value {
+    let mut item = Map::new();
+    item.insert("id".into(), id.as_str().into());
+    item.insert("status".into(), status.as_str().into());
+    item.insert("timestamp".into(), timestamp.0.to_string().into());
+    item.insert("recipient_id".into(), recipient.wa_id.digits().into());
+    item.insert("recipient_user_id".into(), recipient.user_id.into());
+    if let Some(data) = biz_opaque_callback_data {
+        item.insert("biz_opaque_callback_data".into(), data.into());
+    }
+    match status {
+        DeliveryStatus::Failed(error) => {
+            item.insert(
+                "errors".into(),
+                json!([{
+                    "code": error.code,
+                    "title": error.title,
+                    "message": error.title,
+                    "error_data": { "details": error.details },
+                    "href": ERROR_CODES_HREF,
+                }]),
+            );
+        }
+        DeliveryStatus::Sent | DeliveryStatus::Delivered | DeliveryStatus::Read => {
+            item.insert(
+                "pricing".into(),
+                json!({
+                    "billable": pricing.billable,
+                    "pricing_model": "PMP",
+                    "category": pricing.category,
+                    "type": pricing.pricing_type,
+                }),
+            );
+        }
+    }
+    envelope(ctx, recipient, "statuses", Value::Object(item))
+}
+
+/// `{"object":"whatsapp_business_account","entry":[{"id","changes":[{"field":"messages",
+/// "value":{…, <list>:[item]}}]}]}`.
+fn envelope(ctx: &WebhookContext, contact: WebhookContact<'_>, list: &str, item: Value) -> Value {
+    let mut value = json!({
+        "messaging_product": "whatsapp",
+        "metadata": {
+            "display_phone_number": ctx.display_phone_number,
+            "phone_number_id": ctx.phone_number_id.as_str(),
+        },
+        "contacts": [{
+            "profile": { "name": contact.profile_name },
+            "wa_id": contact.wa_id.digits(),
+            "user_id": contact.user_id,
+        }],
+    });
+    value[list] = json!([item]);
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": ctx.waba_id.as_str(),
+            "changes": [{ "field": "messages", "value": value }],
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const IN: &str = "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTdC";
+    const OUT: &str = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI5QUNG";
+
+    fn ctx() -> WebhookContext {
+        WebhookContext {
+            waba_id: "102290129340398".parse().unwrap(),
+            phone_number_id: "106540352242922".parse().unwrap(),
+            display_phone_number: "15550783881".to_owned(),
+        }
+    }
+
+    fn user() -> PhoneNumber {
+        "16505551234".parse().unwrap()
+    }
+
+    fn contact(user: &PhoneNumber) -> WebhookContact<'_> {
+        WebhookContact {
+            wa_id: user,
+            user_id: "US.1349120865530274",
+            profile_name: "Sheena Nelson",
+        }
+    }
+
+    /// The envelope around one `value`, with `contacts` for the test user.
+    fn expected(list: &str, item: Value) -> Value {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{
+            "field": "messages",
+            "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+                "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "16505551234", "user_id": "US.1349120865530274"}],
+                list: [item],
+            },
+        }]}]})
+    }
+
+    #[test]
+    fn an_inbound_text_is_one_message_in_metas_envelope() {
+        let user = user();
+        let event = inbound_text(
+            &ctx(),
+            contact(&user),
+            &IN.parse().unwrap(),
+            UnixTime(1749416383),
+            "Another color?",
+            None,
+        );
+        assert_eq!(
+            event,
+            expected(
+                "messages",
+                json!({
+                    "from": "16505551234",
+                    "from_user_id": "US.1349120865530274",
+                    "id": IN,
+                    "timestamp": "1749416383",
+                    "type": "text",
+                    "text": {"body": "Another color?"},
+                })
+            )
+        );
+    }
+
+    #[test]
+    fn an_inbound_reply_carries_the_replied_message_in_context() {
+        let user = user();
+        let out: MessageId = OUT.parse().unwrap();
+        let event = inbound_text(
+            &ctx(),
+            contact(&user),
+            &IN.parse().unwrap(),
+            UnixTime(1),
+            "yes",
+            Some(("15550783881", &out)),
+        );
+        let message = &event["entry"][0]["changes"][0]["value"]["messages"][0];
+        assert_eq!(
+            message["context"],
+            json!({"from": "15550783881", "id": OUT})
+        );
+    }
+
+    #[test]
+    fn a_delivered_status_has_pmp_pricing_and_the_callback_data() {
+        let user = user();
+        let event = status(
+            &ctx(),
+            contact(&user),
+            &OUT.parse().unwrap(),
+            DeliveryStatus::Delivered,
+            UnixTime(1750000001),
+            Pricing::FREE_SERVICE,
+            Some("order-42"),
+        );
+        assert_eq!(
+            event,
+            expected(
+                "statuses",
+                json!({
+                    "id": OUT,
+                    "status": "delivered",
+                    "timestamp": "1750000001",
+                    "recipient_id": "16505551234",
+                    "recipient_user_id": "US.1349120865530274",
+                    "biz_opaque_callback_data": "order-42",
+                    "pricing": {"billable": false, "pricing_model": "PMP", "category": "service", "type": "free_customer_service"},
+                })
+            )
+        );
+    }
+
+    #[test]
+    fn a_failed_status_has_the_error_and_no_pricing() {
+        let user = user();
+        let error = StatusError {
+            code: 131047,
+            title: "Re-engagement message",
+            details: "More than 24 hours have passed since the customer last replied.",
+        };
+        let event = status(
+            &ctx(),
+            contact(&user),
+            &OUT.parse().unwrap(),
+            DeliveryStatus::Failed(error),
+            UnixTime(1750000002),
+            Pricing::FREE_SERVICE,
+            None,
+        );
+        assert_eq!(
+            event,
+            expected(
+                "statuses",
+                json!({
+                    "id": OUT,
+                    "status": "failed",
+                    "timestamp": "1750000002",
+                    "recipient_id": "16505551234",
+                    "recipient_user_id": "US.1349120865530274",
+                    "errors": [{
+                        "code": 131047,
+                        "title": "Re-engagement message",
+                        "message": "Re-engagement message",
+                        "error_data": {"details": "More than 24 hours have passed since the customer last replied."},
+                        "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/",
+                    }],
+                })
+            )
+        );
+    }
+
+    #[test]
+    fn sent_and_read_statuses_are_named_as_meta_names_them() {
+        let user = user();
+        for (delivery, name) in [
+            (DeliveryStatus::Sent, "sent"),
+            (DeliveryStatus::Read, "read"),
+        ] {
+            let event = status(
+                &ctx(),
+                contact(&user),
+                &OUT.parse().unwrap(),
+                delivery,
+                UnixTime(1),
+                Pricing::FREE_SERVICE,
+                None,
+            );
+            let item = &event["entry"][0]["changes"][0]["value"]["statuses"][0];
+            assert_eq!(item["status"], name);
+            assert_eq!(item["pricing"]["pricing_model"], "PMP");
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! One device's WebSocket: queued envelopes on connect, new ones pushed live, acks, requests.
+//!
+//! Three tasks per connection: a writer that owns the socket's sending half, a delivery loop
+//! that streams the device's queue (woken by `signals`), and the reader below. Envelopes sent
+//! but not acknowledged stay queued and are sent again on the next connection.
+
+use crate::error::{HttpError, bearer};
+use crate::ops::{self, StoredBody};
+use crate::signals::DeviceSignal;
+use crate::{LOW_KEYS, Relay};
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use ventana_core::protocol::{
+    ClientFrame, Envelope, ErrorCode, PROTOCOL_VERSION, ProtocolError, ServerFrame,
+};
+use ventana_core::{DeviceId, PhoneNumber};
+use ventana_crypto::Token;
+use ventana_store::relay::{AccountRecord, StoredEnvelope};
+
+/// Largest frame a device may send: a message to a handful of devices fits easily.
+const MAX_FRAME_BYTES: usize = 1 << 20;
+const PAGE: u32 = 256;
+
+pub(crate) async fn upgrade(
+    State(relay): State<Arc<Relay>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, HttpError> {
+    let token = bearer(&headers).ok_or_else(|| HttpError::unauthorized("a device token is required"))?;
+    let (account, device) = relay
+        .store
+        .device_by_token(&Token::from_presented(token).hash().0)
+        .await?
+        .ok_or_else(|| HttpError::unauthorized("unknown device token"))?;
+    Ok(ws
+        .max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| serve(relay, socket, account, device)))
+}
+
+async fn serve(relay: Arc<Relay>, socket: WebSocket, me: AccountRecord, device: DeviceId) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<ServerFrame>(PAGE as usize);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            let Ok(text) = serde_json::to_string(&frame) else { continue };
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let remaining = relay.store.one_time_key_count(&me.address, device).await.unwrap_or(0);
+    let hello = ServerFrame::Hello {
+        protocol: PROTOCOL_VERSION,
+        account: me.address.clone(),
+        device_id: device,
+        one_time_keys_remaining: remaining,
+    };
+    if tx.send(hello).await.is_err() {
+        return;
+    }
+    tracing::debug!(account = %me.address, %device, "device connected");
+
+    let signal = relay.signals.acquire(&me.address, device);
+    let delivery = tokio::spawn(deliver(
+        Arc::clone(&relay),
+        me.address.clone(),
+        device,
+        Arc::clone(&signal),
+        tx.clone(),
+    ));
+
+    let mut shutdown = relay.shutdown.clone();
+    loop {
+        tokio::select! {
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(reply) = handle_frame(&relay, &me, device, text.as_str()).await
+                        && tx.send(reply).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let error = ProtocolError::new(ErrorCode::BadRequest, "frames are JSON text");
+                    let _ = tx.send(ServerFrame::Response { req: 0, ok: None, error: Some(error) }).await;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            },
+            _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break,
+        }
+    }
+    delivery.abort();
+    let _ = delivery.await;
+    drop(tx);
+    let _ = writer.await;
+    relay.signals.release(&me.address, device);
+    tracing::debug!(account = %me.address, %device, "device disconnected");
+}
+
+async fn handle_frame(relay: &Relay, me: &AccountRecord, device: DeviceId, text: &str) -> Option<ServerFrame> {
+    match serde_json::from_str::<ClientFrame>(text) {
+        Ok(ClientFrame::Ack { seqs }) => {
+            if let Err(e) = relay.store.ack(&me.address, device, &seqs).await {
+                tracing::error!(error = %e, "ack failed");
+            }
+            None
+        }
+        Ok(ClientFrame::Request { req, op }) => Some(match ops::handle(relay, me, device, op).await {
+            Ok(reply) => ServerFrame::Response { req, ok: Some(reply), error: None },
+            Err(error) => ServerFrame::Response { req, ok: None, error: Some(error) },
+        }),
+        Err(e) => {
+            let error = ProtocolError::new(ErrorCode::BadRequest, format!("malformed frame: {e}"));
+            Some(ServerFrame::Response { req: 0, ok: None, error: Some(error) })
+        }
+    }
+}
+
+async fn deliver(
+    relay: Arc<Relay>,
+    account: PhoneNumber,
+    device: DeviceId,
+    signal: Arc<DeviceSignal>,
+    tx: mpsc::Sender<ServerFrame>,
+) {
+    let mut last_seq = 0;
+    let mut first_pass = true;
+    loop {
+        // Arm the wake-up before reading, so nothing queued meanwhile is missed.
+        let notified = signal.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        if signal.rescan.swap(false, Ordering::AcqRel) {
+            last_seq = 0;
+        }
+        if signal.keys_claimed.swap(false, Ordering::AcqRel)
+            && let Ok(remaining) = relay.store.one_time_key_count(&account, device).await
+            && remaining < LOW_KEYS
+            && tx.send(ServerFrame::KeysLow { remaining }).await.is_err()
+        {
+            return;
+        }
+        let mut sent_any = false;
+        loop {
+            let batch = match relay.store.pending(&account, device, last_seq, PAGE).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, %account, "reading the queue failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let full = batch.len() == PAGE as usize;
+            for stored in batch {
+                last_seq = stored.seq;
+                sent_any = true;
+                let Some(envelope) = to_frame(stored) else { continue };
+                if tx.send(ServerFrame::Envelope(envelope)).await.is_err() {
+                    return;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        if (first_pass || sent_any) && tx.send(ServerFrame::Drained).await.is_err() {
+            return;
+        }
+        first_pass = false;
+        notified.await;
+    }
+}
+
+fn to_frame(stored: StoredEnvelope) -> Option<Envelope> {
+    let body: StoredBody = match serde_json::from_slice(&stored.body) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!(seq = stored.seq, error = %e, "unreadable stored envelope skipped");
+            return None;
+        }
+    };
+    Some(Envelope {
+        seq: stored.seq,
+        id: stored.id,
+        from: stored.sender,
+        from_device: stored.sender_device,
+        kind: stored.kind,
+        ts: stored.ts,
+        ciphertext: body.ciphertext,
+        receipt: body.receipt,
+    })
+}

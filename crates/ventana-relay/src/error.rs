@@ -1,0 +1,58 @@
+//! The relay's HTTP error: the client protocol's error object, `{"error":{"code","message"}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ventana_core::protocol::{ErrorCode, ProtocolError};
+use ventana_store::StoreError;
+
+pub(crate) struct HttpError(pub(crate) StatusCode, pub(crate) ProtocolError);
+
+impl HttpError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, ProtocolError::new(ErrorCode::BadRequest, message))
+    }
+
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self(StatusCode::UNAUTHORIZED, ProtocolError::new(ErrorCode::Unauthorized, message))
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self(StatusCode::NOT_FOUND, ProtocolError::new(ErrorCode::UnknownAccount, message))
+    }
+
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
+        Self(StatusCode::CONFLICT, ProtocolError::new(ErrorCode::Conflict, message))
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(what) => Self::conflict(what),
+            StoreError::Backend(what) => {
+                tracing::error!(%what, "relay store failed");
+                Self(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ProtocolError::new(ErrorCode::Internal, "internal error"),
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// The bearer token of a request, if any.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}

@@ -1,0 +1,80 @@
+//! The relay: the platform every device talks to. It never sees plaintext.
+//!
+//! - [`Relay`] holds the store, the number verifier and the live-connection registry, and
+//!   builds the HTTP [`Relay::router`]:
+//!   - `registration`: `POST /relay/v1/verifications`, `POST /relay/v1/devices`;
+//!   - `connection`: `GET /relay/v1/ws`, the authenticated WebSocket (push, ack, requests);
+//!   - `ops`: what a device may ask over the socket (send, devices, claim, keys, block);
+//!   - `admin`: operator routes (read a development code, test clocks).
+//! - [`verifier`]: proving control of a phone number ([`NumberVerifier`]).
+//! - `signals`: wakes a device's connections when something is queued for it.
+
+mod admin;
+mod connection;
+mod error;
+mod ops;
+mod registration;
+mod signals;
+pub mod verifier;
+
+use axum::Router;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use tokio::sync::watch;
+use ventana_crypto::{Token, TokenHash};
+use ventana_store::RelayStore;
+
+pub use verifier::{DevVerifier, NumberVerifier};
+
+/// How long a verification code stays valid.
+const CODE_TTL_SECS: i64 = 10 * 60;
+/// Below this many one-time keys a device is told to replenish.
+const LOW_KEYS: u64 = 20;
+
+/// The relay, shared by every request and connection.
+pub struct Relay {
+    store: Arc<dyn RelayStore>,
+    verifier: Arc<dyn NumberVerifier>,
+    operator: TokenHash,
+    signals: signals::Signals,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Relay {
+    /// `operator_token` authorises business-number registration and the admin routes;
+    /// `shutdown` turning true closes every device connection.
+    pub fn new(
+        store: Arc<dyn RelayStore>,
+        verifier: Arc<dyn NumberVerifier>,
+        operator_token: &Token,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            verifier,
+            operator: operator_token.hash(),
+            signals: signals::Signals::default(),
+            shutdown,
+        })
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/relay/v1/verifications", post(registration::request_code))
+            .route("/relay/v1/devices", post(registration::register_device))
+            .route("/relay/v1/ws", get(connection::upgrade))
+            .route("/relay/v1/admin/verifications/{phone}", get(admin::peek_code))
+            .route("/relay/v1/admin/businesses/{waba}/clock", get(admin::clock))
+            .route("/relay/v1/admin/businesses/{waba}/clock/advance", post(admin::advance_clock))
+            .with_state(Arc::clone(self))
+    }
+
+    /// True when the store answers.
+    pub async fn ready(&self) -> bool {
+        self.store.business_clock(&ventana_core::WabaId::try_from("0".to_owned()).unwrap_or_else(|_| unreachable!())).await.is_ok()
+    }
+
+    fn is_operator(&self, presented: Option<&str>) -> bool {
+        presented.is_some_and(|t| Token::from_presented(t).hash() == self.operator)
+    }
+}

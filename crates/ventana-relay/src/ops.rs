@@ -1,0 +1,179 @@
+//! Requests a connected device may make.
+
+use crate::Relay;
+use crate::registration::check_keys;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use ventana_core::protocol::{
+    Ciphertext, ClaimedKey, DeviceInfo, ErrorCode, Op, ProtocolError, Receipt, Reply, Submission,
+};
+use ventana_core::rules::{AccountKind, EnvelopeKind};
+use ventana_core::{DeviceId, PhoneNumber, UnixTime};
+use ventana_store::StoreError;
+use ventana_store::relay::{AccountRecord, DeviceRecord, EnvelopeBody, NewSubmission, Refusal};
+
+/// Largest ciphertext per device copy (base64 characters).
+const MAX_CIPHERTEXT: usize = 96 * 1024;
+const MAX_RECEIPT_IDS: usize = 256;
+
+/// What the relay stores per envelope: the ciphertext, or a receipt. Nothing else.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoredBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ciphertext: Option<Ciphertext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) receipt: Option<Receipt>,
+}
+
+fn bad(message: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(ErrorCode::BadRequest, message)
+}
+
+fn internal(error: StoreError) -> ProtocolError {
+    match error {
+        StoreError::Conflict(what) => ProtocolError::new(ErrorCode::Conflict, what),
+        StoreError::Backend(what) => {
+            tracing::error!(%what, "relay store failed");
+            ProtocolError::new(ErrorCode::Internal, "internal error")
+        }
+    }
+}
+
+fn info(device: DeviceRecord) -> DeviceInfo {
+    DeviceInfo { device_id: device.device_id, curve25519: device.curve25519, ed25519: device.ed25519 }
+}
+
+fn json(body: &StoredBody) -> Vec<u8> {
+    serde_json::to_vec(body).unwrap_or_default()
+}
+
+pub(crate) async fn handle(
+    relay: &Relay,
+    me: &AccountRecord,
+    device: DeviceId,
+    op: Op,
+) -> Result<Reply, ProtocolError> {
+    match op {
+        Op::Send(submission) => send(relay, me, device, submission).await,
+        Op::Devices { account } => {
+            let devices = known_devices(relay, &account).await?;
+            Ok(Reply::Devices { devices: devices.into_iter().map(info).collect() })
+        }
+        Op::Claim { account } => {
+            known_devices(relay, &account).await?;
+            let claimed = relay.store.claim_pre_keys(&account).await.map_err(internal)?;
+            for key in &claimed {
+                relay.signals.keys_claimed(&account, key.device.device_id);
+            }
+            let keys = claimed
+                .into_iter()
+                .map(|c| ClaimedKey { device: info(c.device), key: c.key, fallback: c.fallback })
+                .collect();
+            Ok(Reply::Claimed { keys })
+        }
+        Op::UploadKeys { one_time_keys, fallback_key } => {
+            check_keys(&one_time_keys, fallback_key.as_ref()).map_err(|e| e.1)?;
+            let remaining = relay
+                .store
+                .upload_keys(&me.address, device, &one_time_keys, fallback_key.as_ref())
+                .await
+                .map_err(internal)?;
+            Ok(Reply::KeysUploaded { one_time_keys_remaining: remaining })
+        }
+        Op::Block { business } => set_blocked(relay, me, &business, true).await,
+        Op::Unblock { business } => set_blocked(relay, me, &business, false).await,
+    }
+}
+
+async fn known_devices(relay: &Relay, account: &PhoneNumber) -> Result<Vec<DeviceRecord>, ProtocolError> {
+    let devices = relay.store.devices(account).await.map_err(internal)?;
+    if devices.is_empty() {
+        return Err(ProtocolError::new(ErrorCode::UnknownAccount, format!("{account} has no Ventana account")));
+    }
+    Ok(devices)
+}
+
+async fn set_blocked(relay: &Relay, me: &AccountRecord, business: &PhoneNumber, blocked: bool) -> Result<Reply, ProtocolError> {
+    if me.kind != AccountKind::User {
+        return Err(bad("only users block businesses"));
+    }
+    match relay.store.account(business).await.map_err(internal)? {
+        Some(account) if account.kind == AccountKind::Business => {}
+        _ => return Err(ProtocolError::new(ErrorCode::UnknownAccount, format!("{business} is not a business on Ventana"))),
+    }
+    relay.store.set_blocked(&me.address, business, blocked, UnixTime::now()).await.map_err(internal)?;
+    if !blocked {
+        // Envelopes held back while blocked may flow now.
+        for d in relay.store.devices(&me.address).await.map_err(internal)? {
+            relay.signals.rescan(&me.address, d.device_id);
+        }
+    }
+    Ok(Reply::Done)
+}
+
+async fn send(relay: &Relay, me: &AccountRecord, device: DeviceId, submission: Submission) -> Result<Reply, ProtocolError> {
+    if submission.to == me.address {
+        return Err(bad("an account cannot message itself"));
+    }
+    let body = match (submission.kind, &submission.receipt) {
+        (EnvelopeKind::Message, None) => {
+            if submission.copies.is_empty() {
+                return Err(bad("a message needs one ciphertext per recipient device"));
+            }
+            let mut copies = Vec::with_capacity(submission.copies.len());
+            for copy in &submission.copies {
+                let c = &copy.ciphertext;
+                if c.message_type > 1 || c.body.is_empty() || c.body.len() > MAX_CIPHERTEXT {
+                    return Err(bad("a ciphertext has type 0 or 1 and a body of at most 96 KiB"));
+                }
+                copies.push((copy.device, json(&StoredBody { ciphertext: Some(c.clone()), receipt: None })));
+            }
+            EnvelopeBody::PerDevice(copies)
+        }
+        (EnvelopeKind::Receipt, Some(receipt)) if submission.copies.is_empty() => {
+            if receipt.ids.is_empty() || receipt.ids.len() > MAX_RECEIPT_IDS {
+                return Err(bad("a receipt names 1 to 256 message ids"));
+            }
+            EnvelopeBody::Shared(json(&StoredBody { ciphertext: None, receipt: Some(receipt.clone()) }))
+        }
+        _ => return Err(bad("a message carries ciphertext copies; a receipt carries a receipt and nothing else")),
+    };
+    let fingerprint = {
+        let bytes = serde_json::to_vec(&submission).unwrap_or_default();
+        Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let outcome = relay
+        .store
+        .accept(NewSubmission {
+            id: submission.id.clone(),
+            sender: me.address.clone(),
+            sender_device: device,
+            recipient: submission.to.clone(),
+            kind: submission.kind,
+            body,
+            fingerprint,
+            wall: UnixTime::now(),
+        })
+        .await
+        .map_err(internal)?;
+    match outcome {
+        Ok(accepted) => {
+            for d in &accepted.devices {
+                relay.signals.wake(&submission.to, *d);
+            }
+            Ok(Reply::Sent { accepted_at: accepted.accepted_at })
+        }
+        Err(Refusal::UnknownRecipient) => Err(ProtocolError::new(
+            ErrorCode::UnknownAccount,
+            format!("{} has no Ventana account", submission.to),
+        )),
+        Err(Refusal::StaleDevices(devices)) => Err(ProtocolError {
+            code: ErrorCode::StaleDevices,
+            message: "the copies do not match the recipient's devices".into(),
+            rule: None,
+            devices: Some(devices.into_iter().map(info).collect()),
+        }),
+        Err(Refusal::IdReused) => Err(ProtocolError::new(ErrorCode::Conflict, "this message id was used for another message")),
+        Err(Refusal::Rule(rule)) => Err(ProtocolError::refused(rule)),
+    }
+}

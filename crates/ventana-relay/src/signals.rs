@@ -1,0 +1,71 @@
+//! Wakes the live connections of a device when envelopes are queued for it, or when its
+//! one-time keys were claimed. A connection re-reads the store when woken, so a lost or
+//! merged wake-up costs nothing but a little latency.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+use ventana_core::{DeviceId, PhoneNumber};
+
+#[derive(Default)]
+pub(crate) struct DeviceSignal {
+    pub(crate) notify: Notify,
+    pub(crate) keys_claimed: AtomicBool,
+    /// Read the queue from the start again: envelopes held back (a blocked sender) sit
+    /// behind the connection's cursor once they are released.
+    pub(crate) rescan: AtomicBool,
+}
+
+#[derive(Default)]
+pub(crate) struct Signals {
+    devices: Mutex<HashMap<(PhoneNumber, DeviceId), (Arc<DeviceSignal>, usize)>>,
+}
+
+impl Signals {
+    /// Registers a connection of a device; release it with [`Signals::release`].
+    pub(crate) fn acquire(&self, account: &PhoneNumber, device: DeviceId) -> Arc<DeviceSignal> {
+        let mut map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry((account.clone(), device))
+            .or_insert_with(|| (Arc::new(DeviceSignal::default()), 0));
+        entry.1 += 1;
+        Arc::clone(&entry.0)
+    }
+
+    pub(crate) fn release(&self, account: &PhoneNumber, device: DeviceId) {
+        let mut map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (account.clone(), device);
+        if let Some(entry) = map.get_mut(&key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                map.remove(&key);
+            }
+        }
+    }
+
+    pub(crate) fn wake(&self, account: &PhoneNumber, device: DeviceId) {
+        if let Some(signal) = self.get(account, device) {
+            signal.notify.notify_waiters();
+        }
+    }
+
+    pub(crate) fn rescan(&self, account: &PhoneNumber, device: DeviceId) {
+        if let Some(signal) = self.get(account, device) {
+            signal.rescan.store(true, Ordering::Release);
+            signal.notify.notify_waiters();
+        }
+    }
+
+    pub(crate) fn keys_claimed(&self, account: &PhoneNumber, device: DeviceId) {
+        if let Some(signal) = self.get(account, device) {
+            signal.keys_claimed.store(true, Ordering::Release);
+            signal.notify.notify_waiters();
+        }
+    }
+
+    fn get(&self, account: &PhoneNumber, device: DeviceId) -> Option<Arc<DeviceSignal>> {
+        let map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(account.clone(), device)).map(|e| Arc::clone(&e.0))
+    }
+}

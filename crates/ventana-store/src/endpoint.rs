@@ -1,0 +1,260 @@
+//! An end-to-end endpoint's store, and the business gateway's tables beside it.
+//!
+//! Everything secret arrives here already sealed by the caller (`ventana-crypto`): the store
+//! keeps bytes and never sees a key. One file may hold several endpoints (a gateway hosts one
+//! per business number), told apart by `owner`, the endpoint's own phone number.
+
+use crate::StoreResult;
+use async_trait::async_trait;
+use ventana_core::rules::EnvelopeKind;
+use ventana_core::{DeviceId, MessageId, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
+
+/// Who this endpoint is at the relay, with its sealed Olm account and sealed relay token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityRecord {
+    pub owner: PhoneNumber,
+    pub device_id: DeviceId,
+    pub relay_token_sealed: Vec<u8>,
+    pub account_sealed: Vec<u8>,
+    /// The name shown to the other side (a user's profile name, a business's verified name).
+    pub display_name: String,
+}
+
+/// A sealed Olm session with one peer device. `version` counts writes, for compare-and-swap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub peer: PhoneNumber,
+    pub peer_device: DeviceId,
+    pub session_id: String,
+    pub sealed: Vec<u8>,
+    pub version: i64,
+    pub updated_at: UnixTime,
+}
+
+/// A session to write: `expected_version` is `None` for a new session, or the version read
+/// before changing it (the write fails with `Conflict` if someone else wrote since).
+#[derive(Clone, Debug)]
+pub struct SessionWrite {
+    pub peer: PhoneNumber,
+    pub peer_device: DeviceId,
+    pub session_id: String,
+    pub sealed: Vec<u8>,
+    pub expected_version: Option<i64>,
+}
+
+/// A submission ready for the relay, already encrypted: a retry resends these exact bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: MessageId,
+    pub to: PhoneNumber,
+    /// The client protocol's `Submission`, as JSON (its bodies are Olm ciphertext).
+    pub submission: Vec<u8>,
+    pub created_at: UnixTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "in",
+            Self::Outbound => "out",
+        }
+    }
+}
+
+/// One message in the endpoint's history. The body (the decrypted payload) is sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: MessageId,
+    pub direction: Direction,
+    pub peer: PhoneNumber,
+    /// The peer device it came from (inbound) — where read receipts go.
+    pub peer_device: Option<DeviceId>,
+    pub kind: EnvelopeKind,
+    pub ts: UnixTime,
+    pub body_sealed: Vec<u8>,
+    /// `accepted`, `sent`, `delivered`, `read` or `failed` for outbound; `received` or `read`
+    /// for inbound.
+    pub status: String,
+}
+
+/// A webhook event waiting to be delivered. `id` is stable across retries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookJob {
+    pub id: String,
+    pub waba_id: WabaId,
+    /// The exact, signed-as-is JSON bytes, sealed.
+    pub body_sealed: Vec<u8>,
+    pub attempts: u32,
+    pub next_attempt_at: UnixTime,
+    pub created_at: UnixTime,
+}
+
+/// Application effects committed in the same transaction as the Olm state they result from.
+#[derive(Clone, Debug)]
+pub enum AppRecord {
+    Message(MessageRecord),
+    /// Moves an earlier message to a later status (never backwards).
+    Status {
+        id: MessageId,
+        status: String,
+    },
+    Webhook(WebhookJob),
+    /// The peer's profile name as last seen, sealed.
+    Contact {
+        peer: PhoneNumber,
+        profile_sealed: Vec<u8>,
+    },
+}
+
+/// Everything that processing one inbound envelope changes, committed at once.
+#[derive(Clone, Debug)]
+pub struct InboundCommit {
+    pub owner: PhoneNumber,
+    /// The dedup marker: (sender, envelope id).
+    pub from: PhoneNumber,
+    pub id: MessageId,
+    pub account_sealed: Option<Vec<u8>>,
+    pub session: Option<SessionWrite>,
+    pub records: Vec<AppRecord>,
+}
+
+/// Everything that encrypting one outbound message changes, committed before it is sent.
+#[derive(Clone, Debug)]
+pub struct OutboundCommit {
+    pub owner: PhoneNumber,
+    pub account_sealed: Option<Vec<u8>>,
+    pub sessions: Vec<SessionWrite>,
+    pub outbox: OutboxRow,
+    pub records: Vec<AppRecord>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboundOutcome {
+    Committed,
+    /// Already processed before: nothing was written.
+    Duplicate,
+}
+
+#[async_trait]
+pub trait EndpointStore: Send + Sync {
+    async fn identity(&self, owner: &PhoneNumber) -> StoreResult<Option<IdentityRecord>>;
+    /// Inserts or replaces the identity.
+    async fn save_identity(&self, identity: IdentityRecord) -> StoreResult<()>;
+    async fn save_account(&self, owner: &PhoneNumber, account_sealed: Vec<u8>) -> StoreResult<()>;
+
+    /// Sessions with one peer device, most recently used first.
+    async fn sessions(
+        &self,
+        owner: &PhoneNumber,
+        peer: &PhoneNumber,
+        peer_device: DeviceId,
+    ) -> StoreResult<Vec<SessionRecord>>;
+    async fn commit_outbound(&self, commit: OutboundCommit) -> StoreResult<()>;
+    /// Rows not yet settled with the relay, oldest first.
+    async fn outbox(&self, owner: &PhoneNumber) -> StoreResult<Vec<OutboxRow>>;
+    /// The relay has answered for this row (accepted or refused): drop it, and apply `records`.
+    async fn settle_outbox(
+        &self,
+        owner: &PhoneNumber,
+        id: &MessageId,
+        records: Vec<AppRecord>,
+    ) -> StoreResult<()>;
+
+    async fn is_processed(
+        &self,
+        owner: &PhoneNumber,
+        from: &PhoneNumber,
+        id: &MessageId,
+    ) -> StoreResult<bool>;
+    async fn commit_inbound(&self, commit: InboundCommit) -> StoreResult<InboundOutcome>;
+
+    async fn message(
+        &self,
+        owner: &PhoneNumber,
+        id: &MessageId,
+    ) -> StoreResult<Option<MessageRecord>>;
+    /// The latest `limit` messages, newest last.
+    async fn messages(&self, owner: &PhoneNumber, limit: u32) -> StoreResult<Vec<MessageRecord>>;
+    async fn apply(&self, owner: &PhoneNumber, records: Vec<AppRecord>) -> StoreResult<()>;
+    async fn contact(
+        &self,
+        owner: &PhoneNumber,
+        peer: &PhoneNumber,
+    ) -> StoreResult<Option<Vec<u8>>>;
+}
+
+/// A business as the gateway knows it. Secrets are sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusinessRecord {
+    pub waba_id: WabaId,
+    pub name: String,
+    pub app_secret_sealed: Vec<u8>,
+    pub webhook_url: Option<String>,
+    pub verify_token_sealed: Vec<u8>,
+    pub sandbox: bool,
+    pub created_at: UnixTime,
+}
+
+/// A business phone number hosted by this gateway; its endpoint `owner` is `address`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhoneNumberRecord {
+    pub id: PhoneNumberId,
+    pub waba_id: WabaId,
+    pub address: PhoneNumber,
+    pub display_phone_number: String,
+    pub verified_name: String,
+    pub created_at: UnixTime,
+}
+
+/// An API access token of a business; only its hash is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessTokenRecord {
+    pub id: String,
+    pub waba_id: WabaId,
+    pub token_hash: String,
+    pub label: String,
+    pub created_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+#[async_trait]
+pub trait GatewayStore: EndpointStore {
+    /// `Conflict` if the WABA id exists.
+    async fn create_business(&self, business: BusinessRecord) -> StoreResult<()>;
+    async fn business(&self, waba: &WabaId) -> StoreResult<Option<BusinessRecord>>;
+    async fn businesses(&self) -> StoreResult<Vec<BusinessRecord>>;
+
+    /// `Conflict` if the id or the number is taken.
+    async fn add_phone_number(&self, number: PhoneNumberRecord) -> StoreResult<()>;
+    async fn phone_number(&self, id: &PhoneNumberId) -> StoreResult<Option<PhoneNumberRecord>>;
+    async fn phone_number_by_address(
+        &self,
+        address: &PhoneNumber,
+    ) -> StoreResult<Option<PhoneNumberRecord>>;
+    async fn phone_numbers(&self) -> StoreResult<Vec<PhoneNumberRecord>>;
+
+    async fn add_token(&self, token: AccessTokenRecord) -> StoreResult<()>;
+    async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<AccessTokenRecord>>;
+    async fn tokens(&self, waba: &WabaId) -> StoreResult<Vec<AccessTokenRecord>>;
+    /// Returns false if no such live token of that business.
+    async fn revoke_token(&self, waba: &WabaId, id: &str, at: UnixTime) -> StoreResult<bool>;
+
+    /// Webhook jobs due at `now`, oldest first.
+    async fn due_webhooks(&self, now: UnixTime, limit: u32) -> StoreResult<Vec<WebhookJob>>;
+    async fn webhook_delivered(&self, id: &str) -> StoreResult<()>;
+    async fn webhook_retry(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_attempt_at: UnixTime,
+        last_error: &str,
+    ) -> StoreResult<()>;
+    /// The earliest time a queued job falls due, if any.
+    async fn next_webhook_due(&self) -> StoreResult<Option<UnixTime>>;
+}

@@ -1,0 +1,40 @@
+//! Storage behind traits.
+//!
+//! - [`relay`]: [`RelayStore`], the platform's store: accounts, devices, the key directory,
+//!   envelopes (ciphertext and metadata only), relationships, blocks and test clocks.
+//! - [`endpoint`]: [`EndpointStore`], an end-to-end endpoint's store (a user device, or one
+//!   business number in a gateway): sealed Olm state, outbox, dedup markers, history; and
+//!   [`GatewayStore`], the business side's extra tables (businesses, numbers, tokens, webhooks).
+//! - [`sqlite`]: the embedded default. Each store is its own file, so the relay's can be
+//!   inspected for plaintext independently of the gateway's:
+//!   [`SqliteRelayStore`](sqlite::SqliteRelayStore) and
+//!   [`SqliteEndpointStore`](sqlite::SqliteEndpointStore) (which is also the [`GatewayStore`]).
+//!   Their schemas are plain SQL under `migrations/sqlite/<store>/`, applied in order and
+//!   tracked in `PRAGMA user_version`; another backend keeps its own under
+//!   `migrations/<backend>/<store>/`.
+//!
+//! `tests/it` is a conformance suite: every case takes a `&dyn` store, so each backend runs
+//! the same cases against its own fresh store.
+//!
+//! Methods are units of work: each one is a single transaction, so callers never hold a
+//! transaction across an await and never see half-written state.
+
+pub mod endpoint;
+pub mod relay;
+pub mod sqlite;
+
+pub use endpoint::{EndpointStore, GatewayStore};
+pub use relay::RelayStore;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness or version check failed; the caller decides whether that is an error.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database itself failed (I/O, corruption, a bug in a query).
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,195 @@
+//! The relay's store. It holds ciphertext and the metadata the rules need, never plaintext.
+
+use crate::StoreResult;
+use async_trait::async_trait;
+use ventana_core::protocol::SignedKey;
+use ventana_core::rules::{AccountKind, EnvelopeKind, RuleViolation};
+use ventana_core::{BusinessClock, DeviceId, MessageId, PhoneNumber, UnixTime, WabaId};
+
+/// An account: an end user, or a business phone number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub address: PhoneNumber,
+    pub kind: AccountKind,
+    /// For business numbers: the business they belong to.
+    pub waba_id: Option<WabaId>,
+    pub verified_name: Option<String>,
+    pub created_at: UnixTime,
+}
+
+/// A device's public identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub account: PhoneNumber,
+    pub device_id: DeviceId,
+    pub curve25519: String,
+    pub ed25519: String,
+}
+
+/// A device to register. The account is created with it if it does not exist yet; if it does,
+/// its kind and business must match.
+#[derive(Clone, Debug)]
+pub struct NewDevice {
+    pub account: AccountRecord,
+    /// SHA-256 (hex) of the device's bearer token.
+    pub token_hash: String,
+    pub curve25519: String,
+    pub ed25519: String,
+    pub one_time_keys: Vec<SignedKey>,
+    pub fallback_key: Option<SignedKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerificationOutcome {
+    Verified,
+    WrongCode,
+    Expired,
+    NoneRequested,
+    TooManyAttempts,
+}
+
+/// A pre-key claimed for one device of an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedPreKey {
+    pub device: DeviceRecord,
+    pub key: SignedKey,
+    pub fallback: bool,
+}
+
+/// What an envelope carries to its recipient devices, opaque to the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvelopeBody {
+    /// One ciphertext per recipient device; the devices must be exactly the account's.
+    PerDevice(Vec<(DeviceId, Vec<u8>)>),
+    /// The same bytes to every device of the account (receipts).
+    Shared(Vec<u8>),
+}
+
+/// A submission to accept, or refuse by the rules, in one transaction.
+#[derive(Clone, Debug)]
+pub struct NewSubmission {
+    pub id: MessageId,
+    pub sender: PhoneNumber,
+    pub sender_device: DeviceId,
+    pub recipient: PhoneNumber,
+    pub kind: EnvelopeKind,
+    pub body: EnvelopeBody,
+    /// A digest of the whole submission: resubmitting the same id with a different digest is
+    /// a conflict, with the same digest it is answered as the first time.
+    pub fingerprint: String,
+    /// The wall clock; envelopes are stamped with the business's clock derived from it.
+    pub wall: UnixTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// When it was accepted, on the business's clock.
+    pub accepted_at: UnixTime,
+    /// The recipient devices that now have it queued (to wake them).
+    pub devices: Vec<DeviceId>,
+    /// True if this id had already been accepted with the same content.
+    pub duplicate: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownRecipient,
+    /// The copies do not cover exactly these devices of the recipient.
+    StaleDevices(Vec<DeviceRecord>),
+    /// The id was used before for a different submission.
+    IdReused,
+    Rule(RuleViolation),
+}
+
+/// An envelope queued for one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    pub seq: u64,
+    pub id: MessageId,
+    pub sender: PhoneNumber,
+    pub sender_device: DeviceId,
+    pub kind: EnvelopeKind,
+    pub ts: UnixTime,
+    pub body: Vec<u8>,
+}
+
+#[async_trait]
+pub trait RelayStore: Send + Sync {
+    // --- proving control of a number -------------------------------------------------
+    /// Records a fresh one-time code for `phone`, replacing any earlier one.
+    async fn put_verification(
+        &self,
+        phone: &PhoneNumber,
+        code: &str,
+        expires_at: UnixTime,
+    ) -> StoreResult<()>;
+    /// Checks a code; a correct one is consumed. Five wrong tries burn the code.
+    async fn check_verification(
+        &self,
+        phone: &PhoneNumber,
+        code: &str,
+        now: UnixTime,
+    ) -> StoreResult<VerificationOutcome>;
+    /// The pending code, for the development verifier that lets the operator read it.
+    async fn peek_verification(
+        &self,
+        phone: &PhoneNumber,
+        now: UnixTime,
+    ) -> StoreResult<Option<String>>;
+
+    // --- businesses and their clocks ---------------------------------------------------
+    /// Creates the business's clock entry if it does not exist; returns the clock.
+    async fn ensure_business(&self, waba: &WabaId, sandbox: bool) -> StoreResult<BusinessClock>;
+    async fn business_clock(&self, waba: &WabaId) -> StoreResult<Option<BusinessClock>>;
+    async fn set_business_clock(&self, waba: &WabaId, clock: BusinessClock) -> StoreResult<()>;
+
+    // --- accounts, devices, keys -------------------------------------------------------
+    async fn account(&self, address: &PhoneNumber) -> StoreResult<Option<AccountRecord>>;
+    /// Registers a device (and its account if new) with its first keys. `Conflict` if the
+    /// account exists with another kind or business.
+    async fn add_device(&self, device: NewDevice) -> StoreResult<DeviceId>;
+    async fn device_by_token(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<(AccountRecord, DeviceId)>>;
+    async fn devices(&self, account: &PhoneNumber) -> StoreResult<Vec<DeviceRecord>>;
+    /// Adds one-time keys (idempotent per key id; a different key under a known id is a
+    /// `Conflict`) and replaces the fallback key if given. Returns the unclaimed count.
+    async fn upload_keys(
+        &self,
+        account: &PhoneNumber,
+        device: DeviceId,
+        one_time_keys: &[SignedKey],
+        fallback_key: Option<&SignedKey>,
+    ) -> StoreResult<u64>;
+    async fn one_time_key_count(&self, account: &PhoneNumber, device: DeviceId)
+    -> StoreResult<u64>;
+    /// Claims, atomically and at most once each, the oldest one-time key of every device of
+    /// the account; a device with none left yields its fallback key (which is kept).
+    async fn claim_pre_keys(&self, account: &PhoneNumber) -> StoreResult<Vec<ClaimedPreKey>>;
+
+    // --- envelopes and rules -----------------------------------------------------------
+    /// Applies the rules (`ventana_core::rules::decide`) to the submission against the stored
+    /// relationship and the business's clock, and if allowed records its effects and queues
+    /// one envelope per recipient device, all in one transaction.
+    async fn accept(&self, submission: NewSubmission) -> StoreResult<Result<Accepted, Refusal>>;
+    /// Envelopes queued for a device after `after_seq`, oldest first. Envelopes from a business
+    /// the recipient has blocked are held back.
+    async fn pending(
+        &self,
+        account: &PhoneNumber,
+        device: DeviceId,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEnvelope>>;
+    /// Forgets acknowledged envelopes of that device; returns how many went.
+    async fn ack(&self, account: &PhoneNumber, device: DeviceId, seqs: &[u64]) -> StoreResult<u64>;
+    /// Blocks or unblocks a business for a user, with an audit entry.
+    async fn set_blocked(
+        &self,
+        user: &PhoneNumber,
+        business: &PhoneNumber,
+        blocked: bool,
+        at: UnixTime,
+    ) -> StoreResult<()>;
+}

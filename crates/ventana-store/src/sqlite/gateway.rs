@@ -1,0 +1,296 @@
+//! [`GatewayStore`] on SQLite: the business side's tables, in the endpoint's own file so a
+//! webhook job commits in the same transaction as the message it reports.
+
+use super::db::parsed;
+use super::endpoint::SqliteEndpointStore;
+use crate::StoreResult;
+use crate::endpoint::{
+    AccessTokenRecord, BusinessRecord, GatewayStore, PhoneNumberRecord, WebhookJob,
+};
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Row, params};
+use ventana_core::{PhoneNumber, PhoneNumberId, UnixTime, WabaId};
+
+const BUSINESS_COLUMNS: &str =
+    "waba_id, name, app_secret_sealed, webhook_url, verify_token_sealed, sandbox, created_at";
+const NUMBER_COLUMNS: &str =
+    "id, waba_id, address, display_phone_number, verified_name, created_at";
+const TOKEN_COLUMNS: &str = "id, waba_id, token_hash, label, created_at, revoked_at";
+
+#[async_trait]
+impl GatewayStore for SqliteEndpointStore {
+    async fn create_business(&self, b: BusinessRecord) -> StoreResult<()> {
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    &format!("INSERT INTO businesses ({BUSINESS_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                    params![
+                        b.waba_id.as_str(),
+                        b.name,
+                        b.app_secret_sealed,
+                        b.webhook_url,
+                        b.verify_token_sealed,
+                        b.sandbox,
+                        b.created_at.0,
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn business(&self, waba: &WabaId) -> StoreResult<Option<BusinessRecord>> {
+        let waba = waba.clone();
+        self.db
+            .read(move |tx| {
+                Ok(tx
+                    .query_row(
+                        &format!("SELECT {BUSINESS_COLUMNS} FROM businesses WHERE waba_id = ?1"),
+                        [waba.as_str()],
+                        business_from_row,
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn businesses(&self) -> StoreResult<Vec<BusinessRecord>> {
+        self.db
+            .read(move |tx| {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {BUSINESS_COLUMNS} FROM businesses ORDER BY created_at, waba_id"
+                ))?;
+                Ok(stmt
+                    .query_map([], business_from_row)?
+                    .collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+
+    async fn add_phone_number(&self, n: PhoneNumberRecord) -> StoreResult<()> {
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    &format!("INSERT INTO phone_numbers ({NUMBER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                    params![
+                        n.id.as_str(),
+                        n.waba_id.as_str(),
+                        n.address.digits(),
+                        n.display_phone_number,
+                        n.verified_name,
+                        n.created_at.0,
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn phone_number(&self, id: &PhoneNumberId) -> StoreResult<Option<PhoneNumberRecord>> {
+        let id = id.clone();
+        self.db
+            .read(move |tx| {
+                Ok(tx
+                    .query_row(
+                        &format!("SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE id = ?1"),
+                        [id.as_str()],
+                        number_from_row,
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn phone_number_by_address(
+        &self,
+        address: &PhoneNumber,
+    ) -> StoreResult<Option<PhoneNumberRecord>> {
+        let address = address.clone();
+        self.db
+            .read(move |tx| {
+                Ok(tx
+                    .query_row(
+                        &format!("SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE address = ?1"),
+                        [address.digits()],
+                        number_from_row,
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn phone_numbers(&self) -> StoreResult<Vec<PhoneNumberRecord>> {
+        self.db
+            .read(move |tx| {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {NUMBER_COLUMNS} FROM phone_numbers ORDER BY created_at, id"
+                ))?;
+                Ok(stmt
+                    .query_map([], number_from_row)?
+                    .collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+
+    async fn add_token(&self, t: AccessTokenRecord) -> StoreResult<()> {
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    &format!("INSERT INTO access_tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                    params![
+                        t.id,
+                        t.waba_id.as_str(),
+                        t.token_hash,
+                        t.label,
+                        t.created_at.0,
+                        t.revoked_at.map(|at| at.0),
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<AccessTokenRecord>> {
+        let token_hash = token_hash.to_owned();
+        self.db
+            .read(move |tx| {
+                Ok(tx
+                    .query_row(
+                        &format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE token_hash = ?1"),
+                        [token_hash],
+                        token_from_row,
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn tokens(&self, waba: &WabaId) -> StoreResult<Vec<AccessTokenRecord>> {
+        let waba = waba.clone();
+        self.db
+            .read(move |tx| {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE waba_id = ?1 ORDER BY created_at, id"
+                ))?;
+                Ok(stmt.query_map([waba.as_str()], token_from_row)?.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+
+    async fn revoke_token(&self, waba: &WabaId, id: &str, at: UnixTime) -> StoreResult<bool> {
+        let (waba, id) = (waba.clone(), id.to_owned());
+        self.db
+            .write(move |tx| {
+                // Revoking keeps the first revocation time: a token is revoked once.
+                let revoked = tx.execute(
+                    "UPDATE access_tokens SET revoked_at = ?3
+                     WHERE waba_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                    params![waba.as_str(), id, at.0],
+                )?;
+                Ok(revoked == 1)
+            })
+            .await
+    }
+
+    async fn due_webhooks(&self, now: UnixTime, limit: u32) -> StoreResult<Vec<WebhookJob>> {
+        self.db
+            .read(move |tx| {
+                // Oldest event first, so a business sees its events in the order they happened
+                // as far as retries allow.
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, waba_id, body_sealed, attempts, next_attempt_at, created_at FROM webhooks
+                     WHERE next_attempt_at <= ?1
+                     ORDER BY created_at, rowid
+                     LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now.0, limit], |row| {
+                    Ok(WebhookJob {
+                        id: row.get(0)?,
+                        waba_id: parsed(row, 1)?,
+                        body_sealed: row.get(2)?,
+                        attempts: row.get(3)?,
+                        next_attempt_at: UnixTime(row.get(4)?),
+                        created_at: UnixTime(row.get(5)?),
+                    })
+                })?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+
+    async fn webhook_delivered(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.db
+            .write(move |tx| {
+                tx.execute("DELETE FROM webhooks WHERE id = ?1", [id])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn webhook_retry(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_attempt_at: UnixTime,
+        last_error: &str,
+    ) -> StoreResult<()> {
+        let (id, last_error) = (id.to_owned(), last_error.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE webhooks SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1",
+                    params![id, attempts, next_attempt_at.0, last_error],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn next_webhook_due(&self) -> StoreResult<Option<UnixTime>> {
+        self.db
+            .read(move |tx| {
+                let due: Option<i64> =
+                    tx.query_row("SELECT min(next_attempt_at) FROM webhooks", [], |row| {
+                        row.get(0)
+                    })?;
+                Ok(due.map(UnixTime))
+            })
+            .await
+    }
+}
+
+fn business_from_row(row: &Row<'_>) -> rusqlite::Result<BusinessRecord> {
+    Ok(BusinessRecord {
+        waba_id: parsed(row, 0)?,
+        name: row.get(1)?,
+        app_secret_sealed: row.get(2)?,
+        webhook_url: row.get(3)?,
+        verify_token_sealed: row.get(4)?,
+        sandbox: row.get(5)?,
+        created_at: UnixTime(row.get(6)?),
+    })
+}
+
+fn number_from_row(row: &Row<'_>) -> rusqlite::Result<PhoneNumberRecord> {
+    Ok(PhoneNumberRecord {
+        id: parsed(row, 0)?,
+        waba_id: parsed(row, 1)?,
+        address: parsed(row, 2)?,
+        display_phone_number: row.get(3)?,
+        verified_name: row.get(4)?,
+        created_at: UnixTime(row.get(5)?),
+    })
+}
+
+fn token_from_row(row: &Row<'_>) -> rusqlite::Result<AccessTokenRecord> {
+    Ok(AccessTokenRecord {
+        id: row.get(0)?,
+        waba_id: parsed(row, 1)?,
+        token_hash: row.get(2)?,
+        label: row.get(3)?,
+        created_at: UnixTime(row.get(4)?),
+        revoked_at: row.get::<_, Option<i64>>(5)?.map(UnixTime),
+    })
+}

@@ -1,0 +1,14 @@
+//! SQLite implementations: one file per store, its schema from `migrations/sqlite/<store>/`.
+//!
+//! - `db`: the shared connection, PRAGMAs, the migration runner, one transaction per method.
+//! - [`SqliteRelayStore`] (`relay`, with `relay/envelopes`): the relay's store.
+//! - [`SqliteEndpointStore`] (`endpoint`, and `gateway` for the business tables): an
+//!   endpoint's store; a user device's file simply leaves the gateway tables empty.
+
+mod db;
+mod endpoint;
+mod gateway;
+mod relay;
+
+pub use endpoint::SqliteEndpointStore;
+pub use relay::SqliteRelayStore;

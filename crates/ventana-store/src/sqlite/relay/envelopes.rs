@@ -1,0 +1,275 @@
+//! Accepting submissions under the rules, the per-device queues, and blocking.
+
+use super::{account, business_clock, devices};
+use crate::relay::{Accepted, AccountRecord, EnvelopeBody, NewSubmission, Refusal, StoredEnvelope};
+use crate::sqlite::db::{TxResult, backend, named, parsed};
+use rusqlite::{OptionalExtension, Transaction, params};
+use ventana_core::rules::{
+    self, AccountKind, ContactOrigin, EnvelopeKind, SendDecision, ServiceWindow,
+};
+use ventana_core::{BusinessClock, DeviceId, PhoneNumber, Relationship, UnixTime};
+
+/// Decides and records one submission. The caller runs it in an immediate transaction, so
+/// the relationship read for the decision is the one the decision's effects are written over.
+pub(super) fn accept(
+    tx: &Transaction<'_>,
+    s: &NewSubmission,
+) -> TxResult<Result<Accepted, Refusal>> {
+    // A retry must get the first answer, even if the rules or the devices changed since.
+    let earlier: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT fingerprint, accepted_at FROM submissions WHERE sender = ?1 AND id = ?2",
+            params![s.sender.digits(), s.id.as_str()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    if let Some((fingerprint, accepted_at)) = earlier {
+        if fingerprint != s.fingerprint {
+            return Ok(Err(Refusal::IdReused));
+        }
+        let devices = devices(tx, &s.recipient)?
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
+        return Ok(Ok(Accepted {
+            accepted_at: UnixTime(accepted_at),
+            devices,
+            duplicate: true,
+        }));
+    }
+
+    let Some(recipient) = account(tx, &s.recipient)? else {
+        return Ok(Err(Refusal::UnknownRecipient));
+    };
+    let sender = account(tx, &s.sender)?
+        .ok_or_else(|| backend(format!("the sending account {} does not exist", s.sender)))?;
+
+    let current = devices(tx, &s.recipient)?;
+    let device_ids: Vec<DeviceId> = current.iter().map(|d| d.device_id).collect();
+    let copies: Vec<(DeviceId, &[u8])> = match &s.body {
+        EnvelopeBody::PerDevice(copies) => {
+            let mut covered: Vec<DeviceId> = copies.iter().map(|(device, _)| *device).collect();
+            covered.sort_unstable();
+            // `device_ids` is sorted, so this also catches a device named twice.
+            if covered != device_ids {
+                return Ok(Err(Refusal::StaleDevices(current)));
+            }
+            copies
+                .iter()
+                .map(|(device, body)| (*device, body.as_slice()))
+                .collect()
+        }
+        EnvelopeBody::Shared(body) => device_ids
+            .iter()
+            .map(|device| (*device, body.as_slice()))
+            .collect(),
+    };
+
+    let pair = BusinessPair::of(&sender, &recipient);
+    let clock = match pair.as_ref().and_then(|p| p.business.waba_id.as_ref()) {
+        Some(waba) => business_clock(tx, waba)?.unwrap_or(BusinessClock::LIVE),
+        None => BusinessClock::LIVE,
+    };
+    let now = clock.now(s.wall);
+    let existing = match &pair {
+        Some(pair) => relationship(tx, pair)?,
+        None => None,
+    };
+    match rules::decide(sender.kind, recipient.kind, s.kind, existing.as_ref(), now) {
+        Err(violation) => return Ok(Err(Refusal::Rule(violation))),
+        Ok(SendDecision::Deliver) => {}
+        Ok(SendDecision::DeliverAndRecord(rel)) => {
+            let pair = pair
+                .ok_or_else(|| backend("the rules recorded a relationship without a business"))?;
+            record_relationship(tx, &pair, &rel, existing.is_none())?;
+        }
+    }
+
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO envelopes (recipient, recipient_device, id, sender, sender_device, kind, ts, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for (device, body) in copies {
+        insert.execute(params![
+            s.recipient.digits(),
+            device.0,
+            s.id.as_str(),
+            s.sender.digits(),
+            s.sender_device.0,
+            s.kind.as_str(),
+            now.0,
+            body,
+        ])?;
+    }
+    tx.execute(
+        "INSERT INTO submissions (sender, id, fingerprint, accepted_at) VALUES (?1, ?2, ?3, ?4)",
+        params![s.sender.digits(), s.id.as_str(), s.fingerprint, now.0],
+    )?;
+    Ok(Ok(Accepted {
+        accepted_at: now,
+        devices: device_ids,
+        duplicate: false,
+    }))
+}
+
+/// The business number and the user of a submission, when it is between one of each.
+struct BusinessPair<'a> {
+    business: &'a AccountRecord,
+    user: &'a AccountRecord,
+}
+
+impl<'a> BusinessPair<'a> {
+    fn of(a: &'a AccountRecord, b: &'a AccountRecord) -> Option<Self> {
+        match (a.kind, b.kind) {
+            (AccountKind::Business, AccountKind::User) => Some(Self {
+                business: a,
+                user: b,
+            }),
+            (AccountKind::User, AccountKind::Business) => Some(Self {
+                business: b,
+                user: a,
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn relationship(tx: &Transaction<'_>, pair: &BusinessPair<'_>) -> TxResult<Option<Relationship>> {
+    Ok(tx
+        .query_row(
+            "SELECT r.first_contact_at, r.origin, r.last_inbound_at,
+                    EXISTS (SELECT 1 FROM blocks b WHERE b.user = r.user AND b.business = r.business)
+             FROM relationships r WHERE r.business = ?1 AND r.user = ?2",
+            params![pair.business.address.digits(), pair.user.address.digits()],
+            |row| {
+                Ok(Relationship {
+                    first_contact_at: UnixTime(row.get(0)?),
+                    origin: named(row, 1, parse_origin)?,
+                    window: ServiceWindow { last_inbound: UnixTime(row.get(2)?) },
+                    blocked: row.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+// `ContactOrigin` has no parser of its own in ventana-core.
+fn parse_origin(s: &str) -> Option<ContactOrigin> {
+    [ContactOrigin::UserMessage]
+        .into_iter()
+        .find(|origin| origin.as_str() == s)
+}
+
+/// Writes the relationship the rules decided; a new one is consent, so it is audited too.
+/// `blocked` is not stored here: it only ever comes from `blocks`.
+fn record_relationship(
+    tx: &Transaction<'_>,
+    pair: &BusinessPair<'_>,
+    rel: &Relationship,
+    is_new: bool,
+) -> TxResult<()> {
+    let (business, user) = (pair.business.address.digits(), pair.user.address.digits());
+    tx.execute(
+        "INSERT INTO relationships (business, user, first_contact_at, origin, last_inbound_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (business, user) DO UPDATE
+         SET first_contact_at = excluded.first_contact_at, origin = excluded.origin,
+             last_inbound_at = excluded.last_inbound_at",
+        params![
+            business,
+            user,
+            rel.first_contact_at.0,
+            rel.origin.as_str(),
+            rel.window.last_inbound.0
+        ],
+    )?;
+    if is_new {
+        tx.execute(
+            "INSERT INTO consent_events (business, user, at, event, origin) VALUES (?1, ?2, ?3, 'contact', ?4)",
+            params![business, user, rel.first_contact_at.0, rel.origin.as_str()],
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn pending(
+    tx: &Transaction<'_>,
+    account: &PhoneNumber,
+    device: DeviceId,
+    after_seq: u64,
+    limit: u32,
+) -> TxResult<Vec<StoredEnvelope>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT e.seq, e.id, e.sender, e.sender_device, e.kind, e.ts, e.body
+         FROM envelopes e
+         WHERE e.recipient = ?1 AND e.recipient_device = ?2 AND e.seq > ?3
+           AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.user = e.recipient AND b.business = e.sender)
+         ORDER BY e.seq
+         LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        params![account.digits(), device.0, after_seq, limit],
+        |row| {
+            Ok(StoredEnvelope {
+                seq: row.get(0)?,
+                id: parsed(row, 1)?,
+                sender: parsed(row, 2)?,
+                sender_device: DeviceId(row.get(3)?),
+                kind: named(row, 4, EnvelopeKind::parse)?,
+                ts: UnixTime(row.get(5)?),
+                body: row.get(6)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn ack(
+    tx: &Transaction<'_>,
+    account: &PhoneNumber,
+    device: DeviceId,
+    seqs: &[u64],
+) -> TxResult<u64> {
+    let mut delete = tx.prepare_cached(
+        "DELETE FROM envelopes WHERE recipient = ?1 AND recipient_device = ?2 AND seq = ?3",
+    )?;
+    let mut gone = 0;
+    for seq in seqs {
+        gone += delete.execute(params![account.digits(), device.0, seq])? as u64;
+    }
+    Ok(gone)
+}
+
+/// Only a change is audited, so a repeated request leaves one entry.
+pub(super) fn set_blocked(
+    tx: &Transaction<'_>,
+    user: &PhoneNumber,
+    business: &PhoneNumber,
+    blocked: bool,
+    at: UnixTime,
+) -> TxResult<()> {
+    let changed = if blocked {
+        tx.execute(
+            "INSERT INTO blocks (user, business, blocked_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user, business) DO NOTHING",
+            params![user.digits(), business.digits(), at.0],
+        )?
+    } else {
+        tx.execute(
+            "DELETE FROM blocks WHERE user = ?1 AND business = ?2",
+            params![user.digits(), business.digits()],
+        )?
+    };
+    if changed > 0 {
+        tx.execute(
+            "INSERT INTO consent_events (business, user, at, event) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                business.digits(),
+                user.digits(),
+                at.0,
+                if blocked { "block" } else { "unblock" }
+            ],
+        )?;
+    }
+    Ok(())
+}

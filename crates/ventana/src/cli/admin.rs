@@ -1,0 +1,197 @@
+//! `ventana admin …`: operator commands, sent to a running node's admin API.
+
+use super::output;
+use crate::config::Config;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[derive(Args, Debug)]
+pub(crate) struct AdminArgs {
+    /// The node's URL (default: from the configuration's listen address).
+    #[arg(long, env = "VENTANA_URL")]
+    url: Option<String>,
+    /// The operator token (default: the configuration's, or `<data_dir>/admin.token`).
+    #[arg(long, env = "VENTANA_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Create a business (a WhatsApp Business Account).
+    CreateBusiness {
+        #[arg(long)]
+        waba_id: String,
+        #[arg(long)]
+        name: String,
+        /// Signs webhooks (X-Hub-Signature-256); at least 16 characters.
+        #[arg(long)]
+        app_secret: String,
+        #[arg(long)]
+        webhook_url: Option<String>,
+        #[arg(long)]
+        verify_token: String,
+        /// Give the business a test clock that can be advanced.
+        #[arg(long)]
+        sandbox: bool,
+    },
+    ListBusinesses,
+    /// Add a phone number to a business; the node registers its device at the relay.
+    AddNumber {
+        #[arg(long)]
+        waba_id: String,
+        #[arg(long)]
+        phone_number_id: String,
+        #[arg(long)]
+        display_phone_number: String,
+        #[arg(long)]
+        verified_name: String,
+    },
+    ListNumbers {
+        #[arg(long)]
+        waba_id: String,
+    },
+    /// Issue an API access token (shown once).
+    IssueToken {
+        #[arg(long)]
+        waba_id: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    ListTokens {
+        #[arg(long)]
+        waba_id: String,
+    },
+    RevokeToken {
+        #[arg(long)]
+        waba_id: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// Read the pending development verification code of a number.
+    VerificationCode {
+        #[arg(long)]
+        phone: String,
+    },
+    /// Show a sandbox business's test clock.
+    Clock {
+        #[arg(long)]
+        waba_id: String,
+    },
+    /// Advance a sandbox business's test clock, e.g. `--by 25h` (units s, m, h, d).
+    AdvanceClock {
+        #[arg(long)]
+        waba_id: String,
+        #[arg(long, value_parser = parse_duration)]
+        by: i64,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<i64, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = number.parse().map_err(|_| format!("{text}: expected a number and a unit (s, m, h, d)"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text}: unknown unit {unit} (use s, m, h or d)")),
+    };
+    Ok(n * scale)
+}
+
+/// A small client of the admin API.
+pub(crate) struct AdminClient {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl AdminClient {
+    pub(crate) fn new(url: String, token: String) -> Self {
+        Self { http: reqwest::Client::new(), url: url.trim_end_matches('/').to_owned(), token }
+    }
+
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| format!("reaching the node at {}", self.url))?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value["error"]["message"].as_str().unwrap_or("no details");
+            bail!("{status}: {message}");
+        }
+        Ok(value)
+    }
+}
+
+pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
+    let url = args.url.unwrap_or_else(|| config.local_url());
+    let token = match args.token {
+        Some(t) => t,
+        None => crate::node::admin_token(config).context("reading the operator token (pass --token)")?,
+    };
+    let client = AdminClient::new(url, token);
+    let json = args.json;
+    match args.command {
+        AdminCommand::CreateBusiness { waba_id, name, app_secret, webhook_url, verify_token, sandbox } => {
+            let body = json!({ "waba_id": waba_id, "name": name, "app_secret": app_secret, "webhook_url": webhook_url, "verify_token": verify_token, "sandbox": sandbox });
+            let v = client.call(Method::POST, "/admin/v1/businesses", Some(body)).await?;
+            output(json, &v, || format!("created business {} ({}){}", v["waba_id"], v["name"], if sandbox { ", sandbox" } else { "" }));
+        }
+        AdminCommand::ListBusinesses => {
+            let v = client.call(Method::GET, "/admin/v1/businesses", None).await?;
+            output(json, &v, || lines(&v, |b| format!("{}  {}  sandbox={}", b["waba_id"], b["name"], b["sandbox"])));
+        }
+        AdminCommand::AddNumber { waba_id, phone_number_id, display_phone_number, verified_name } => {
+            let body = json!({ "phone_number_id": phone_number_id, "display_phone_number": display_phone_number, "verified_name": verified_name });
+            let v = client.call(Method::POST, &format!("/admin/v1/businesses/{waba_id}/phone_numbers"), Some(body)).await?;
+            output(json, &v, || format!("added number {} (id {}) to business {}", v["display_phone_number"], v["id"], waba_id));
+        }
+        AdminCommand::ListNumbers { waba_id } => {
+            let v = client.call(Method::GET, &format!("/admin/v1/businesses/{waba_id}/phone_numbers"), None).await?;
+            output(json, &v, || lines(&v, |n| format!("{}  {}  {}", n["id"], n["display_phone_number"], n["verified_name"])));
+        }
+        AdminCommand::IssueToken { waba_id, label } => {
+            let v = client.call(Method::POST, &format!("/admin/v1/businesses/{waba_id}/tokens"), Some(json!({ "label": label }))).await?;
+            output(json, &v, || format!("token {} (id {}); it is shown only once", v["token"].as_str().unwrap_or_default(), v["id"]));
+        }
+        AdminCommand::ListTokens { waba_id } => {
+            let v = client.call(Method::GET, &format!("/admin/v1/businesses/{waba_id}/tokens"), None).await?;
+            output(json, &v, || lines(&v, |t| format!("{}  {}  revoked_at={}", t["id"], t["label"], t["revoked_at"])));
+        }
+        AdminCommand::RevokeToken { waba_id, id } => {
+            let v = client.call(Method::DELETE, &format!("/admin/v1/businesses/{waba_id}/tokens/{id}"), None).await?;
+            output(json, &v, || format!("revoked token {id}"));
+        }
+        AdminCommand::VerificationCode { phone } => {
+            let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+            let v = client.call(Method::GET, &format!("/relay/v1/admin/verifications/{digits}"), None).await?;
+            output(json, &v, || v["code"].as_str().unwrap_or_default().to_owned());
+        }
+        AdminCommand::Clock { waba_id } => {
+            let v = client.call(Method::GET, &format!("/relay/v1/admin/businesses/{waba_id}/clock"), None).await?;
+            output(json, &v, || format!("business {waba_id}: offset {}s, now {}", v["offset_seconds"], v["now"]));
+        }
+        AdminCommand::AdvanceClock { waba_id, by } => {
+            let v = client
+                .call(Method::POST, &format!("/relay/v1/admin/businesses/{waba_id}/clock/advance"), Some(json!({ "seconds": by })))
+                .await?;
+            output(json, &v, || format!("business {waba_id}: test clock now {}s ahead", v["offset_seconds"]));
+        }
+    }
+    Ok(())
+}
+
+fn lines(v: &Value, line: impl Fn(&Value) -> String) -> String {
+    let list = v["data"].as_array().map(|items| items.iter().map(&line).collect::<Vec<_>>()).unwrap_or_default();
+    if list.is_empty() { "(none)".into() } else { list.join("\n") }
+}

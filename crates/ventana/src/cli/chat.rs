@@ -1,0 +1,94 @@
+//! `ventana chat`: a line-based interactive chat with one business, for a registered device.
+
+use super::user::{DeviceArgs, DeviceHome};
+use crate::config::Config;
+use anyhow::Result;
+use clap::Args;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::watch;
+use ventana_client::device::{UserDevice, render};
+use ventana_client::{Application, Inbound};
+use ventana_core::payload::Content;
+use ventana_core::protocol::ReceiptStatus;
+use ventana_core::{MessageId, PhoneNumber};
+use ventana_store::endpoint::Direction;
+
+#[derive(Args, Debug)]
+pub(crate) struct ChatArgs {
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// The business number to chat with.
+    #[arg(long)]
+    with: String,
+}
+
+const HELP: &str = "type a message and press Enter; /read marks their last message read, /block, /unblock, /quit";
+
+pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
+    let business: PhoneNumber = args.with.parse()?;
+    let home = DeviceHome::new(config, &args.device);
+    let (stop, shutdown) = watch::channel(false);
+    let (app, mut live) = UserDevice::with_live_events();
+    let app: Arc<dyn Application> = Arc::new(app);
+    let sender = UserDevice::default();
+    let (endpoint, events) = home.connect(&sender, shutdown).await?;
+    println!("chatting as +{} with +{business} — {HELP}", endpoint.owner());
+    let mut last_inbound: Option<MessageId> = None;
+    for record in endpoint.store().messages(endpoint.owner(), 200).await?.iter().filter(|r| r.peer == business) {
+        let text = endpoint.open_body(record).map(|p| render(&p)).unwrap_or_default();
+        match record.direction {
+            Direction::Inbound => {
+                last_inbound = Some(record.id.clone());
+                println!("  them: {text}");
+            }
+            Direction::Outbound => println!("   you: {text}  [{}]", record.status),
+        }
+    }
+    tokio::spawn(Arc::clone(&endpoint).run(events, app));
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            event = live.recv() => match event {
+                Some(Inbound::Message { meta, payload }) if meta.from == business => {
+                    last_inbound = Some(meta.id.clone());
+                    println!("  them: {}", render(&payload));
+                }
+                Some(Inbound::Receipt { meta, status, ids }) if meta.from == business => {
+                    println!("        ({} {})", match status { ReceiptStatus::Delivered => "delivered", ReceiptStatus::Read => "read" }, ids.len());
+                }
+                Some(_) => {}
+                None => break,
+            },
+            line = lines.next_line() => {
+                let Some(line) = line? else { break };
+                let line = line.trim();
+                match line {
+                    "" => {}
+                    "/quit" => break,
+                    "/help" => println!("{HELP}"),
+                    "/read" => if let Some(id) = &last_inbound {
+                        match endpoint.send_receipt(&business, ReceiptStatus::Read, vec![id.clone()]).await {
+                            Ok(()) => println!("        (marked read)"),
+                            Err(e) => println!("        ! {e}"),
+                        }
+                    },
+                    "/block" | "/unblock" => match endpoint.set_blocked(&business, line == "/block").await {
+                        Ok(()) => println!("        ({}ed)", &line[1..]),
+                        Err(e) => println!("        ! {e}"),
+                    },
+                    text => {
+                        let content = Content::Text { body: text.to_owned(), preview_url: false };
+                        match endpoint.send_message(&business, content, None, &sender).await {
+                            Ok(sent) if sent.accepted_at.is_some() => println!("        (sent)"),
+                            Ok(_) => println!("        (queued; will send when the relay is back)"),
+                            Err(e) => println!("        ! {e}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = stop.send(true);
+    Ok(())
+}

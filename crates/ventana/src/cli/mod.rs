@@ -1,0 +1,94 @@
+//! Subcommands. Every non-interactive command takes `--json` for machine-readable output.
+
+mod admin;
+mod chat;
+mod demo;
+mod user;
+
+use crate::config::Config;
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "ventana", version, about = "Self-hostable, end-to-end encrypted business messaging")]
+pub struct Cli {
+    /// Configuration file (default: $VENTANA_CONFIG, or ./ventana.toml if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the all-in-one node (relay + hosted gateway) on embedded SQLite.
+    Serve,
+    /// Start a throwaway node with a demo business and user, and show messages both ways.
+    Demo {
+        /// Keep the node running after the demo, for trying the API by hand.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Operator commands, through a running node's admin API.
+    Admin(admin::AdminArgs),
+    /// End-user commands for one device kept in a local directory.
+    User(user::UserArgs),
+    /// Interactive chat with a business, for a device registered with `ventana user register`.
+    Chat(chat::ChatArgs),
+}
+
+impl Cli {
+    /// Servers log at info; one-shot commands only warn, so their output stays readable.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Serve => "info",
+            _ => "warn",
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+            crate::node::run(config, listener, shutdown_signal()).await
+        }
+        Command::Demo { keep } => demo::run(keep).await,
+        Command::Admin(args) => admin::run(&config, args).await,
+        Command::User(args) => user::run(&config, args).await,
+        Command::Chat(args) => chat::run(&config, args).await,
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Prints `value` as JSON, or the human form.
+fn output(json: bool, value: &serde_json::Value, human: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        println!("{}", human());
+    }
+}
