@@ -6,9 +6,9 @@
 //! are committed together before it is acknowledged. One writer per session: a lock per peer
 //! device here, and a version check in the store.
 
+use crate::ClientError;
 use crate::link::{LinkError, LinkEvent, RelayLink};
 use crate::registration::{identity_aad, token_aad};
-use crate::ClientError;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,11 +22,11 @@ use ventana_core::protocol::{
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
 use ventana_crypto::{DeviceAccount, PeerSession, Sealer, TARGET_ONE_TIME_KEYS};
+use ventana_store::EndpointStore;
 use ventana_store::endpoint::{
     AppRecord, Direction, InboundCommit, InboundOutcome, MessageRecord, OutboundCommit, OutboxRow,
     SessionWrite,
 };
-use ventana_store::EndpointStore;
 
 /// How long a send waits for the relay before answering "queued".
 const SUBMIT_WAIT: Duration = Duration::from_secs(10);
@@ -44,11 +44,21 @@ pub struct InboundMeta {
 /// An inbound envelope after decryption, as the host application sees it.
 #[derive(Clone, Debug)]
 pub enum Inbound {
-    Message { meta: InboundMeta, payload: Payload },
+    Message {
+        meta: InboundMeta,
+        payload: Payload,
+    },
     /// A receipt for messages this endpoint sent to that peer (ids checked against history).
-    Receipt { meta: InboundMeta, status: ReceiptStatus, ids: Vec<MessageId> },
+    Receipt {
+        meta: InboundMeta,
+        status: ReceiptStatus,
+        ids: Vec<MessageId>,
+    },
     /// Could not be decrypted or did not match its envelope; acknowledged so the queue moves.
-    Undecryptable { meta: InboundMeta, reason: String },
+    Undecryptable {
+        meta: InboundMeta,
+        reason: String,
+    },
 }
 
 /// The relay's final answer for an outbound submission.
@@ -179,7 +189,11 @@ impl Endpoint {
     }
 
     /// Processes link events until the link ends.
-    pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<LinkEvent>, app: Arc<dyn Application>) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut events: mpsc::Receiver<LinkEvent>,
+        app: Arc<dyn Application>,
+    ) {
         while let Some(event) = events.recv().await {
             if let Err(e) = self.handle(event, app.as_ref()).await {
                 tracing::error!(owner = %self.owner, error = %e, "processing a relay event failed");
@@ -190,7 +204,9 @@ impl Endpoint {
     /// Processes one link event.
     pub async fn handle(&self, event: LinkEvent, app: &dyn Application) -> Result<(), ClientError> {
         match event {
-            LinkEvent::Connected { one_time_keys_remaining } => {
+            LinkEvent::Connected {
+                one_time_keys_remaining,
+            } => {
                 self.replenish(one_time_keys_remaining).await?;
                 self.flush_outbox(app).await?;
             }
@@ -222,7 +238,12 @@ impl Endpoint {
         let id = MessageId::generate();
         let payload = Payload {
             v: 1,
-            header: Header { id: id.clone(), from: self.owner.clone(), to: to.clone(), kind: EnvelopeKind::Message },
+            header: Header {
+                id: id.clone(),
+                from: self.owner.clone(),
+                to: to.clone(),
+                kind: EnvelopeKind::Message,
+            },
             profile_name: Some(self.display_name.clone()),
             content,
             reply_to,
@@ -231,15 +252,28 @@ impl Endpoint {
             let devices = self.peer_devices(to, attempt > 0).await?;
             let row = self.encrypt_and_commit(to, &devices, &payload).await?;
             match self.submit(&row, app, attempt == 0).await? {
-                Submitted::Accepted(at) => return Ok(Sent { id, accepted_at: Some(at) }),
-                Submitted::Pending => return Ok(Sent { id, accepted_at: None }),
+                Submitted::Accepted(at) => {
+                    return Ok(Sent {
+                        id,
+                        accepted_at: Some(at),
+                    });
+                }
+                Submitted::Pending => {
+                    return Ok(Sent {
+                        id,
+                        accepted_at: None,
+                    });
+                }
                 Submitted::Refused(e) if e.code == ErrorCode::StaleDevices && attempt == 0 => {
                     lock(&self.peers).remove(to);
                 }
                 Submitted::Refused(e) => return Err(SendError::Refused(e)),
             }
         }
-        Err(SendError::Refused(ProtocolError::new(ErrorCode::StaleDevices, "the recipient's devices keep changing")))
+        Err(SendError::Refused(ProtocolError::new(
+            ErrorCode::StaleDevices,
+            "the recipient's devices keep changing",
+        )))
     }
 
     async fn encrypt_and_commit(
@@ -260,11 +294,17 @@ impl Endpoint {
         let mut writes = Vec::new();
         let mut copies = Vec::new();
         for device in devices {
-            let existing = self.store.sessions(&self.owner, to, device.device_id).await?;
+            let existing = self
+                .store
+                .sessions(&self.owner, to, device.device_id)
+                .await?;
             let (mut session, expected) = match existing.into_iter().next() {
                 Some(record) => {
                     let aad = session_aad(&self.owner, to, device.device_id, &record.session_id);
-                    (PeerSession::open(&self.sealer, &aad, &record.sealed)?, Some(record.version))
+                    (
+                        PeerSession::open(&self.sealer, &aad, &record.sealed)?,
+                        Some(record.version),
+                    )
                 }
                 None => {
                     if claimed.is_none() {
@@ -274,9 +314,18 @@ impl Endpoint {
                         .iter()
                         .flatten()
                         .find(|k| k.device.device_id == device.device_id)
-                        .ok_or_else(|| ClientError::Http(format!("device {} of {to} has no pre-key left", device.device_id)))?;
-                    if key.device.curve25519 != device.curve25519 || key.device.ed25519 != device.ed25519 {
-                        return Err(ClientError::Http("a claimed pre-key does not match the device's identity".into()));
+                        .ok_or_else(|| {
+                            ClientError::Http(format!(
+                                "device {} of {to} has no pre-key left",
+                                device.device_id
+                            ))
+                        })?;
+                    if key.device.curve25519 != device.curve25519
+                        || key.device.ed25519 != device.ed25519
+                    {
+                        return Err(ClientError::Http(
+                            "a claimed pre-key does not match the device's identity".into(),
+                        ));
                     }
                     (self.account.lock().await.outbound_session(key)?, None)
                 }
@@ -291,10 +340,19 @@ impl Endpoint {
                 sealed: session.seal(&self.sealer, &aad),
                 expected_version: expected,
             });
-            copies.push(DeviceCopy { device: device.device_id, ciphertext });
+            copies.push(DeviceCopy {
+                device: device.device_id,
+                ciphertext,
+            });
         }
         let id = payload.header.id.clone();
-        let submission = Submission { id: id.clone(), to: to.clone(), kind: EnvelopeKind::Message, copies, receipt: None };
+        let submission = Submission {
+            id: id.clone(),
+            to: to.clone(),
+            kind: EnvelopeKind::Message,
+            copies,
+            receipt: None,
+        };
         let now = UnixTime::now();
         let row = OutboxRow {
             id: id.clone(),
@@ -309,7 +367,9 @@ impl Endpoint {
             peer_device: None,
             kind: EnvelopeKind::Message,
             ts: now,
-            body_sealed: self.sealer.seal(&body_aad(&self.owner, &id, Direction::Outbound), &plaintext),
+            body_sealed: self
+                .sealer
+                .seal(&body_aad(&self.owner, &id, Direction::Outbound), &plaintext),
             status: "accepted".into(),
         };
         self.store
@@ -326,12 +386,20 @@ impl Endpoint {
     }
 
     /// Hands a committed outbox row to the relay and settles it on a final answer.
-    async fn submit(&self, row: &OutboxRow, app: &dyn Application, may_retry_stale: bool) -> Result<Submitted, ClientError> {
+    async fn submit(
+        &self,
+        row: &OutboxRow,
+        app: &dyn Application,
+        may_retry_stale: bool,
+    ) -> Result<Submitted, ClientError> {
         let submission: Submission = serde_json::from_slice(&row.submission)
             .map_err(|e| ClientError::Http(format!("unreadable outbox row: {e}")))?;
         let outcome = match self.link.request(Op::Send(submission), SUBMIT_WAIT).await {
             Ok(Reply::Sent { accepted_at }) => Ok(accepted_at),
-            Ok(other) => Err(ProtocolError::new(ErrorCode::Internal, format!("unexpected reply {other:?}"))),
+            Ok(other) => Err(ProtocolError::new(
+                ErrorCode::Internal,
+                format!("unexpected reply {other:?}"),
+            )),
             Err(LinkError::Refused(e)) => Err(e),
             Err(LinkError::Disconnected | LinkError::Timeout) => return Ok(Submitted::Pending),
         };
@@ -340,14 +408,25 @@ impl Endpoint {
             && may_retry_stale
         {
             // The caller encrypts again for the current devices under the same id.
-            self.store.settle_outbox(&self.owner, &row.id, Vec::new()).await?;
+            self.store
+                .settle_outbox(&self.owner, &row.id, Vec::new())
+                .await?;
             return Ok(Submitted::Refused(e.clone()));
         }
-        let settlement = Settlement { id: row.id.clone(), to: row.to.clone(), outcome: outcome.clone() };
+        let settlement = Settlement {
+            id: row.id.clone(),
+            to: row.to.clone(),
+            outcome: outcome.clone(),
+        };
         let status = if outcome.is_ok() { "sent" } else { "failed" };
-        let mut records = vec![AppRecord::Status { id: row.id.clone(), status: status.into() }];
+        let mut records = vec![AppRecord::Status {
+            id: row.id.clone(),
+            status: status.into(),
+        }];
         records.extend(app.settled(self, &settlement).await);
-        self.store.settle_outbox(&self.owner, &row.id, records).await?;
+        self.store
+            .settle_outbox(&self.owner, &row.id, records)
+            .await?;
         Ok(match outcome {
             Ok(at) => Submitted::Accepted(at),
             Err(e) => Submitted::Refused(e),
@@ -365,7 +444,12 @@ impl Endpoint {
     }
 
     /// Sends a delivered or read receipt for messages received from `to`.
-    pub async fn send_receipt(&self, to: &PhoneNumber, status: ReceiptStatus, ids: Vec<MessageId>) -> Result<(), SendError> {
+    pub async fn send_receipt(
+        &self,
+        to: &PhoneNumber,
+        status: ReceiptStatus,
+        ids: Vec<MessageId>,
+    ) -> Result<(), SendError> {
         let submission = Submission {
             id: MessageId::generate(),
             to: to.clone(),
@@ -381,8 +465,20 @@ impl Endpoint {
     }
 
     /// Blocks or unblocks a business (users only).
-    pub async fn set_blocked(&self, business: &PhoneNumber, blocked: bool) -> Result<(), SendError> {
-        let op = if blocked { Op::Block { business: business.clone() } } else { Op::Unblock { business: business.clone() } };
+    pub async fn set_blocked(
+        &self,
+        business: &PhoneNumber,
+        blocked: bool,
+    ) -> Result<(), SendError> {
+        let op = if blocked {
+            Op::Block {
+                business: business.clone(),
+            }
+        } else {
+            Op::Unblock {
+                business: business.clone(),
+            }
+        };
         match self.link.request(op, REQUEST_WAIT).await {
             Ok(_) => Ok(()),
             Err(LinkError::Refused(e)) => Err(SendError::Refused(e)),
@@ -390,24 +486,48 @@ impl Endpoint {
         }
     }
 
-    async fn peer_devices(&self, peer: &PhoneNumber, refresh: bool) -> Result<Vec<DeviceInfo>, SendError> {
+    async fn peer_devices(
+        &self,
+        peer: &PhoneNumber,
+        refresh: bool,
+    ) -> Result<Vec<DeviceInfo>, SendError> {
         if !refresh && let Some(devices) = lock(&self.peers).get(peer) {
             return Ok(devices.clone());
         }
-        match self.link.request(Op::Devices { account: peer.clone() }, REQUEST_WAIT).await {
+        match self
+            .link
+            .request(
+                Op::Devices {
+                    account: peer.clone(),
+                },
+                REQUEST_WAIT,
+            )
+            .await
+        {
             Ok(Reply::Devices { devices }) => {
                 lock(&self.peers).insert(peer.clone(), devices.clone());
                 Ok(devices)
             }
             Ok(other) => Err(ClientError::Http(format!("unexpected reply {other:?}")).into()),
-            Err(LinkError::Refused(e)) if e.code == ErrorCode::UnknownAccount => Err(SendError::UnknownRecipient(peer.clone())),
+            Err(LinkError::Refused(e)) if e.code == ErrorCode::UnknownAccount => {
+                Err(SendError::UnknownRecipient(peer.clone()))
+            }
             Err(LinkError::Refused(e)) => Err(SendError::Refused(e)),
             Err(e) => Err(ClientError::from(e).into()),
         }
     }
 
     async fn claim(&self, peer: &PhoneNumber) -> Result<Vec<ClaimedKey>, ClientError> {
-        match self.link.request(Op::Claim { account: peer.clone() }, REQUEST_WAIT).await? {
+        match self
+            .link
+            .request(
+                Op::Claim {
+                    account: peer.clone(),
+                },
+                REQUEST_WAIT,
+            )
+            .await?
+        {
             Reply::Claimed { keys } => Ok(keys),
             other => Err(ClientError::Http(format!("unexpected reply {other:?}"))),
         }
@@ -422,17 +542,37 @@ impl Endpoint {
         let mut account = self.account.lock().await;
         let (one_time_keys, _) = account.unpublished_keys((target - remaining) as usize, false);
         let aad = identity_aad(&self.owner);
-        self.store.save_account(&self.owner, account.seal(&self.sealer, &aad)).await?;
-        self.link.request(Op::UploadKeys { one_time_keys, fallback_key: None }, REQUEST_WAIT).await?;
+        self.store
+            .save_account(&self.owner, account.seal(&self.sealer, &aad))
+            .await?;
+        self.link
+            .request(
+                Op::UploadKeys {
+                    one_time_keys,
+                    fallback_key: None,
+                },
+                REQUEST_WAIT,
+            )
+            .await?;
         account.mark_published();
-        self.store.save_account(&self.owner, account.seal(&self.sealer, &aad)).await?;
+        self.store
+            .save_account(&self.owner, account.seal(&self.sealer, &aad))
+            .await?;
         Ok(())
     }
 
     // ---- inbound -------------------------------------------------------------------------
 
-    async fn receive(&self, envelope: ventana_core::protocol::Envelope, app: &dyn Application) -> Result<(), ClientError> {
-        if self.store.is_processed(&self.owner, &envelope.from, &envelope.id).await? {
+    async fn receive(
+        &self,
+        envelope: ventana_core::protocol::Envelope,
+        app: &dyn Application,
+    ) -> Result<(), ClientError> {
+        if self
+            .store
+            .is_processed(&self.owner, &envelope.from, &envelope.id)
+            .await?
+        {
             return Ok(());
         }
         let meta = InboundMeta {
@@ -442,16 +582,28 @@ impl Endpoint {
             ts: envelope.ts,
         };
         match (envelope.kind, envelope.receipt, envelope.ciphertext) {
-            (EnvelopeKind::Receipt, Some(receipt), _) => self.receive_receipt(meta, receipt, app).await,
-            (EnvelopeKind::Message, _, Some(ciphertext)) => self.receive_message(meta, ciphertext, app).await,
+            (EnvelopeKind::Receipt, Some(receipt), _) => {
+                self.receive_receipt(meta, receipt, app).await
+            }
+            (EnvelopeKind::Message, _, Some(ciphertext)) => {
+                self.receive_message(meta, ciphertext, app).await
+            }
             _ => {
-                let event = Inbound::Undecryptable { meta, reason: "envelope without content".into() };
+                let event = Inbound::Undecryptable {
+                    meta,
+                    reason: "envelope without content".into(),
+                };
                 self.commit(event, None, None, Vec::new(), app).await
             }
         }
     }
 
-    async fn receive_receipt(&self, meta: InboundMeta, receipt: Receipt, app: &dyn Application) -> Result<(), ClientError> {
+    async fn receive_receipt(
+        &self,
+        meta: InboundMeta,
+        receipt: Receipt,
+        app: &dyn Application,
+    ) -> Result<(), ClientError> {
         let mut ids = Vec::new();
         for id in receipt.ids {
             // Only the recipient of a message may report on it.
@@ -466,12 +618,27 @@ impl Endpoint {
             ReceiptStatus::Delivered => "delivered",
             ReceiptStatus::Read => "read",
         };
-        let records = ids.iter().map(|id| AppRecord::Status { id: id.clone(), status: status.into() }).collect();
-        let event = Inbound::Receipt { meta, status: receipt.status, ids };
+        let records = ids
+            .iter()
+            .map(|id| AppRecord::Status {
+                id: id.clone(),
+                status: status.into(),
+            })
+            .collect();
+        let event = Inbound::Receipt {
+            meta,
+            status: receipt.status,
+            ids,
+        };
         self.commit(event, None, None, records, app).await
     }
 
-    async fn receive_message(&self, meta: InboundMeta, ciphertext: Ciphertext, app: &dyn Application) -> Result<(), ClientError> {
+    async fn receive_message(
+        &self,
+        meta: InboundMeta,
+        ciphertext: Ciphertext,
+        app: &dyn Application,
+    ) -> Result<(), ClientError> {
         let lock = self.session_lock(&meta.from, meta.from_device);
         let _guard = lock.lock().await;
         let decrypted = self.decrypt(&meta, &ciphertext).await;
@@ -483,11 +650,19 @@ impl Endpoint {
                 return self.commit(event, None, None, Vec::new(), app).await;
             }
         };
-        let header = Header { id: meta.id.clone(), from: meta.from.clone(), to: self.owner.clone(), kind: EnvelopeKind::Message };
+        let header = Header {
+            id: meta.id.clone(),
+            from: meta.from.clone(),
+            to: self.owner.clone(),
+            kind: EnvelopeKind::Message,
+        };
         let payload = match Payload::open(&plaintext, &header) {
             Ok(payload) => payload,
             Err(e) => {
-                let event = Inbound::Undecryptable { meta, reason: e.to_string() };
+                let event = Inbound::Undecryptable {
+                    meta,
+                    reason: e.to_string(),
+                };
                 // The session did advance: keep it, or the next message cannot be read.
                 return self.commit(event, session, account, Vec::new(), app).await;
             }
@@ -499,20 +674,35 @@ impl Endpoint {
             peer_device: Some(meta.from_device),
             kind: EnvelopeKind::Message,
             ts: meta.ts,
-            body_sealed: self.sealer.seal(&body_aad(&self.owner, &meta.id, Direction::Inbound), &plaintext),
+            body_sealed: self.sealer.seal(
+                &body_aad(&self.owner, &meta.id, Direction::Inbound),
+                &plaintext,
+            ),
             status: "received".into(),
         })];
         if let Some(name) = &payload.profile_name {
             records.push(AppRecord::Contact {
                 peer: meta.from.clone(),
-                profile_sealed: self.sealer.seal(&contact_aad(&self.owner, &meta.from), name.as_bytes()),
+                profile_sealed: self
+                    .sealer
+                    .seal(&contact_aad(&self.owner, &meta.from), name.as_bytes()),
             });
         }
         let from = meta.from.clone();
         let id = meta.id.clone();
-        self.commit(Inbound::Message { meta, payload }, session, account, records, app).await?;
+        self.commit(
+            Inbound::Message { meta, payload },
+            session,
+            account,
+            records,
+            app,
+        )
+        .await?;
         // Double ticks for the sender; if this is lost the message still arrived.
-        if let Err(e) = self.send_receipt(&from, ReceiptStatus::Delivered, vec![id]).await {
+        if let Err(e) = self
+            .send_receipt(&from, ReceiptStatus::Delivered, vec![id])
+            .await
+        {
             tracing::debug!(error = %e, "delivered receipt not sent");
         }
         Ok(())
@@ -527,14 +717,21 @@ impl Endpoint {
         app: &dyn Application,
     ) -> Result<(), ClientError> {
         let (from, id) = match &event {
-            Inbound::Message { meta, .. } | Inbound::Receipt { meta, .. } | Inbound::Undecryptable { meta, .. } => {
-                (meta.from.clone(), meta.id.clone())
-            }
+            Inbound::Message { meta, .. }
+            | Inbound::Receipt { meta, .. }
+            | Inbound::Undecryptable { meta, .. } => (meta.from.clone(), meta.id.clone()),
         };
         records.extend(app.inbound(self, &event).await);
         let outcome = self
             .store
-            .commit_inbound(InboundCommit { owner: self.owner.clone(), from, id, account_sealed, session, records })
+            .commit_inbound(InboundCommit {
+                owner: self.owner.clone(),
+                from,
+                id,
+                account_sealed,
+                session,
+                records,
+            })
             .await?;
         if outcome == InboundOutcome::Committed {
             app.committed(self, &event);
@@ -548,7 +745,14 @@ impl Endpoint {
         &self,
         meta: &InboundMeta,
         ciphertext: &Ciphertext,
-    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, Option<SessionWrite>, Option<Vec<u8>>), String> {
+    ) -> Result<
+        (
+            zeroize::Zeroizing<Vec<u8>>,
+            Option<SessionWrite>,
+            Option<Vec<u8>>,
+        ),
+        String,
+    > {
         let sessions = self
             .store
             .sessions(&self.owner, &meta.from, meta.from_device)
@@ -556,8 +760,15 @@ impl Endpoint {
             .map_err(|e| e.to_string())?;
         let mut owned_by_existing = false;
         for record in &sessions {
-            let aad = session_aad(&self.owner, &meta.from, meta.from_device, &record.session_id);
-            let Ok(mut session) = PeerSession::open(&self.sealer, &aad, &record.sealed) else { continue };
+            let aad = session_aad(
+                &self.owner,
+                &meta.from,
+                meta.from_device,
+                &record.session_id,
+            );
+            let Ok(mut session) = PeerSession::open(&self.sealer, &aad, &record.sealed) else {
+                continue;
+            };
             let owns = session.owns_pre_key_message(ciphertext);
             owned_by_existing |= owns;
             if ciphertext.message_type == 0 && !owns {
@@ -580,7 +791,9 @@ impl Endpoint {
         }
         let their_identity = self.device_identity(&meta.from, meta.from_device).await?;
         let mut account = self.account.lock().await;
-        let (session, plaintext) = account.inbound_session(&their_identity, ciphertext).map_err(|e| e.to_string())?;
+        let (session, plaintext) = account
+            .inbound_session(&their_identity, ciphertext)
+            .map_err(|e| e.to_string())?;
         let session_id = session.id();
         let aad = session_aad(&self.owner, &meta.from, meta.from_device, &session_id);
         let write = SessionWrite {
@@ -594,9 +807,16 @@ impl Endpoint {
         Ok((plaintext, Some(write), Some(account_sealed)))
     }
 
-    async fn device_identity(&self, peer: &PhoneNumber, device: DeviceId) -> Result<String, String> {
+    async fn device_identity(
+        &self,
+        peer: &PhoneNumber,
+        device: DeviceId,
+    ) -> Result<String, String> {
         for refresh in [false, true] {
-            let devices = self.peer_devices(peer, refresh).await.map_err(|e| e.to_string())?;
+            let devices = self
+                .peer_devices(peer, refresh)
+                .await
+                .map_err(|e| e.to_string())?;
             if let Some(found) = devices.iter().find(|d| d.device_id == device) {
                 return Ok(found.curve25519.clone());
             }
@@ -605,7 +825,11 @@ impl Endpoint {
     }
 
     fn session_lock(&self, peer: &PhoneNumber, device: DeviceId) -> Arc<tokio::sync::Mutex<()>> {
-        Arc::clone(lock(&self.session_locks).entry((peer.clone(), device)).or_default())
+        Arc::clone(
+            lock(&self.session_locks)
+                .entry((peer.clone(), device))
+                .or_default(),
+        )
     }
 }
 
@@ -613,7 +837,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn session_aad(owner: &PhoneNumber, peer: &PhoneNumber, device: DeviceId, session_id: &str) -> Vec<u8> {
+fn session_aad(
+    owner: &PhoneNumber,
+    peer: &PhoneNumber,
+    device: DeviceId,
+    session_id: &str,
+) -> Vec<u8> {
     format!("session/{owner}/{peer}/{device}/{session_id}").into_bytes()
 }
 

@@ -10,7 +10,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use ventana_core::protocol::{ClientFrame, Envelope, ErrorCode, Op, ProtocolError, Reply, ServerFrame};
+use ventana_core::protocol::{
+    ClientFrame, Envelope, ErrorCode, Op, ProtocolError, Reply, ServerFrame,
+};
 use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +28,13 @@ pub enum LinkError {
 /// What the link hands its owner, in the order it happened.
 #[derive(Debug)]
 pub enum LinkEvent {
-    Connected { one_time_keys_remaining: u64 },
+    Connected {
+        one_time_keys_remaining: u64,
+    },
     Envelope(Envelope),
-    KeysLow { remaining: u64 },
+    KeysLow {
+        remaining: u64,
+    },
     /// The relay has sent everything queued so far.
     Drained,
     Disconnected,
@@ -56,7 +62,11 @@ pub struct RelayLink {
 impl RelayLink {
     /// Starts connecting to the relay at `relay_url` (`http(s)://host:port`) with a device
     /// token. The link runs until `shutdown` turns true.
-    pub fn start(relay_url: &str, token: &str, shutdown: watch::Receiver<bool>) -> (Self, mpsc::Receiver<LinkEvent>) {
+    pub fn start(
+        relay_url: &str,
+        token: &str,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Self, mpsc::Receiver<LinkEvent>) {
         let base = relay_url.trim_end_matches('/');
         let url = if let Some(rest) = base.strip_prefix("https://") {
             format!("wss://{rest}/relay/v1/ws")
@@ -78,7 +88,9 @@ impl RelayLink {
 
     /// Sends a request and waits for its answer, for at most `wait` in all.
     pub async fn request(&self, op: Op, wait: Duration) -> Result<Reply, LinkError> {
-        tokio::time::timeout(wait, self.request_inner(op)).await.map_err(|_| LinkError::Timeout)?
+        tokio::time::timeout(wait, self.request_inner(op))
+            .await
+            .map_err(|_| LinkError::Timeout)?
     }
 
     async fn request_inner(&self, op: Op) -> Result<Reply, LinkError> {
@@ -87,7 +99,10 @@ impl RelayLink {
             if let Some(out) = lock(&self.inner.out).clone() {
                 break out;
             }
-            connected.changed().await.map_err(|_| LinkError::Disconnected)?;
+            connected
+                .changed()
+                .await
+                .map_err(|_| LinkError::Disconnected)?;
         };
         let req = self.inner.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -105,8 +120,12 @@ impl RelayLink {
 
     /// Acknowledges envelopes; they are then forgotten by the relay.
     pub async fn ack(&self, seqs: Vec<u64>) -> Result<(), LinkError> {
-        let out = lock(&self.inner.out).clone().ok_or(LinkError::Disconnected)?;
-        out.send(ClientFrame::Ack { seqs }).await.map_err(|_| LinkError::Disconnected)
+        let out = lock(&self.inner.out)
+            .clone()
+            .ok_or(LinkError::Disconnected)?;
+        out.send(ClientFrame::Ack { seqs })
+            .await
+            .map_err(|_| LinkError::Disconnected)
     }
 
     pub fn is_connected(&self) -> bool {
@@ -125,7 +144,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn supervise(inner: Arc<Inner>, events: mpsc::Sender<LinkEvent>, mut shutdown: watch::Receiver<bool>) {
+async fn supervise(
+    inner: Arc<Inner>,
+    events: mpsc::Sender<LinkEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if *shutdown.borrow() {
@@ -163,8 +186,13 @@ async fn connect_once(
     events: &mpsc::Sender<LinkEvent>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<bool, Fatal> {
-    let mut request = inner.url.as_str().into_client_request().map_err(|e| Fatal(e.to_string()))?;
-    let auth = HeaderValue::from_str(&format!("Bearer {}", inner.token.as_str())).map_err(|e| Fatal(e.to_string()))?;
+    let mut request = inner
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Fatal(e.to_string()))?;
+    let auth = HeaderValue::from_str(&format!("Bearer {}", inner.token.as_str()))
+        .map_err(|e| Fatal(e.to_string()))?;
     request.headers_mut().insert("authorization", auth);
     let socket = match tokio_tungstenite::connect_async(request).await {
         Ok((socket, _)) => socket,
@@ -180,7 +208,9 @@ async fn connect_once(
     let (out_tx, mut out_rx) = mpsc::channel::<ClientFrame>(1024);
     let writer = tokio::spawn(async move {
         while let Some(frame) = out_rx.recv().await {
-            let Ok(text) = serde_json::to_string(&frame) else { continue };
+            let Ok(text) = serde_json::to_string(&frame) else {
+                continue;
+            };
             if sink.send(Message::Text(text.into())).await.is_err() {
                 break;
             }
@@ -206,18 +236,25 @@ async fn connect_once(
             }
         };
         let event = match frame {
-            ServerFrame::Hello { one_time_keys_remaining, .. } => {
+            ServerFrame::Hello {
+                one_time_keys_remaining,
+                ..
+            } => {
                 *lock(&inner.out) = Some(out_tx.clone());
                 inner.connected.send_replace(true);
                 announced = true;
-                LinkEvent::Connected { one_time_keys_remaining }
+                LinkEvent::Connected {
+                    one_time_keys_remaining,
+                }
             }
             ServerFrame::Response { req, ok, error } => {
                 if let Some(waiter) = lock(&inner.pending).remove(&req) {
                     let result = match (ok, error) {
                         (Some(reply), _) => Ok(reply),
                         (None, Some(error)) => Err(error),
-                        (None, None) => Err(ProtocolError::new(ErrorCode::Internal, "empty response")),
+                        (None, None) => {
+                            Err(ProtocolError::new(ErrorCode::Internal, "empty response"))
+                        }
                     };
                     let _ = waiter.send(result);
                 } else if let Some(error) = error {

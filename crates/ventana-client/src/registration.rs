@@ -1,7 +1,9 @@
 //! Registering a device with the relay and keeping its identity, sealed, in the local store.
 
 use crate::ClientError;
-use ventana_core::protocol::{BusinessNumber, DeviceKeys, DeviceRegistration, Registered, VerificationRequest};
+use ventana_core::protocol::{
+    BusinessNumber, DeviceKeys, DeviceRegistration, Registered, VerificationRequest,
+};
 use ventana_core::{DeviceId, PhoneNumber};
 use ventana_crypto::{DeviceAccount, Sealer, TARGET_ONE_TIME_KEYS};
 use ventana_store::EndpointStore;
@@ -12,7 +14,10 @@ pub enum Proof {
     /// The one-time code the relay's verifier delivered to the number.
     Code(String),
     /// The operator registers a business number (its token stands in for the proof).
-    Operator { token: String, business: BusinessNumber },
+    Operator {
+        token: String,
+        business: BusinessNumber,
+    },
 }
 
 pub(crate) fn identity_aad(owner: &PhoneNumber) -> Vec<u8> {
@@ -29,16 +34,25 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, ClientE
     }
     let status = response.status();
     let body: serde_json::Value = response.json().await.unwrap_or_default();
-    let message = body["error"]["message"].as_str().unwrap_or("no details").to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or("no details")
+        .to_owned();
     Err(ClientError::Http(format!("{status}: {message}")))
 }
 
 /// Asks the relay to send a verification code to `phone`.
-pub async fn request_code(http: &reqwest::Client, relay_url: &str, phone: &PhoneNumber) -> Result<(), ClientError> {
+pub async fn request_code(
+    http: &reqwest::Client,
+    relay_url: &str,
+    phone: &PhoneNumber,
+) -> Result<(), ClientError> {
     let url = format!("{}/relay/v1/verifications", relay_url.trim_end_matches('/'));
     let response = http
         .post(url)
-        .json(&VerificationRequest { phone: phone.clone() })
+        .json(&VerificationRequest {
+            phone: phone.clone(),
+        })
         .send()
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -65,15 +79,27 @@ pub async fn register(
         phone: phone.clone(),
         code,
         business,
-        keys: DeviceKeys { curve25519: account.curve25519(), ed25519: account.ed25519(), one_time_keys, fallback_key },
+        keys: DeviceKeys {
+            curve25519: account.curve25519(),
+            ed25519: account.ed25519(),
+            one_time_keys,
+            fallback_key,
+        },
     };
     let url = format!("{}/relay/v1/devices", relay_url.trim_end_matches('/'));
     let mut request = http.post(url).json(&registration);
     if let Some(token) = operator {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.map_err(|e| ClientError::Http(e.to_string()))?;
-    let registered: Registered = check(response).await?.json().await.map_err(|e| ClientError::Http(e.to_string()))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let registered: Registered = check(response)
+        .await?
+        .json()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
     account.mark_published();
     store
         .save_identity(IdentityRecord {

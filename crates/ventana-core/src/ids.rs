@@ -9,7 +9,9 @@ use std::str::FromStr;
 pub enum IdError {
     #[error("{0} must be 1 to 32 digits")]
     NotNumeric(&'static str),
-    #[error("a message id looks like `wamid.` followed by 16 to 128 letters, digits, '-', '_' or '='")]
+    #[error(
+        "a message id looks like `wamid.` followed by 16 to 128 letters, digits, '-', '_' or '='"
+    )]
     MessageId,
 }
 
@@ -110,7 +112,11 @@ impl FromStr for MessageId {
             && rest
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='));
-        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::MessageId) }
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::MessageId)
+        }
     }
 }
 impl TryFrom<String> for MessageId {

@@ -57,8 +57,8 @@ impl Payload {
 
     /// Parses a decrypted plaintext and checks it against the clear envelope header.
     pub fn open(plaintext: &[u8], expected: &Header) -> Result<Self, PayloadError> {
-        let payload: Payload =
-            serde_json::from_slice(plaintext).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+        let payload: Payload = serde_json::from_slice(plaintext)
+            .map_err(|e| PayloadError::Malformed(e.to_string()))?;
         if payload.v != 1 {
             return Err(PayloadError::Malformed(format!("version {}", payload.v)));
         }
@@ -89,11 +89,20 @@ mod tests {
             v: 1,
             header: h.clone(),
             profile_name: Some("Ana".into()),
-            content: Content::Text { body: "hola".into(), preview_url: false },
+            content: Content::Text {
+                body: "hola".into(),
+                preview_url: false,
+            },
             reply_to: None,
         };
         assert_eq!(Payload::open(&p.to_bytes(), &h).unwrap(), p);
-        let other = Header { to: "15550002222".parse().unwrap(), ..h };
-        assert_eq!(Payload::open(&p.to_bytes(), &other), Err(PayloadError::HeaderMismatch));
+        let other = Header {
+            to: "15550002222".parse().unwrap(),
+            ..h
+        };
+        assert_eq!(
+            Payload::open(&p.to_bytes(), &other),
+            Err(PayloadError::HeaderMismatch)
+        );
     }
 }

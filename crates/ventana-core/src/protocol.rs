@@ -132,13 +132,24 @@ pub enum ClientFrame {
 pub enum Op {
     Send(Submission),
     /// The devices of an account, with their identity keys.
-    Devices { account: PhoneNumber },
+    Devices {
+        account: PhoneNumber,
+    },
     /// Claim one pre-key of each device of an account, to start sessions.
-    Claim { account: PhoneNumber },
+    Claim {
+        account: PhoneNumber,
+    },
     /// Replenish this device's one-time keys (and optionally replace its fallback key).
-    UploadKeys { one_time_keys: Vec<SignedKey>, fallback_key: Option<SignedKey> },
-    Block { business: PhoneNumber },
-    Unblock { business: PhoneNumber },
+    UploadKeys {
+        one_time_keys: Vec<SignedKey>,
+        fallback_key: Option<SignedKey>,
+    },
+    Block {
+        business: PhoneNumber,
+    },
+    Unblock {
+        business: PhoneNumber,
+    },
 }
 
 /// Frames the relay sends.
@@ -160,7 +171,9 @@ pub enum ServerFrame {
         error: Option<ProtocolError>,
     },
     /// Fewer one-time keys remain than the device should keep published.
-    KeysLow { remaining: u64 },
+    KeysLow {
+        remaining: u64,
+    },
     /// Everything queued for the device has been sent (not necessarily acknowledged).
     Drained,
 }
@@ -234,11 +247,21 @@ pub struct ProtocolError {
 
 impl ProtocolError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), rule: None, devices: None }
+        Self {
+            code,
+            message: message.into(),
+            rule: None,
+            devices: None,
+        }
     }
 
     pub fn refused(rule: RuleViolation) -> Self {
-        Self { code: ErrorCode::Refused, message: rule.to_string(), rule: Some(rule), devices: None }
+        Self {
+            code: ErrorCode::Refused,
+            message: rule.to_string(),
+            rule: Some(rule),
+            devices: None,
+        }
     }
 }
 
@@ -258,7 +281,9 @@ mod tests {
     fn frames_have_a_stable_wire_form() {
         let frame = ClientFrame::Request {
             req: 7,
-            op: Op::Block { business: "15550001111".parse().unwrap() },
+            op: Op::Block {
+                business: "15550001111".parse().unwrap(),
+            },
         };
         assert_eq!(
             serde_json::to_string(&frame).unwrap(),

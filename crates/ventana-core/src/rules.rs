@@ -106,11 +106,15 @@ pub struct Relationship {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum RuleViolation {
-    #[error("the user has never contacted this business; businesses may only reply to users who wrote first")]
+    #[error(
+        "the user has never contacted this business; businesses may only reply to users who wrote first"
+    )]
     NoContact,
     #[error("the user has blocked this business")]
     Blocked,
-    #[error("more than 24 hours have passed since the user last wrote (window closed at {closed_at:?}); only a template may be sent")]
+    #[error(
+        "more than 24 hours have passed since the user last wrote (window closed at {closed_at:?}); only a template may be sent"
+    )]
     WindowClosed { closed_at: UnixTime },
     #[error("Ventana carries messages between users and businesses only")]
     NotBusinessMessaging,
@@ -136,10 +140,12 @@ pub fn decide(
 ) -> Result<SendDecision, RuleViolation> {
     match (sender, recipient) {
         (AccountKind::User, AccountKind::Business) => match (kind, existing) {
-            (EnvelopeKind::Message, Some(rel)) => Ok(SendDecision::DeliverAndRecord(Relationship {
-                window: ServiceWindow { last_inbound: now },
-                ..rel.clone()
-            })),
+            (EnvelopeKind::Message, Some(rel)) => {
+                Ok(SendDecision::DeliverAndRecord(Relationship {
+                    window: ServiceWindow { last_inbound: now },
+                    ..rel.clone()
+                }))
+            }
             (EnvelopeKind::Message, None) => Ok(SendDecision::DeliverAndRecord(Relationship {
                 first_contact_at: now,
                 origin: ContactOrigin::UserMessage,
@@ -156,7 +162,9 @@ pub fn decide(
             }
             match kind {
                 EnvelopeKind::Message if !rel.window.is_open(now) => {
-                    Err(RuleViolation::WindowClosed { closed_at: rel.window.closes_at() })
+                    Err(RuleViolation::WindowClosed {
+                        closed_at: rel.window.closes_at(),
+                    })
                 }
                 _ => Ok(SendDecision::Deliver),
             }
@@ -175,19 +183,25 @@ mod tests {
         Relationship {
             first_contact_at: UnixTime(t),
             origin: ContactOrigin::UserMessage,
-            window: ServiceWindow { last_inbound: UnixTime(t) },
+            window: ServiceWindow {
+                last_inbound: UnixTime(t),
+            },
             blocked: false,
         }
     }
 
     #[test]
     fn a_business_cannot_write_first() {
-        assert_eq!(decide(Business, User, Message, None, UnixTime(0)), Err(RuleViolation::NoContact));
+        assert_eq!(
+            decide(Business, User, Message, None, UnixTime(0)),
+            Err(RuleViolation::NoContact)
+        );
     }
 
     #[test]
     fn a_user_message_creates_the_contact_and_opens_the_window() {
-        let Ok(SendDecision::DeliverAndRecord(rel)) = decide(User, Business, Message, None, UnixTime(50))
+        let Ok(SendDecision::DeliverAndRecord(rel)) =
+            decide(User, Business, Message, None, UnixTime(50))
         else {
             panic!("expected a recorded contact");
         };
@@ -198,14 +212,20 @@ mod tests {
     fn free_form_reply_is_allowed_inside_the_window_and_refused_after_it() {
         let rel = contact_at(1000);
         let last_second = UnixTime(1000 + WINDOW_SECS - 1);
-        assert_eq!(decide(Business, User, Message, Some(&rel), last_second), Ok(SendDecision::Deliver));
+        assert_eq!(
+            decide(Business, User, Message, Some(&rel), last_second),
+            Ok(SendDecision::Deliver)
+        );
         let closed = UnixTime(1000 + WINDOW_SECS);
         assert_eq!(
             decide(Business, User, Message, Some(&rel), closed),
             Err(RuleViolation::WindowClosed { closed_at: closed })
         );
         // Receipts still flow once the window has closed.
-        assert_eq!(decide(Business, User, Receipt, Some(&rel), closed), Ok(SendDecision::Deliver));
+        assert_eq!(
+            decide(Business, User, Receipt, Some(&rel), closed),
+            Ok(SendDecision::Deliver)
+        );
     }
 
     #[test]
@@ -222,9 +242,18 @@ mod tests {
 
     #[test]
     fn a_blocked_business_reaches_nobody() {
-        let rel = Relationship { blocked: true, ..contact_at(0) };
-        assert_eq!(decide(Business, User, Message, Some(&rel), UnixTime(1)), Err(RuleViolation::Blocked));
-        assert_eq!(decide(Business, User, Receipt, Some(&rel), UnixTime(1)), Err(RuleViolation::Blocked));
+        let rel = Relationship {
+            blocked: true,
+            ..contact_at(0)
+        };
+        assert_eq!(
+            decide(Business, User, Message, Some(&rel), UnixTime(1)),
+            Err(RuleViolation::Blocked)
+        );
+        assert_eq!(
+            decide(Business, User, Receipt, Some(&rel), UnixTime(1)),
+            Err(RuleViolation::Blocked)
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub enum ClockError {
 }
 
 impl BusinessClock {
-    pub const LIVE: Self = Self { sandbox: false, offset_secs: 0 };
+    pub const LIVE: Self = Self {
+        sandbox: false,
+        offset_secs: 0,
+    };
 
     pub fn now(&self, wall: UnixTime) -> UnixTime {
         wall.plus_secs(self.offset_secs)
@@ -56,7 +59,10 @@ impl BusinessClock {
         if !(1..=10 * 366 * 86_400).contains(&secs) {
             return Err(ClockError::BadStep);
         }
-        Ok(Self { offset_secs: self.offset_secs + secs, ..self })
+        Ok(Self {
+            offset_secs: self.offset_secs + secs,
+            ..self
+        })
     }
 }
 
@@ -66,8 +72,14 @@ mod tests {
 
     #[test]
     fn only_sandbox_clocks_advance() {
-        assert_eq!(BusinessClock::LIVE.advanced(60), Err(ClockError::NotSandbox));
-        let sandbox = BusinessClock { sandbox: true, offset_secs: 0 };
+        assert_eq!(
+            BusinessClock::LIVE.advanced(60),
+            Err(ClockError::NotSandbox)
+        );
+        let sandbox = BusinessClock {
+            sandbox: true,
+            offset_secs: 0,
+        };
         let later = sandbox.advanced(3600).unwrap();
         assert_eq!(later.now(UnixTime(100)), UnixTime(3700));
         assert_eq!(sandbox.advanced(0), Err(ClockError::BadStep));

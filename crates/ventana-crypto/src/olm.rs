@@ -3,9 +3,7 @@
 use crate::{CryptoError, Sealer};
 use base64::Engine as _;
 use ventana_core::protocol::{Ciphertext, ClaimedKey, SignedKey};
-use vodozemac::olm::{
-    Account, AccountPickle, OlmMessage, Session, SessionConfig, SessionPickle,
-};
+use vodozemac::olm::{Account, AccountPickle, OlmMessage, Session, SessionConfig, SessionPickle};
 use vodozemac::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature};
 use zeroize::Zeroizing;
 
@@ -33,7 +31,9 @@ impl Default for DeviceAccount {
 
 impl DeviceAccount {
     pub fn new() -> Self {
-        Self { inner: Account::new() }
+        Self {
+            inner: Account::new(),
+        }
     }
 
     pub fn curve25519(&self) -> String {
@@ -82,7 +82,8 @@ impl DeviceAccount {
             .map_err(|e| CryptoError::Malformed(e.to_string()))?;
         let sig = Ed25519Signature::from_base64(&claimed.key.signature)
             .map_err(|_| CryptoError::BadSignature)?;
-        ed.verify(claimed.key.key.as_bytes(), &sig).map_err(|_| CryptoError::BadSignature)?;
+        ed.verify(claimed.key.key.as_bytes(), &sig)
+            .map_err(|_| CryptoError::BadSignature)?;
         let identity = curve(&claimed.device.curve25519)?;
         let otk = curve(&claimed.key.key)?;
         let session = self
@@ -106,7 +107,12 @@ impl DeviceAccount {
             .inner
             .create_inbound_session(config(), curve(their_curve25519)?, &message)
             .map_err(|e| CryptoError::Session(e.to_string()))?;
-        Ok((PeerSession { inner: result.session }, Zeroizing::new(result.plaintext)))
+        Ok((
+            PeerSession {
+                inner: result.session,
+            },
+            Zeroizing::new(result.plaintext),
+        ))
     }
 
     pub fn seal(&self, sealer: &Sealer, aad: &[u8]) -> Vec<u8> {
@@ -118,7 +124,9 @@ impl DeviceAccount {
         let json = sealer.open(aad, sealed)?;
         let pickle: AccountPickle =
             serde_json::from_slice(&json).map_err(|e| CryptoError::Malformed(e.to_string()))?;
-        Ok(Self { inner: Account::from_pickle(pickle) })
+        Ok(Self {
+            inner: Account::from_pickle(pickle),
+        })
     }
 }
 
@@ -134,9 +142,15 @@ impl PeerSession {
     }
 
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Ciphertext, CryptoError> {
-        let message = self.inner.encrypt(plaintext).map_err(|e| CryptoError::Session(e.to_string()))?;
+        let message = self
+            .inner
+            .encrypt(plaintext)
+            .map_err(|e| CryptoError::Session(e.to_string()))?;
         let (message_type, bytes) = message.to_parts();
-        Ok(Ciphertext { message_type: message_type as u8, body: b64().encode(bytes) })
+        Ok(Ciphertext {
+            message_type: message_type as u8,
+            body: b64().encode(bytes),
+        })
     }
 
     pub fn decrypt(&mut self, ciphertext: &Ciphertext) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
@@ -161,7 +175,9 @@ impl PeerSession {
         let json = sealer.open(aad, sealed)?;
         let pickle: SessionPickle =
             serde_json::from_slice(&json).map_err(|e| CryptoError::Malformed(e.to_string()))?;
-        Ok(Self { inner: Session::from_pickle(pickle) })
+        Ok(Self {
+            inner: Session::from_pickle(pickle),
+        })
     }
 }
 
@@ -209,16 +225,22 @@ mod tests {
         let first = outbound.encrypt(b"where is my order?").unwrap();
         assert_eq!(first.message_type, 0);
 
-        let business = DeviceAccount::open(&sealer, b"acct", &business.seal(&sealer, b"acct")).unwrap();
+        let business =
+            DeviceAccount::open(&sealer, b"acct", &business.seal(&sealer, b"acct")).unwrap();
         let mut business = business;
-        let (mut inbound, plaintext) = business.inbound_session(&user.curve25519(), &first).unwrap();
+        let (mut inbound, plaintext) = business
+            .inbound_session(&user.curve25519(), &first)
+            .unwrap();
         assert_eq!(plaintext.as_slice(), b"where is my order?");
         assert!(inbound.owns_pre_key_message(&first));
         assert_eq!(inbound.id(), outbound.id());
 
         let reply = inbound.encrypt(b"shipped today").unwrap();
         let mut outbound = PeerSession::open(&sealer, b"s", &outbound.seal(&sealer, b"s")).unwrap();
-        assert_eq!(outbound.decrypt(&reply).unwrap().as_slice(), b"shipped today");
+        assert_eq!(
+            outbound.decrypt(&reply).unwrap().as_slice(),
+            b"shipped today"
+        );
         // A replayed message does not decrypt twice.
         assert!(outbound.decrypt(&reply).is_err());
     }
@@ -234,6 +256,9 @@ mod tests {
             keys[0].signature.clone()
         };
         let user = DeviceAccount::new();
-        assert!(matches!(user.outbound_session(&claimed), Err(CryptoError::BadSignature)));
+        assert!(matches!(
+            user.outbound_session(&claimed),
+            Err(CryptoError::BadSignature)
+        ));
     }
 }

@@ -67,7 +67,11 @@ pub struct Sealer {
 impl Sealer {
     pub fn new(key: SealKey) -> Self {
         let cipher = XChaCha20Poly1305::new((&key.0).into());
-        Self { cipher, key_id: 0, key }
+        Self {
+            cipher,
+            key_id: 0,
+            key,
+        }
     }
 
     /// Seals `plaintext`; `aad` names the row (table, key columns) it may be opened for.
@@ -76,7 +80,13 @@ impl Sealer {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ciphertext = self
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             // Encryption fails only for plaintexts beyond 256 GiB.
             .unwrap_or_else(|_| unreachable!("plaintext too large to seal"));
         let mut out = Vec::with_capacity(2 + NONCE_LEN + ciphertext.len());
@@ -94,7 +104,13 @@ impl Sealer {
         }
         let (nonce, ciphertext) = sealed[2..].split_at(NONCE_LEN);
         self.cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| CryptoError::Unseal)
     }
@@ -102,8 +118,8 @@ impl Sealer {
     /// A 32-byte key for another purpose, derived so it reveals nothing of the seal key.
     pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
         // HMAC accepts keys of any length.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key.0)
-            .unwrap_or_else(|_| unreachable!());
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.key.0).unwrap_or_else(|_| unreachable!());
         mac.update(b"ventana derive v1\0");
         mac.update(purpose.as_bytes());
         Zeroizing::new(mac.finalize().into_bytes().into())
@@ -118,14 +134,26 @@ mod tests {
     fn a_sealed_blob_opens_only_for_its_own_row() {
         let sealer = Sealer::new(SealKey::generate());
         let blob = sealer.seal(b"sessions/1", b"ratchet state");
-        assert_eq!(sealer.open(b"sessions/1", &blob).unwrap().as_slice(), b"ratchet state");
-        assert!(matches!(sealer.open(b"sessions/2", &blob), Err(CryptoError::Unseal)));
+        assert_eq!(
+            sealer.open(b"sessions/1", &blob).unwrap().as_slice(),
+            b"ratchet state"
+        );
+        assert!(matches!(
+            sealer.open(b"sessions/2", &blob),
+            Err(CryptoError::Unseal)
+        ));
         let mut tampered = blob.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
-        assert!(matches!(sealer.open(b"sessions/1", &tampered), Err(CryptoError::Unseal)));
+        assert!(matches!(
+            sealer.open(b"sessions/1", &tampered),
+            Err(CryptoError::Unseal)
+        ));
         let other = Sealer::new(SealKey::generate());
-        assert!(matches!(other.open(b"sessions/1", &blob), Err(CryptoError::Unseal)));
+        assert!(matches!(
+            other.open(b"sessions/1", &blob),
+            Err(CryptoError::Unseal)
+        ));
         assert!(!blob.windows(13).any(|w| w == b"ratchet state"));
     }
 

@@ -21,10 +21,22 @@ use ventana_store::endpoint::{AccessTokenRecord, BusinessRecord, PhoneNumberReco
 
 pub(crate) fn routes() -> Router<Arc<Gateway>> {
     Router::new()
-        .route("/admin/v1/businesses", get(list_businesses).post(create_business))
-        .route("/admin/v1/businesses/{waba}/phone_numbers", get(list_numbers).post(add_number))
-        .route("/admin/v1/businesses/{waba}/tokens", get(list_tokens).post(issue_token))
-        .route("/admin/v1/businesses/{waba}/tokens/{id}", delete(revoke_token))
+        .route(
+            "/admin/v1/businesses",
+            get(list_businesses).post(create_business),
+        )
+        .route(
+            "/admin/v1/businesses/{waba}/phone_numbers",
+            get(list_numbers).post(add_number),
+        )
+        .route(
+            "/admin/v1/businesses/{waba}/tokens",
+            get(list_tokens).post(issue_token),
+        )
+        .route(
+            "/admin/v1/businesses/{waba}/tokens/{id}",
+            delete(revoke_token),
+        )
 }
 
 pub(crate) struct AdminError(StatusCode, &'static str, String);
@@ -44,7 +56,11 @@ impl From<StoreError> for AdminError {
             StoreError::Conflict(what) => Self(StatusCode::CONFLICT, "conflict", what),
             StoreError::Backend(what) => {
                 tracing::error!(%what, "gateway store failed");
-                Self(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into())
+                Self(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".into(),
+                )
             }
         }
     }
@@ -62,7 +78,11 @@ impl From<GatewayError> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": { "code": self.1, "message": self.2 } }))).into_response()
+        (
+            self.0,
+            Json(json!({ "error": { "code": self.1, "message": self.2 } })),
+        )
+            .into_response()
     }
 }
 
@@ -73,7 +93,11 @@ fn operator(gateway: &Gateway, headers: &HeaderMap) -> Result<(), AdminError> {
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(t) if Token::from_presented(t.trim()).hash() == gateway.operator => Ok(()),
-        _ => Err(AdminError(StatusCode::UNAUTHORIZED, "unauthorized", "operator token required".into())),
+        _ => Err(AdminError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "operator token required".into(),
+        )),
     }
 }
 
@@ -115,7 +139,9 @@ async fn create_business(
     operator(&gateway, &headers)?;
     let new: NewBusiness = parse(&body)?;
     if new.name.trim().is_empty() || new.app_secret.len() < 16 || new.verify_token.is_empty() {
-        return Err(AdminError::bad("name, an app_secret of at least 16 characters and a verify_token are required"));
+        return Err(AdminError::bad(
+            "name, an app_secret of at least 16 characters and a verify_token are required",
+        ));
     }
     if let Some(url) = &new.webhook_url
         && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -127,9 +153,14 @@ async fn create_business(
         .create_business(BusinessRecord {
             waba_id: new.waba_id.clone(),
             name: new.name.clone(),
-            app_secret_sealed: gateway.sealer.seal(&aad::app_secret(&new.waba_id), new.app_secret.as_bytes()),
+            app_secret_sealed: gateway
+                .sealer
+                .seal(&aad::app_secret(&new.waba_id), new.app_secret.as_bytes()),
             webhook_url: new.webhook_url.clone(),
-            verify_token_sealed: gateway.sealer.seal(&aad::verify_token(&new.waba_id), new.verify_token.as_bytes()),
+            verify_token_sealed: gateway.sealer.seal(
+                &aad::verify_token(&new.waba_id),
+                new.verify_token.as_bytes(),
+            ),
             sandbox: new.sandbox,
             created_at: UnixTime::now(),
         })
@@ -157,17 +188,26 @@ async fn verify_webhook(http: &reqwest::Client, url: &str, verify_token: &str) -
     let challenge = Token::generate("ch").expose().to_owned();
     let response = http
         .get(url)
-        .query(&[("hub.mode", "subscribe"), ("hub.verify_token", verify_token), ("hub.challenge", challenge.as_str())])
+        .query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", verify_token),
+            ("hub.challenge", challenge.as_str()),
+        ])
         .timeout(std::time::Duration::from_secs(5))
         .send()
         .await;
     match response {
-        Ok(r) if r.status().is_success() => r.text().await.is_ok_and(|body| body.trim() == challenge),
+        Ok(r) if r.status().is_success() => {
+            r.text().await.is_ok_and(|body| body.trim() == challenge)
+        }
         _ => false,
     }
 }
 
-async fn list_businesses(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Result<Json<Value>, AdminError> {
+async fn list_businesses(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AdminError> {
     operator(&gateway, &headers)?;
     let list: Vec<Value> = gateway
         .store
@@ -205,7 +245,11 @@ async fn add_number(
     operator(&gateway, &headers)?;
     let waba = waba(&waba_text)?;
     let new: NewPhoneNumber = parse(&body)?;
-    let business = gateway.store.business(&waba).await?.ok_or_else(|| AdminError::not_found("no such business"))?;
+    let business = gateway
+        .store
+        .business(&waba)
+        .await?
+        .ok_or_else(|| AdminError::not_found("no such business"))?;
     let address: PhoneNumber = new
         .display_phone_number
         .parse()
@@ -213,14 +257,30 @@ async fn add_number(
     if new.verified_name.trim().is_empty() {
         return Err(AdminError::bad("verified_name is required"));
     }
-    if gateway.store.phone_number(&new.phone_number_id).await?.is_some()
-        || gateway.store.phone_number_by_address(&address).await?.is_some()
+    if gateway
+        .store
+        .phone_number(&new.phone_number_id)
+        .await?
+        .is_some()
+        || gateway
+            .store
+            .phone_number_by_address(&address)
+            .await?
+            .is_some()
     {
-        return Err(AdminError(StatusCode::CONFLICT, "conflict", "this phone number id or number is already hosted".into()));
+        return Err(AdminError(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this phone number id or number is already hosted".into(),
+        ));
     }
     let proof = Proof::Operator {
         token: gateway.relay.operator_token.clone(),
-        business: BusinessNumber { waba_id: waba.clone(), verified_name: new.verified_name.clone(), sandbox: business.sandbox },
+        business: BusinessNumber {
+            waba_id: waba.clone(),
+            verified_name: new.verified_name.clone(),
+            sandbox: business.sandbox,
+        },
     };
     let device_id = register(
         &gateway.http,
@@ -289,8 +349,16 @@ async fn issue_token(
 ) -> Result<(StatusCode, Json<TokenIssued>), AdminError> {
     operator(&gateway, &headers)?;
     let waba = waba(&waba_text)?;
-    let new: NewToken = if body.is_empty() { NewToken::default() } else { parse(&body)? };
-    gateway.store.business(&waba).await?.ok_or_else(|| AdminError::not_found("no such business"))?;
+    let new: NewToken = if body.is_empty() {
+        NewToken::default()
+    } else {
+        parse(&body)?
+    };
+    gateway
+        .store
+        .business(&waba)
+        .await?
+        .ok_or_else(|| AdminError::not_found("no such business"))?;
     let token = Token::generate("vat");
     let id = Token::generate("tok").expose()[4..16].to_owned();
     let label = new.label.unwrap_or_else(|| "default".into());
@@ -305,7 +373,15 @@ async fn issue_token(
             revoked_at: None,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(TokenIssued { id, token: token.expose().to_owned(), label, waba_id: waba })))
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenIssued {
+            id,
+            token: token.expose().to_owned(),
+            label,
+            waba_id: waba,
+        }),
+    ))
 }
 
 async fn list_tokens(
@@ -332,9 +408,15 @@ async fn revoke_token(
 ) -> Result<Json<Value>, AdminError> {
     operator(&gateway, &headers)?;
     let waba = waba(&waba_text)?;
-    if gateway.store.revoke_token(&waba, &id, UnixTime::now()).await? {
+    if gateway
+        .store
+        .revoke_token(&waba, &id, UnixTime::now())
+        .await?
+    {
         Ok(Json(json!({ "id": id, "revoked": true })))
     } else {
-        Err(AdminError::not_found("no live token with this id for this business"))
+        Err(AdminError::not_found(
+            "no live token with this id for this business",
+        ))
     }
 }

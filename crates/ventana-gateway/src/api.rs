@@ -17,9 +17,9 @@ use axum::http::Method;
 use serde_json::Value;
 use std::sync::Arc;
 use ventana_client::SendError;
+use ventana_core::PhoneNumberId;
 use ventana_core::payload::Content;
 use ventana_core::protocol::{ErrorCode, ReceiptStatus};
-use ventana_core::PhoneNumberId;
 use ventana_crypto::Token;
 use ventana_store::endpoint::{AppRecord, Direction};
 
@@ -30,18 +30,25 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
     Router::new().fallback(graph)
 }
 
-async fn graph(State(gateway): State<Arc<Gateway>>, request: Request) -> Result<Json<Value>, GraphError> {
+async fn graph(
+    State(gateway): State<Arc<Gateway>>,
+    request: Request,
+) -> Result<Json<Value>, GraphError> {
     let (parts, body) = request.into_parts();
-    let path = GraphPath::parse(parts.uri.path()).ok_or_else(|| GraphError::unknown_node(parts.uri.path()))?;
-    let token = presented_token(&parts.headers, parts.uri.query())
-        .ok_or_else(|| GraphError::bad_token("An access token is required to request this resource."))?;
+    let path = GraphPath::parse(parts.uri.path())
+        .ok_or_else(|| GraphError::unknown_node(parts.uri.path()))?;
+    let token = presented_token(&parts.headers, parts.uri.query()).ok_or_else(|| {
+        GraphError::bad_token("An access token is required to request this resource.")
+    })?;
     let record = gateway
         .store
         .token_by_hash(&Token::from_presented(&token).hash().0)
         .await
         .map_err(internal)?
         .filter(|t| t.revoked_at.is_none())
-        .ok_or_else(|| GraphError::bad_token("Invalid OAuth access token - Cannot parse access token"))?;
+        .ok_or_else(|| {
+            GraphError::bad_token("Invalid OAuth access token - Cannot parse access token")
+        })?;
     // A number of another business is indistinguishable from one that does not exist.
     let hosted = path
         .node
@@ -57,7 +64,9 @@ async fn graph(State(gateway): State<Arc<Gateway>>, request: Request) -> Result<
             &hosted.record.verified_name,
         ))),
         (Method::POST, Some("messages")) => {
-            let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| GraphError::payload_too_large(MAX_BODY))?;
+            let bytes = axum::body::to_bytes(body, MAX_BODY)
+                .await
+                .map_err(|_| GraphError::payload_too_large(MAX_BODY))?;
             messages(&gateway, &hosted, &bytes).await
         }
         (method, Some("messages")) | (method, None) => Err(GraphError::method_not_allowed(&method)),
@@ -70,20 +79,37 @@ fn internal(error: impl std::fmt::Display) -> GraphError {
     GraphError::internal()
 }
 
-async fn messages(gateway: &Arc<Gateway>, hosted: &Hosted, body: &[u8]) -> Result<Json<Value>, GraphError> {
+async fn messages(
+    gateway: &Arc<Gateway>,
+    hosted: &Hosted,
+    body: &[u8],
+) -> Result<Json<Value>, GraphError> {
     match SendRequest::parse(body)? {
-        SendRequest::Text { to, input, body, preview_url, reply_to, .. } => {
-            let app = GatewayEvents { gateway: Arc::downgrade(gateway) };
+        SendRequest::Text {
+            to,
+            input,
+            body,
+            preview_url,
+            reply_to,
+            ..
+        } => {
+            let app = GatewayEvents {
+                gateway: Arc::downgrade(gateway),
+            };
             let sent = hosted
                 .endpoint
                 .send_message(&to, Content::Text { body, preview_url }, reply_to, &app)
                 .await
                 .map_err(|e| match e {
                     SendError::Refused(error) => refusal(&error),
-                    SendError::UnknownRecipient(_) => GraphError::undeliverable("The recipient is not on Ventana."),
+                    SendError::UnknownRecipient(_) => {
+                        GraphError::undeliverable("The recipient is not on Ventana.")
+                    }
                     SendError::Client(e) => {
                         tracing::warn!(error = %e, "send failed before reaching the relay");
-                        GraphError::unavailable("The platform is temporarily unavailable; retry later.")
+                        GraphError::unavailable(
+                            "The platform is temporarily unavailable; retry later.",
+                        )
                     }
                 })?;
             gateway.webhooks_due.notify_one();
@@ -97,7 +123,11 @@ async fn messages(gateway: &Arc<Gateway>, hosted: &Hosted, body: &[u8]) -> Resul
                 .await
                 .map_err(internal)?
                 .filter(|m| m.direction == Direction::Inbound)
-                .ok_or_else(|| GraphError::invalid_parameter(format!("message_id {message_id} is not a message this number received")))?;
+                .ok_or_else(|| {
+                    GraphError::invalid_parameter(format!(
+                        "message_id {message_id} is not a message this number received"
+                    ))
+                })?;
             hosted
                 .endpoint
                 .send_receipt(&message.peer, ReceiptStatus::Read, vec![message_id.clone()])
@@ -106,12 +136,20 @@ async fn messages(gateway: &Arc<Gateway>, hosted: &Hosted, body: &[u8]) -> Resul
                     SendError::Refused(error) => refusal(&error),
                     other => {
                         tracing::warn!(error = %other, "read receipt not sent");
-                        GraphError::unavailable("The platform is temporarily unavailable; retry later.")
+                        GraphError::unavailable(
+                            "The platform is temporarily unavailable; retry later.",
+                        )
                     }
                 })?;
             gateway
                 .store
-                .apply(owner, vec![AppRecord::Status { id: message_id, status: "read".into() }])
+                .apply(
+                    owner,
+                    vec![AppRecord::Status {
+                        id: message_id,
+                        status: "read".into(),
+                    }],
+                )
                 .await
                 .map_err(internal)?;
             Ok(Json(response::success()))
@@ -124,7 +162,9 @@ fn refusal(error: &ventana_core::protocol::ProtocolError) -> GraphError {
     match code {
         131047 => GraphError::outside_window(details),
         131026 => GraphError::undeliverable(details),
-        _ if error.code == ErrorCode::BadRequest => GraphError::invalid_parameter(error.message.clone()),
+        _ if error.code == ErrorCode::BadRequest => {
+            GraphError::invalid_parameter(error.message.clone())
+        }
         _ => {
             tracing::error!(%error, "the relay refused unexpectedly");
             GraphError::internal()

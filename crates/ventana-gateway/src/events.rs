@@ -4,7 +4,9 @@
 //! duplicated by a crash or a retry.
 
 use crate::webhook::delivery::webhook_body_aad;
-use crate::webhook::payload::{self, DeliveryStatus, Pricing, StatusError, WebhookContact, WebhookContext};
+use crate::webhook::payload::{
+    self, DeliveryStatus, Pricing, StatusError, WebhookContact, WebhookContext,
+};
 use crate::webhook::sign::ascii_json;
 use crate::{Gateway, Hosted};
 use async_trait::async_trait;
@@ -60,7 +62,13 @@ impl Gateway {
     }
 
     /// A webhook job with a stable id, its exact ASCII-escaped body sealed.
-    pub(crate) fn webhook_job(&self, hosted: &Hosted, id: String, event: &Value, now: UnixTime) -> AppRecord {
+    pub(crate) fn webhook_job(
+        &self,
+        hosted: &Hosted,
+        id: String,
+        event: &Value,
+        now: UnixTime,
+    ) -> AppRecord {
         let body = ascii_json(event);
         AppRecord::Webhook(WebhookJob {
             body_sealed: self.sealer.seal(&webhook_body_aad(&id), &body),
@@ -73,7 +81,12 @@ impl Gateway {
     }
 
     async fn profile_name(&self, endpoint: &Endpoint, user: &PhoneNumber) -> String {
-        let sealed = endpoint.store().contact(endpoint.owner(), user).await.ok().flatten();
+        let sealed = endpoint
+            .store()
+            .contact(endpoint.owner(), user)
+            .await
+            .ok()
+            .flatten();
         sealed
             .and_then(|s| endpoint.open_sealed(&contact_aad(endpoint.owner(), user), &s))
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
@@ -92,14 +105,21 @@ impl Gateway {
     ) -> AppRecord {
         let profile = self.profile_name(&hosted.endpoint, user).await;
         let user_id = self.user_id(hosted, user);
-        let contact = WebhookContact { wa_id: user, user_id: &user_id, profile_name: &profile };
-        let name = match status {
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Read => "read",
-            DeliveryStatus::Failed(_) => "failed",
+        let contact = WebhookContact {
+            wa_id: user,
+            user_id: &user_id,
+            profile_name: &profile,
         };
-        let event = payload::status(&Self::context(hosted), contact, id, status, ts, Pricing::FREE_SERVICE, None);
+        let name = status.as_str();
+        let event = payload::status(
+            &Self::context(hosted),
+            contact,
+            id,
+            status,
+            ts,
+            Pricing::FREE_SERVICE,
+            None,
+        );
         self.webhook_job(hosted, format!("{id}.{name}"), &event, UnixTime::now())
     }
 }
@@ -107,8 +127,12 @@ impl Gateway {
 #[async_trait]
 impl Application for GatewayEvents {
     async fn inbound(&self, endpoint: &Endpoint, event: &Inbound) -> Vec<AppRecord> {
-        let Some(gateway) = self.gateway.upgrade() else { return Vec::new() };
-        let Some(hosted) = gateway.hosted_by_address(endpoint.owner()) else { return Vec::new() };
+        let Some(gateway) = self.gateway.upgrade() else {
+            return Vec::new();
+        };
+        let Some(hosted) = gateway.hosted_by_address(endpoint.owner()) else {
+            return Vec::new();
+        };
         match event {
             Inbound::Message { meta, payload } => {
                 let Content::Text { body, .. } = &payload.content;
@@ -120,7 +144,14 @@ impl Application for GatewayEvents {
                     user_id: &user_id,
                     profile_name: payload.profile_name.as_deref().unwrap_or_default(),
                 };
-                let event = payload::inbound_text(&Gateway::context(&hosted), contact, &meta.id, meta.ts, body, reply_to);
+                let event = payload::inbound_text(
+                    &Gateway::context(&hosted),
+                    contact,
+                    &meta.id,
+                    meta.ts,
+                    body,
+                    reply_to,
+                );
                 vec![gateway.webhook_job(&hosted, meta.id.to_string(), &event, UnixTime::now())]
             }
             Inbound::Receipt { meta, status, ids } => {
@@ -130,7 +161,11 @@ impl Application for GatewayEvents {
                 };
                 let mut jobs = Vec::with_capacity(ids.len());
                 for id in ids {
-                    jobs.push(gateway.status_job(&hosted, &meta.from, id, status, meta.ts).await);
+                    jobs.push(
+                        gateway
+                            .status_job(&hosted, &meta.from, id, status, meta.ts)
+                            .await,
+                    );
                 }
                 jobs
             }
@@ -142,16 +177,40 @@ impl Application for GatewayEvents {
     }
 
     async fn settled(&self, endpoint: &Endpoint, settlement: &Settlement) -> Vec<AppRecord> {
-        let Some(gateway) = self.gateway.upgrade() else { return Vec::new() };
-        let Some(hosted) = gateway.hosted_by_address(endpoint.owner()) else { return Vec::new() };
+        let Some(gateway) = self.gateway.upgrade() else {
+            return Vec::new();
+        };
+        let Some(hosted) = gateway.hosted_by_address(endpoint.owner()) else {
+            return Vec::new();
+        };
         let job = match &settlement.outcome {
             Ok(accepted_at) => {
-                gateway.status_job(&hosted, &settlement.to, &settlement.id, DeliveryStatus::Sent, *accepted_at).await
+                gateway
+                    .status_job(
+                        &hosted,
+                        &settlement.to,
+                        &settlement.id,
+                        DeliveryStatus::Sent,
+                        *accepted_at,
+                    )
+                    .await
             }
             Err(error) => {
                 let (code, title, details) = cloud_error(error);
-                let failed = DeliveryStatus::Failed(StatusError { code, title, details: &details });
-                gateway.status_job(&hosted, &settlement.to, &settlement.id, failed, UnixTime::now()).await
+                let failed = DeliveryStatus::Failed(StatusError {
+                    code,
+                    title,
+                    details: &details,
+                });
+                gateway
+                    .status_job(
+                        &hosted,
+                        &settlement.to,
+                        &settlement.id,
+                        failed,
+                        UnixTime::now(),
+                    )
+                    .await
             }
         };
         gateway.webhooks_due.notify_one();

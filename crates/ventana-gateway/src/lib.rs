@@ -117,11 +117,22 @@ impl Gateway {
     }
 
     /// Starts the endpoint of a registered number.
-    pub(crate) async fn host(self: &Arc<Self>, record: PhoneNumberRecord) -> Result<(), GatewayError> {
+    pub(crate) async fn host(
+        self: &Arc<Self>,
+        record: PhoneNumberRecord,
+    ) -> Result<(), GatewayError> {
         let store: Arc<dyn ventana_store::EndpointStore> = self.store.clone();
-        let (endpoint, events) =
-            Endpoint::open(store, self.sealer.clone(), &record.address, &self.relay.url, self.shutdown.clone()).await?;
-        let app = Arc::new(events::GatewayEvents { gateway: Arc::downgrade(self) });
+        let (endpoint, events) = Endpoint::open(
+            store,
+            self.sealer.clone(),
+            &record.address,
+            &self.relay.url,
+            self.shutdown.clone(),
+        )
+        .await?;
+        let app = Arc::new(events::GatewayEvents {
+            gateway: Arc::downgrade(self),
+        });
         tokio::spawn(Arc::clone(&endpoint).run(events, app));
         write(&self.by_address).insert(record.address.clone(), record.id.clone());
         write(&self.numbers).insert(record.id.clone(), Hosted { record, endpoint });
@@ -139,12 +150,16 @@ impl Gateway {
 
     /// The Cloud API and the admin routes.
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        admin::routes().merge(api::routes()).with_state(Arc::clone(self))
+        admin::routes()
+            .merge(api::routes())
+            .with_state(Arc::clone(self))
     }
 
     /// True when every hosted number is connected to the relay.
     pub fn ready(&self) -> bool {
-        read(&self.numbers).values().all(|h| h.endpoint.link().is_connected())
+        read(&self.numbers)
+            .values()
+            .all(|h| h.endpoint.link().is_connected())
     }
 }
 

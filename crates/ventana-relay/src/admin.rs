@@ -27,10 +27,18 @@ pub(crate) async fn peek_code(
     Path(phone): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
     operator(&relay, &headers)?;
-    let phone: PhoneNumber = phone.parse().map_err(|e| HttpError::bad_request(format!("{e}")))?;
-    match relay.store.peek_verification(&phone, UnixTime::now()).await? {
+    let phone: PhoneNumber = phone
+        .parse()
+        .map_err(|e| HttpError::bad_request(format!("{e}")))?;
+    match relay
+        .store
+        .peek_verification(&phone, UnixTime::now())
+        .await?
+    {
         Some(code) => Ok(Json(json!({ "phone": phone, "code": code }))),
-        None => Err(HttpError::not_found("no pending verification code for this number")),
+        None => Err(HttpError::not_found(
+            "no pending verification code for this number",
+        )),
     }
 }
 
@@ -44,12 +52,12 @@ fn clock_json(waba: &WabaId, clock: BusinessClock) -> Value {
 }
 
 async fn load_clock(relay: &Relay, waba: &str) -> Result<(WabaId, BusinessClock), HttpError> {
-    let waba: WabaId = waba.parse().map_err(|e| HttpError::bad_request(format!("{e}")))?;
-    let clock = relay
-        .store
-        .business_clock(&waba)
-        .await?
-        .ok_or_else(|| HttpError::not_found("no business with this WABA id has a number at the relay"))?;
+    let waba: WabaId = waba
+        .parse()
+        .map_err(|e| HttpError::bad_request(format!("{e}")))?;
+    let clock = relay.store.business_clock(&waba).await?.ok_or_else(|| {
+        HttpError::not_found("no business with this WABA id has a number at the relay")
+    })?;
     Ok((waba, clock))
 }
 

@@ -33,7 +33,8 @@ pub(crate) async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, HttpError> {
-    let token = bearer(&headers).ok_or_else(|| HttpError::unauthorized("a device token is required"))?;
+    let token =
+        bearer(&headers).ok_or_else(|| HttpError::unauthorized("a device token is required"))?;
     let (account, device) = relay
         .store
         .device_by_token(&Token::from_presented(token).hash().0)
@@ -49,7 +50,9 @@ async fn serve(relay: Arc<Relay>, socket: WebSocket, me: AccountRecord, device: 
     let (tx, mut rx) = mpsc::channel::<ServerFrame>(PAGE as usize);
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
-            let Ok(text) = serde_json::to_string(&frame) else { continue };
+            let Ok(text) = serde_json::to_string(&frame) else {
+                continue;
+            };
             if sink.send(Message::Text(text.into())).await.is_err() {
                 return;
             }
@@ -57,7 +60,11 @@ async fn serve(relay: Arc<Relay>, socket: WebSocket, me: AccountRecord, device: 
         let _ = sink.close().await;
     });
 
-    let remaining = relay.store.one_time_key_count(&me.address, device).await.unwrap_or(0);
+    let remaining = relay
+        .store
+        .one_time_key_count(&me.address, device)
+        .await
+        .unwrap_or(0);
     let hello = ServerFrame::Hello {
         protocol: PROTOCOL_VERSION,
         account: me.address.clone(),
@@ -107,7 +114,12 @@ async fn serve(relay: Arc<Relay>, socket: WebSocket, me: AccountRecord, device: 
     tracing::debug!(account = %me.address, %device, "device disconnected");
 }
 
-async fn handle_frame(relay: &Relay, me: &AccountRecord, device: DeviceId, text: &str) -> Option<ServerFrame> {
+async fn handle_frame(
+    relay: &Relay,
+    me: &AccountRecord,
+    device: DeviceId,
+    text: &str,
+) -> Option<ServerFrame> {
     match serde_json::from_str::<ClientFrame>(text) {
         Ok(ClientFrame::Ack { seqs }) => {
             if let Err(e) = relay.store.ack(&me.address, device, &seqs).await {
@@ -115,13 +127,27 @@ async fn handle_frame(relay: &Relay, me: &AccountRecord, device: DeviceId, text:
             }
             None
         }
-        Ok(ClientFrame::Request { req, op }) => Some(match ops::handle(relay, me, device, op).await {
-            Ok(reply) => ServerFrame::Response { req, ok: Some(reply), error: None },
-            Err(error) => ServerFrame::Response { req, ok: None, error: Some(error) },
-        }),
+        Ok(ClientFrame::Request { req, op }) => {
+            Some(match ops::handle(relay, me, device, op).await {
+                Ok(reply) => ServerFrame::Response {
+                    req,
+                    ok: Some(reply),
+                    error: None,
+                },
+                Err(error) => ServerFrame::Response {
+                    req,
+                    ok: None,
+                    error: Some(error),
+                },
+            })
+        }
         Err(e) => {
             let error = ProtocolError::new(ErrorCode::BadRequest, format!("malformed frame: {e}"));
-            Some(ServerFrame::Response { req: 0, ok: None, error: Some(error) })
+            Some(ServerFrame::Response {
+                req: 0,
+                ok: None,
+                error: Some(error),
+            })
         }
     }
 }
@@ -165,7 +191,9 @@ async fn deliver(
             for stored in batch {
                 last_seq = stored.seq;
                 sent_any = true;
-                let Some(envelope) = to_frame(stored) else { continue };
+                let Some(envelope) = to_frame(stored) else {
+                    continue;
+                };
                 if tx.send(ServerFrame::Envelope(envelope)).await.is_err() {
                     return;
                 }

@@ -10,19 +10,31 @@ pub(crate) struct HttpError(pub(crate) StatusCode, pub(crate) ProtocolError);
 
 impl HttpError {
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
-        Self(StatusCode::BAD_REQUEST, ProtocolError::new(ErrorCode::BadRequest, message))
+        Self(
+            StatusCode::BAD_REQUEST,
+            ProtocolError::new(ErrorCode::BadRequest, message),
+        )
     }
 
     pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
-        Self(StatusCode::UNAUTHORIZED, ProtocolError::new(ErrorCode::Unauthorized, message))
+        Self(
+            StatusCode::UNAUTHORIZED,
+            ProtocolError::new(ErrorCode::Unauthorized, message),
+        )
     }
 
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
-        Self(StatusCode::NOT_FOUND, ProtocolError::new(ErrorCode::UnknownAccount, message))
+        Self(
+            StatusCode::NOT_FOUND,
+            ProtocolError::new(ErrorCode::UnknownAccount, message),
+        )
     }
 
     pub(crate) fn conflict(message: impl Into<String>) -> Self {
-        Self(StatusCode::CONFLICT, ProtocolError::new(ErrorCode::Conflict, message))
+        Self(
+            StatusCode::CONFLICT,
+            ProtocolError::new(ErrorCode::Conflict, message),
+        )
     }
 }
 

@@ -63,15 +63,26 @@ impl Relay {
             .route("/relay/v1/verifications", post(registration::request_code))
             .route("/relay/v1/devices", post(registration::register_device))
             .route("/relay/v1/ws", get(connection::upgrade))
-            .route("/relay/v1/admin/verifications/{phone}", get(admin::peek_code))
+            .route(
+                "/relay/v1/admin/verifications/{phone}",
+                get(admin::peek_code),
+            )
             .route("/relay/v1/admin/businesses/{waba}/clock", get(admin::clock))
-            .route("/relay/v1/admin/businesses/{waba}/clock/advance", post(admin::advance_clock))
+            .route(
+                "/relay/v1/admin/businesses/{waba}/clock/advance",
+                post(admin::advance_clock),
+            )
             .with_state(Arc::clone(self))
     }
 
     /// True when the store answers.
     pub async fn ready(&self) -> bool {
-        self.store.business_clock(&ventana_core::WabaId::try_from("0".to_owned()).unwrap_or_else(|_| unreachable!())).await.is_ok()
+        self.store
+            .business_clock(
+                &ventana_core::WabaId::try_from("0".to_owned()).unwrap_or_else(|_| unreachable!()),
+            )
+            .await
+            .is_ok()
     }
 
     fn is_operator(&self, presented: Option<&str>) -> bool {

@@ -40,7 +40,11 @@ fn internal(error: StoreError) -> ProtocolError {
 }
 
 fn info(device: DeviceRecord) -> DeviceInfo {
-    DeviceInfo { device_id: device.device_id, curve25519: device.curve25519, ed25519: device.ed25519 }
+    DeviceInfo {
+        device_id: device.device_id,
+        curve25519: device.curve25519,
+        ed25519: device.ed25519,
+    }
 }
 
 fn json(body: &StoredBody) -> Vec<u8> {
@@ -57,51 +61,86 @@ pub(crate) async fn handle(
         Op::Send(submission) => send(relay, me, device, submission).await,
         Op::Devices { account } => {
             let devices = known_devices(relay, &account).await?;
-            Ok(Reply::Devices { devices: devices.into_iter().map(info).collect() })
+            Ok(Reply::Devices {
+                devices: devices.into_iter().map(info).collect(),
+            })
         }
         Op::Claim { account } => {
             known_devices(relay, &account).await?;
-            let claimed = relay.store.claim_pre_keys(&account).await.map_err(internal)?;
+            let claimed = relay
+                .store
+                .claim_pre_keys(&account)
+                .await
+                .map_err(internal)?;
             for key in &claimed {
                 relay.signals.keys_claimed(&account, key.device.device_id);
             }
             let keys = claimed
                 .into_iter()
-                .map(|c| ClaimedKey { device: info(c.device), key: c.key, fallback: c.fallback })
+                .map(|c| ClaimedKey {
+                    device: info(c.device),
+                    key: c.key,
+                    fallback: c.fallback,
+                })
                 .collect();
             Ok(Reply::Claimed { keys })
         }
-        Op::UploadKeys { one_time_keys, fallback_key } => {
+        Op::UploadKeys {
+            one_time_keys,
+            fallback_key,
+        } => {
             check_keys(&one_time_keys, fallback_key.as_ref()).map_err(|e| e.1)?;
             let remaining = relay
                 .store
                 .upload_keys(&me.address, device, &one_time_keys, fallback_key.as_ref())
                 .await
                 .map_err(internal)?;
-            Ok(Reply::KeysUploaded { one_time_keys_remaining: remaining })
+            Ok(Reply::KeysUploaded {
+                one_time_keys_remaining: remaining,
+            })
         }
         Op::Block { business } => set_blocked(relay, me, &business, true).await,
         Op::Unblock { business } => set_blocked(relay, me, &business, false).await,
     }
 }
 
-async fn known_devices(relay: &Relay, account: &PhoneNumber) -> Result<Vec<DeviceRecord>, ProtocolError> {
+async fn known_devices(
+    relay: &Relay,
+    account: &PhoneNumber,
+) -> Result<Vec<DeviceRecord>, ProtocolError> {
     let devices = relay.store.devices(account).await.map_err(internal)?;
     if devices.is_empty() {
-        return Err(ProtocolError::new(ErrorCode::UnknownAccount, format!("{account} has no Ventana account")));
+        return Err(ProtocolError::new(
+            ErrorCode::UnknownAccount,
+            format!("{account} has no Ventana account"),
+        ));
     }
     Ok(devices)
 }
 
-async fn set_blocked(relay: &Relay, me: &AccountRecord, business: &PhoneNumber, blocked: bool) -> Result<Reply, ProtocolError> {
+async fn set_blocked(
+    relay: &Relay,
+    me: &AccountRecord,
+    business: &PhoneNumber,
+    blocked: bool,
+) -> Result<Reply, ProtocolError> {
     if me.kind != AccountKind::User {
         return Err(bad("only users block businesses"));
     }
     match relay.store.account(business).await.map_err(internal)? {
         Some(account) if account.kind == AccountKind::Business => {}
-        _ => return Err(ProtocolError::new(ErrorCode::UnknownAccount, format!("{business} is not a business on Ventana"))),
+        _ => {
+            return Err(ProtocolError::new(
+                ErrorCode::UnknownAccount,
+                format!("{business} is not a business on Ventana"),
+            ));
+        }
     }
-    relay.store.set_blocked(&me.address, business, blocked, UnixTime::now()).await.map_err(internal)?;
+    relay
+        .store
+        .set_blocked(&me.address, business, blocked, UnixTime::now())
+        .await
+        .map_err(internal)?;
     if !blocked {
         // Envelopes held back while blocked may flow now.
         for d in relay.store.devices(&me.address).await.map_err(internal)? {
@@ -111,7 +150,12 @@ async fn set_blocked(relay: &Relay, me: &AccountRecord, business: &PhoneNumber, 
     Ok(Reply::Done)
 }
 
-async fn send(relay: &Relay, me: &AccountRecord, device: DeviceId, submission: Submission) -> Result<Reply, ProtocolError> {
+async fn send(
+    relay: &Relay,
+    me: &AccountRecord,
+    device: DeviceId,
+    submission: Submission,
+) -> Result<Reply, ProtocolError> {
     if submission.to == me.address {
         return Err(bad("an account cannot message itself"));
     }
@@ -124,9 +168,17 @@ async fn send(relay: &Relay, me: &AccountRecord, device: DeviceId, submission: S
             for copy in &submission.copies {
                 let c = &copy.ciphertext;
                 if c.message_type > 1 || c.body.is_empty() || c.body.len() > MAX_CIPHERTEXT {
-                    return Err(bad("a ciphertext has type 0 or 1 and a body of at most 96 KiB"));
+                    return Err(bad(
+                        "a ciphertext has type 0 or 1 and a body of at most 96 KiB",
+                    ));
                 }
-                copies.push((copy.device, json(&StoredBody { ciphertext: Some(c.clone()), receipt: None })));
+                copies.push((
+                    copy.device,
+                    json(&StoredBody {
+                        ciphertext: Some(c.clone()),
+                        receipt: None,
+                    }),
+                ));
             }
             EnvelopeBody::PerDevice(copies)
         }
@@ -134,13 +186,23 @@ async fn send(relay: &Relay, me: &AccountRecord, device: DeviceId, submission: S
             if receipt.ids.is_empty() || receipt.ids.len() > MAX_RECEIPT_IDS {
                 return Err(bad("a receipt names 1 to 256 message ids"));
             }
-            EnvelopeBody::Shared(json(&StoredBody { ciphertext: None, receipt: Some(receipt.clone()) }))
+            EnvelopeBody::Shared(json(&StoredBody {
+                ciphertext: None,
+                receipt: Some(receipt.clone()),
+            }))
         }
-        _ => return Err(bad("a message carries ciphertext copies; a receipt carries a receipt and nothing else")),
+        _ => {
+            return Err(bad(
+                "a message carries ciphertext copies; a receipt carries a receipt and nothing else",
+            ));
+        }
     };
     let fingerprint = {
         let bytes = serde_json::to_vec(&submission).unwrap_or_default();
-        Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     };
     let outcome = relay
         .store
@@ -161,7 +223,9 @@ async fn send(relay: &Relay, me: &AccountRecord, device: DeviceId, submission: S
             for d in &accepted.devices {
                 relay.signals.wake(&submission.to, *d);
             }
-            Ok(Reply::Sent { accepted_at: accepted.accepted_at })
+            Ok(Reply::Sent {
+                accepted_at: accepted.accepted_at,
+            })
         }
         Err(Refusal::UnknownRecipient) => Err(ProtocolError::new(
             ErrorCode::UnknownAccount,
@@ -173,7 +237,10 @@ async fn send(relay: &Relay, me: &AccountRecord, device: DeviceId, submission: S
             rule: None,
             devices: Some(devices.into_iter().map(info).collect()),
         }),
-        Err(Refusal::IdReused) => Err(ProtocolError::new(ErrorCode::Conflict, "this message id was used for another message")),
+        Err(Refusal::IdReused) => Err(ProtocolError::new(
+            ErrorCode::Conflict,
+            "this message id was used for another message",
+        )),
         Err(Refusal::Rule(rule)) => Err(ProtocolError::refused(rule)),
     }
 }

@@ -10,9 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use ventana_core::UnixTime;
 use ventana_core::protocol::{DeviceRegistration, Registered, SignedKey, VerificationRequest};
 use ventana_core::rules::AccountKind;
-use ventana_core::UnixTime;
 use ventana_crypto::Token;
 use ventana_store::relay::{AccountRecord, NewDevice, VerificationOutcome};
 
@@ -20,7 +20,8 @@ use ventana_store::relay::{AccountRecord, NewDevice, VerificationOutcome};
 pub(crate) const MAX_KEYS_PER_UPLOAD: usize = 200;
 
 pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
-    serde_json::from_slice(body).map_err(|e| HttpError::bad_request(format!("invalid request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| HttpError::bad_request(format!("invalid request body: {e}")))
 }
 
 pub(crate) async fn request_code(
@@ -30,24 +31,44 @@ pub(crate) async fn request_code(
     let request: VerificationRequest = parse(&body)?;
     let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
     let now = UnixTime::now();
-    relay.store.put_verification(&request.phone, &code, now.plus_secs(CODE_TTL_SECS)).await?;
-    relay.verifier.deliver(&request.phone, &code).await.map_err(|e| {
-        HttpError(StatusCode::BAD_GATEWAY, ventana_core::protocol::ProtocolError::new(
-            ventana_core::protocol::ErrorCode::Internal,
-            e.to_string(),
-        ))
-    })?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "sent": true, "expires_in": CODE_TTL_SECS }))))
+    relay
+        .store
+        .put_verification(&request.phone, &code, now.plus_secs(CODE_TTL_SECS))
+        .await?;
+    relay
+        .verifier
+        .deliver(&request.phone, &code)
+        .await
+        .map_err(|e| {
+            HttpError(
+                StatusCode::BAD_GATEWAY,
+                ventana_core::protocol::ProtocolError::new(
+                    ventana_core::protocol::ErrorCode::Internal,
+                    e.to_string(),
+                ),
+            )
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "sent": true, "expires_in": CODE_TTL_SECS })),
+    ))
 }
 
-pub(crate) fn check_keys(otks: &[SignedKey], fallback: Option<&SignedKey>) -> Result<(), HttpError> {
+pub(crate) fn check_keys(
+    otks: &[SignedKey],
+    fallback: Option<&SignedKey>,
+) -> Result<(), HttpError> {
     if otks.len() > MAX_KEYS_PER_UPLOAD {
-        return Err(HttpError::bad_request(format!("at most {MAX_KEYS_PER_UPLOAD} one-time keys per upload")));
+        return Err(HttpError::bad_request(format!(
+            "at most {MAX_KEYS_PER_UPLOAD} one-time keys per upload"
+        )));
     }
     for key in otks.iter().chain(fallback) {
         let ok = |s: &str| !s.is_empty() && s.len() <= 128;
         if !ok(&key.key_id) || !ok(&key.key) || !ok(&key.signature) {
-            return Err(HttpError::bad_request("every key needs key_id, key and signature (at most 128 characters each)"));
+            return Err(HttpError::bad_request(
+                "every key needs key_id, key and signature (at most 128 characters each)",
+            ));
         }
     }
     Ok(())
@@ -60,13 +81,21 @@ pub(crate) async fn register_device(
 ) -> Result<Json<Registered>, HttpError> {
     let request: DeviceRegistration = parse(&body)?;
     let now = UnixTime::now();
-    check_keys(&request.keys.one_time_keys, request.keys.fallback_key.as_ref())?;
+    check_keys(
+        &request.keys.one_time_keys,
+        request.keys.fallback_key.as_ref(),
+    )?;
     let account = match &request.business {
         Some(business) => {
             if !relay.is_operator(bearer(&headers)) {
-                return Err(HttpError::unauthorized("business numbers are registered by the operator"));
+                return Err(HttpError::unauthorized(
+                    "business numbers are registered by the operator",
+                ));
             }
-            relay.store.ensure_business(&business.waba_id, business.sandbox).await?;
+            relay
+                .store
+                .ensure_business(&business.waba_id, business.sandbox)
+                .await?;
             AccountRecord {
                 address: request.phone.clone(),
                 kind: AccountKind::Business,
@@ -79,12 +108,30 @@ pub(crate) async fn register_device(
             let code = request.code.as_deref().ok_or_else(|| {
                 HttpError::bad_request("a user device registers with the code sent to its number")
             })?;
-            match relay.store.check_verification(&request.phone, code, now).await? {
+            match relay
+                .store
+                .check_verification(&request.phone, code, now)
+                .await?
+            {
                 VerificationOutcome::Verified => {}
-                VerificationOutcome::WrongCode => return Err(HttpError::unauthorized("wrong verification code")),
-                VerificationOutcome::Expired => return Err(HttpError::unauthorized("the verification code expired; request a new one")),
-                VerificationOutcome::NoneRequested => return Err(HttpError::unauthorized("no verification code was requested for this number")),
-                VerificationOutcome::TooManyAttempts => return Err(HttpError::unauthorized("too many wrong codes; request a new one")),
+                VerificationOutcome::WrongCode => {
+                    return Err(HttpError::unauthorized("wrong verification code"));
+                }
+                VerificationOutcome::Expired => {
+                    return Err(HttpError::unauthorized(
+                        "the verification code expired; request a new one",
+                    ));
+                }
+                VerificationOutcome::NoneRequested => {
+                    return Err(HttpError::unauthorized(
+                        "no verification code was requested for this number",
+                    ));
+                }
+                VerificationOutcome::TooManyAttempts => {
+                    return Err(HttpError::unauthorized(
+                        "too many wrong codes; request a new one",
+                    ));
+                }
             }
             AccountRecord {
                 address: request.phone.clone(),
@@ -108,5 +155,9 @@ pub(crate) async fn register_device(
         })
         .await?;
     tracing::info!(account = %request.phone, %device_id, "device registered");
-    Ok(Json(Registered { account: request.phone, device_id, token: token.expose().to_owned() }))
+    Ok(Json(Registered {
+        account: request.phone,
+        device_id,
+        token: token.expose().to_owned(),
+    }))
 }

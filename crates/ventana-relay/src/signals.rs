@@ -17,9 +17,12 @@ pub(crate) struct DeviceSignal {
     pub(crate) rescan: AtomicBool,
 }
 
+/// A device's signal and how many of its connections are open.
+type Registry = HashMap<(PhoneNumber, DeviceId), (Arc<DeviceSignal>, usize)>;
+
 #[derive(Default)]
 pub(crate) struct Signals {
-    devices: Mutex<HashMap<(PhoneNumber, DeviceId), (Arc<DeviceSignal>, usize)>>,
+    devices: Mutex<Registry>,
 }
 
 impl Signals {
@@ -66,6 +69,7 @@ impl Signals {
 
     fn get(&self, account: &PhoneNumber, device: DeviceId) -> Option<Arc<DeviceSignal>> {
         let map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(account.clone(), device)).map(|e| Arc::clone(&e.0))
+        map.get(&(account.clone(), device))
+            .map(|e| Arc::clone(&e.0))
     }
 }

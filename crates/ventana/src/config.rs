@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -41,26 +41,27 @@ impl std::fmt::Debug for SecurityConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecurityConfig")
             .field("seal_key", &self.seal_key.as_ref().map(|_| "<redacted>"))
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self { server: ServerConfig::default(), storage: StorageConfig::default(), security: SecurityConfig::default() }
     }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
     }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("ventana-data") }
+        Self {
+            data_dir: PathBuf::from("ventana-data"),
+        }
     }
 }
 
@@ -78,7 +79,8 @@ impl Config {
         };
         let mut config = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
             }
             None => Config::default(),
@@ -89,7 +91,9 @@ impl Config {
 
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
         if let Some(listen) = var("VENTANA_LISTEN") {
-            self.server.listen = listen.parse().with_context(|| format!("VENTANA_LISTEN={listen} is not host:port"))?;
+            self.server.listen = listen
+                .parse()
+                .with_context(|| format!("VENTANA_LISTEN={listen} is not host:port"))?;
         }
         if let Some(dir) = var("VENTANA_DATA_DIR") {
             if dir.is_empty() {
@@ -122,7 +126,10 @@ mod tests {
 
     #[test]
     fn environment_overrides_the_file() {
-        let mut config: Config = toml::from_str("[server]\nlisten = \"127.0.0.1:9000\"\n[storage]\ndata_dir = \"/tmp/x\"\n").unwrap();
+        let mut config: Config = toml::from_str(
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[storage]\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
         config
             .apply_env(|name| (name == "VENTANA_LISTEN").then(|| "0.0.0.0:7000".to_owned()))
             .unwrap();

@@ -27,7 +27,9 @@ pub fn secret_file(data_dir: &Path, name: &str, make: impl FnOnce() -> String) -
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     use std::io::Write as _;
-    let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(value.as_bytes())?;
     file.sync_all()?;
     Ok(value)
@@ -37,46 +39,66 @@ pub fn secret_file(data_dir: &Path, name: &str, make: impl FnOnce() -> String) -
 pub fn admin_token(config: &Config) -> Result<String> {
     match &config.security.admin_token {
         Some(token) => Ok(token.clone()),
-        None => secret_file(&config.storage.data_dir, "admin.token", || Token::generate("vop").expose().to_owned()),
+        None => secret_file(&config.storage.data_dir, "admin.token", || {
+            Token::generate("vop").expose().to_owned()
+        }),
     }
 }
 
 /// Runs a node on `listener` until `shutdown` resolves, then drains: device connections
 /// close, in-flight requests finish, the webhook worker finishes its current deliveries.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let data_dir = &config.storage.data_dir;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let admin_token = admin_token(&config)?;
     let seal_key = match &config.security.seal_key {
         Some(key) => key.clone(),
         None => secret_file(data_dir, "seal.key", || SealKey::generate().to_base64())?,
     };
     let sealer = Sealer::new(SealKey::from_base64(&seal_key).context("security.seal_key")?);
-    let relay_store = SqliteRelayStore::open(&data_dir.join("relay.db")).context("opening relay.db")?;
-    let gateway_store = SqliteEndpointStore::open(&data_dir.join("gateway.db")).context("opening gateway.db")?;
+    let relay_store =
+        SqliteRelayStore::open(&data_dir.join("relay.db")).context("opening relay.db")?;
+    let gateway_store =
+        SqliteEndpointStore::open(&data_dir.join("gateway.db")).context("opening gateway.db")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let relay = Relay::new(Arc::new(relay_store), Arc::new(DevVerifier), &Token::from_presented(&admin_token), stop_rx.clone());
+    let relay = Relay::new(
+        Arc::new(relay_store),
+        Arc::new(DevVerifier),
+        &Token::from_presented(&admin_token),
+        stop_rx.clone(),
+    );
     let mut local = listener.local_addr()?;
     if local.ip().is_unspecified() {
         local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let access = RelayAccess { url: format!("http://{local}"), operator_token: admin_token };
-    let (gateway, webhook_worker) = Gateway::start(Arc::new(gateway_store), sealer, access, stop_rx).await?;
+    let access = RelayAccess {
+        url: format!("http://{local}"),
+        operator_token: admin_token,
+    };
+    let (gateway, webhook_worker) =
+        Gateway::start(Arc::new(gateway_store), sealer, access, stop_rx).await?;
 
     let health = {
         let relay = Arc::clone(&relay);
         let gateway = Arc::clone(&gateway);
-        Router::new().route("/healthz", get(|| async { "ok" })).route(
-            "/readyz",
-            get(move || async move {
-                if relay.ready().await && gateway.ready() {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                }
-            }),
-        )
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || async move {
+                    if relay.ready().await && gateway.ready() {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }),
+            )
     };
     let app = health.merge(relay.router()).merge(gateway.router());
     tracing::info!(address = %local, data_dir = %data_dir.display(), "Ventana node listening");

@@ -40,13 +40,20 @@ pub struct WebhookReceiver {
 }
 
 impl WebhookReceiver {
-    pub async fn start(app_secret: &str, verify_token: &str) -> std::io::Result<(Self, mpsc::UnboundedReceiver<Delivery>)> {
+    pub async fn start(
+        app_secret: &str,
+        verify_token: &str,
+    ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<Delivery>)> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         Ok(Self::serve(listener, app_secret, verify_token))
     }
 
     /// Serves on a given listener (to bring a receiver back on the same port).
-    pub fn serve(listener: tokio::net::TcpListener, app_secret: &str, verify_token: &str) -> (Self, mpsc::UnboundedReceiver<Delivery>) {
+    pub fn serve(
+        listener: tokio::net::TcpListener,
+        app_secret: &str,
+        verify_token: &str,
+    ) -> (Self, mpsc::UnboundedReceiver<Delivery>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             app_secret: app_secret.as_bytes().to_vec(),
@@ -55,8 +62,16 @@ impl WebhookReceiver {
             fail_next: AtomicU32::new(0),
             rejected: AtomicU32::new(0),
         });
-        let url = format!("http://{}/webhook", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
-        let app = Router::new().route("/webhook", get(challenge).post(receive)).with_state(Arc::clone(&shared));
+        let url = format!(
+            "http://{}/webhook",
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
+        let app = Router::new()
+            .route("/webhook", get(challenge).post(receive))
+            .with_state(Arc::clone(&shared));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -74,9 +89,14 @@ impl WebhookReceiver {
     }
 }
 
-async fn challenge(State(shared): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> (StatusCode, String) {
+async fn challenge(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> (StatusCode, String) {
     let mode_ok = q.get("hub.mode").is_some_and(|m| m == "subscribe");
-    let token_ok = q.get("hub.verify_token").is_some_and(|t| *t == shared.verify_token);
+    let token_ok = q
+        .get("hub.verify_token")
+        .is_some_and(|t| *t == shared.verify_token);
     match (mode_ok && token_ok, q.get("hub.challenge")) {
         (true, Some(challenge)) => (StatusCode::OK, challenge.clone()),
         _ => (StatusCode::FORBIDDEN, String::new()),
@@ -85,14 +105,22 @@ async fn challenge(State(shared): State<Arc<Shared>>, Query(q): Query<HashMap<St
 
 /// `sha256=<hex HMAC-SHA256(secret, body)>`.
 pub fn expected_signature(secret: &[u8], body: &[u8]) -> String {
-    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else { return String::new() };
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else {
+        return String::new();
+    };
     mac.update(body);
     let tag = mac.finalize().into_bytes();
-    format!("sha256={}", tag.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "sha256={}",
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if signature != expected_signature(&shared.app_secret, &body) || !body.is_ascii() {
         shared.rejected.fetch_add(1, Ordering::SeqCst);
         return StatusCode::UNAUTHORIZED;
@@ -104,8 +132,17 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
-    let Ok(event) = serde_json::from_slice::<Value>(&body) else { return StatusCode::BAD_REQUEST };
-    let event_id = headers.get("x-ventana-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let _ = shared.events.send(Delivery { event, event_id, raw: body });
+    let Ok(event) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let event_id = headers
+        .get("x-ventana-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let _ = shared.events.send(Delivery {
+        event,
+        event_id,
+        raw: body,
+    });
     StatusCode::OK
 }

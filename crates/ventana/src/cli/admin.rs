@@ -93,8 +93,13 @@ enum AdminCommand {
 }
 
 fn parse_duration(text: &str) -> Result<i64, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: i64 = number.parse().map_err(|_| format!("{text}: expected a number and a unit (s, m, h, d)"))?;
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{text}: expected a number and a unit (s, m, h, d)"))?;
     let scale = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -114,15 +119,30 @@ pub(crate) struct AdminClient {
 
 impl AdminClient {
     pub(crate) fn new(url: String, token: String) -> Self {
-        Self { http: reqwest::Client::new(), url: url.trim_end_matches('/').to_owned(), token }
+        Self {
+            http: reqwest::Client::new(),
+            url: url.trim_end_matches('/').to_owned(),
+            token,
+        }
     }
 
-    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.with_context(|| format!("reaching the node at {}", self.url))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("reaching the node at {}", self.url))?;
         let status = response.status();
         let value: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -137,61 +157,180 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
     let url = args.url.unwrap_or_else(|| config.local_url());
     let token = match args.token {
         Some(t) => t,
-        None => crate::node::admin_token(config).context("reading the operator token (pass --token)")?,
+        None => {
+            crate::node::admin_token(config).context("reading the operator token (pass --token)")?
+        }
     };
     let client = AdminClient::new(url, token);
     let json = args.json;
     match args.command {
-        AdminCommand::CreateBusiness { waba_id, name, app_secret, webhook_url, verify_token, sandbox } => {
+        AdminCommand::CreateBusiness {
+            waba_id,
+            name,
+            app_secret,
+            webhook_url,
+            verify_token,
+            sandbox,
+        } => {
             let body = json!({ "waba_id": waba_id, "name": name, "app_secret": app_secret, "webhook_url": webhook_url, "verify_token": verify_token, "sandbox": sandbox });
-            let v = client.call(Method::POST, "/admin/v1/businesses", Some(body)).await?;
-            output(json, &v, || format!("created business {} ({}){}", v["waba_id"], v["name"], if sandbox { ", sandbox" } else { "" }));
+            let v = client
+                .call(Method::POST, "/admin/v1/businesses", Some(body))
+                .await?;
+            output(json, &v, || {
+                format!(
+                    "created business {} ({}){}",
+                    v["waba_id"],
+                    v["name"],
+                    if sandbox { ", sandbox" } else { "" }
+                )
+            });
         }
         AdminCommand::ListBusinesses => {
-            let v = client.call(Method::GET, "/admin/v1/businesses", None).await?;
-            output(json, &v, || lines(&v, |b| format!("{}  {}  sandbox={}", b["waba_id"], b["name"], b["sandbox"])));
+            let v = client
+                .call(Method::GET, "/admin/v1/businesses", None)
+                .await?;
+            output(json, &v, || {
+                lines(&v, |b| {
+                    format!("{}  {}  sandbox={}", b["waba_id"], b["name"], b["sandbox"])
+                })
+            });
         }
-        AdminCommand::AddNumber { waba_id, phone_number_id, display_phone_number, verified_name } => {
+        AdminCommand::AddNumber {
+            waba_id,
+            phone_number_id,
+            display_phone_number,
+            verified_name,
+        } => {
             let body = json!({ "phone_number_id": phone_number_id, "display_phone_number": display_phone_number, "verified_name": verified_name });
-            let v = client.call(Method::POST, &format!("/admin/v1/businesses/{waba_id}/phone_numbers"), Some(body)).await?;
-            output(json, &v, || format!("added number {} (id {}) to business {}", v["display_phone_number"], v["id"], waba_id));
+            let v = client
+                .call(
+                    Method::POST,
+                    &format!("/admin/v1/businesses/{waba_id}/phone_numbers"),
+                    Some(body),
+                )
+                .await?;
+            output(json, &v, || {
+                format!(
+                    "added number {} (id {}) to business {}",
+                    v["display_phone_number"], v["id"], waba_id
+                )
+            });
         }
         AdminCommand::ListNumbers { waba_id } => {
-            let v = client.call(Method::GET, &format!("/admin/v1/businesses/{waba_id}/phone_numbers"), None).await?;
-            output(json, &v, || lines(&v, |n| format!("{}  {}  {}", n["id"], n["display_phone_number"], n["verified_name"])));
+            let v = client
+                .call(
+                    Method::GET,
+                    &format!("/admin/v1/businesses/{waba_id}/phone_numbers"),
+                    None,
+                )
+                .await?;
+            output(json, &v, || {
+                lines(&v, |n| {
+                    format!(
+                        "{}  {}  {}",
+                        n["id"], n["display_phone_number"], n["verified_name"]
+                    )
+                })
+            });
         }
         AdminCommand::IssueToken { waba_id, label } => {
-            let v = client.call(Method::POST, &format!("/admin/v1/businesses/{waba_id}/tokens"), Some(json!({ "label": label }))).await?;
-            output(json, &v, || format!("token {} (id {}); it is shown only once", v["token"].as_str().unwrap_or_default(), v["id"]));
+            let v = client
+                .call(
+                    Method::POST,
+                    &format!("/admin/v1/businesses/{waba_id}/tokens"),
+                    Some(json!({ "label": label })),
+                )
+                .await?;
+            output(json, &v, || {
+                format!(
+                    "token {} (id {}); it is shown only once",
+                    v["token"].as_str().unwrap_or_default(),
+                    v["id"]
+                )
+            });
         }
         AdminCommand::ListTokens { waba_id } => {
-            let v = client.call(Method::GET, &format!("/admin/v1/businesses/{waba_id}/tokens"), None).await?;
-            output(json, &v, || lines(&v, |t| format!("{}  {}  revoked_at={}", t["id"], t["label"], t["revoked_at"])));
+            let v = client
+                .call(
+                    Method::GET,
+                    &format!("/admin/v1/businesses/{waba_id}/tokens"),
+                    None,
+                )
+                .await?;
+            output(json, &v, || {
+                lines(&v, |t| {
+                    format!(
+                        "{}  {}  revoked_at={}",
+                        t["id"], t["label"], t["revoked_at"]
+                    )
+                })
+            });
         }
         AdminCommand::RevokeToken { waba_id, id } => {
-            let v = client.call(Method::DELETE, &format!("/admin/v1/businesses/{waba_id}/tokens/{id}"), None).await?;
+            let v = client
+                .call(
+                    Method::DELETE,
+                    &format!("/admin/v1/businesses/{waba_id}/tokens/{id}"),
+                    None,
+                )
+                .await?;
             output(json, &v, || format!("revoked token {id}"));
         }
         AdminCommand::VerificationCode { phone } => {
             let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-            let v = client.call(Method::GET, &format!("/relay/v1/admin/verifications/{digits}"), None).await?;
-            output(json, &v, || v["code"].as_str().unwrap_or_default().to_owned());
+            let v = client
+                .call(
+                    Method::GET,
+                    &format!("/relay/v1/admin/verifications/{digits}"),
+                    None,
+                )
+                .await?;
+            output(json, &v, || {
+                v["code"].as_str().unwrap_or_default().to_owned()
+            });
         }
         AdminCommand::Clock { waba_id } => {
-            let v = client.call(Method::GET, &format!("/relay/v1/admin/businesses/{waba_id}/clock"), None).await?;
-            output(json, &v, || format!("business {waba_id}: offset {}s, now {}", v["offset_seconds"], v["now"]));
+            let v = client
+                .call(
+                    Method::GET,
+                    &format!("/relay/v1/admin/businesses/{waba_id}/clock"),
+                    None,
+                )
+                .await?;
+            output(json, &v, || {
+                format!(
+                    "business {waba_id}: offset {}s, now {}",
+                    v["offset_seconds"], v["now"]
+                )
+            });
         }
         AdminCommand::AdvanceClock { waba_id, by } => {
             let v = client
-                .call(Method::POST, &format!("/relay/v1/admin/businesses/{waba_id}/clock/advance"), Some(json!({ "seconds": by })))
+                .call(
+                    Method::POST,
+                    &format!("/relay/v1/admin/businesses/{waba_id}/clock/advance"),
+                    Some(json!({ "seconds": by })),
+                )
                 .await?;
-            output(json, &v, || format!("business {waba_id}: test clock now {}s ahead", v["offset_seconds"]));
+            output(json, &v, || {
+                format!(
+                    "business {waba_id}: test clock now {}s ahead",
+                    v["offset_seconds"]
+                )
+            });
         }
     }
     Ok(())
 }
 
 fn lines(v: &Value, line: impl Fn(&Value) -> String) -> String {
-    let list = v["data"].as_array().map(|items| items.iter().map(&line).collect::<Vec<_>>()).unwrap_or_default();
-    if list.is_empty() { "(none)".into() } else { list.join("\n") }
+    let list = v["data"]
+        .as_array()
+        .map(|items| items.iter().map(&line).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if list.is_empty() {
+        "(none)".into()
+    } else {
+        list.join("\n")
+    }
 }

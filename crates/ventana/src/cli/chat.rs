@@ -23,7 +23,8 @@ pub(crate) struct ChatArgs {
     with: String,
 }
 
-const HELP: &str = "type a message and press Enter; /read marks their last message read, /block, /unblock, /quit";
+const HELP: &str =
+    "type a message and press Enter; /read marks their last message read, /block, /unblock, /quit";
 
 pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
     let business: PhoneNumber = args.with.parse()?;
@@ -33,10 +34,22 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
     let app: Arc<dyn Application> = Arc::new(app);
     let sender = UserDevice::default();
     let (endpoint, events) = home.connect(&sender, shutdown).await?;
-    println!("chatting as +{} with +{business} — {HELP}", endpoint.owner());
+    println!(
+        "chatting as +{} with +{business} — {HELP}",
+        endpoint.owner()
+    );
     let mut last_inbound: Option<MessageId> = None;
-    for record in endpoint.store().messages(endpoint.owner(), 200).await?.iter().filter(|r| r.peer == business) {
-        let text = endpoint.open_body(record).map(|p| render(&p)).unwrap_or_default();
+    for record in endpoint
+        .store()
+        .messages(endpoint.owner(), 200)
+        .await?
+        .iter()
+        .filter(|r| r.peer == business)
+    {
+        let text = endpoint
+            .open_body(record)
+            .map(|p| render(&p))
+            .unwrap_or_default();
         match record.direction {
             Direction::Inbound => {
                 last_inbound = Some(record.id.clone());

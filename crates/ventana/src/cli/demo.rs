@@ -13,9 +13,9 @@ use tokio::sync::{mpsc, watch};
 use ventana_client::device::{UserDevice, render};
 use ventana_client::registration::{Proof, register, request_code};
 use ventana_client::{Application, Inbound};
+use ventana_core::PhoneNumber;
 use ventana_core::payload::Content;
 use ventana_core::protocol::ReceiptStatus;
-use ventana_core::PhoneNumber;
 use ventana_crypto::{SealKey, Sealer, Token};
 use ventana_store::sqlite::SqliteEndpointStore;
 
@@ -54,10 +54,16 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
         let _ = stopped.wait_for(|s| *s).await;
     }));
 
-    println!("Ventana demo — a node at {url}, data in {}", dir.path().display());
+    println!(
+        "Ventana demo — a node at {url}, data in {}",
+        dir.path().display()
+    );
     let admin = AdminClient::new(url.clone(), admin_token.clone());
     for _ in 0..100 {
-        if reqwest::get(format!("{url}/healthz")).await.is_ok_and(|r| r.status().is_success()) {
+        if reqwest::get(format!("{url}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -76,9 +82,18 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
             Some(json!({ "phone_number_id": PHONE_NUMBER_ID, "display_phone_number": format!("+{SHOP}"), "verified_name": "Demo Shop" })),
         )
         .await?;
-    let token = admin.call(Method::POST, &format!("/admin/v1/businesses/{WABA}/tokens"), Some(json!({ "label": "demo" }))).await?;
+    let token = admin
+        .call(
+            Method::POST,
+            &format!("/admin/v1/businesses/{WABA}/tokens"),
+            Some(json!({ "label": "demo" })),
+        )
+        .await?;
     let token = token["token"].as_str().context("token")?.to_owned();
-    println!("• business \"Demo Shop\" (WABA {WABA}, sandbox), number +{SHOP} (id {PHONE_NUMBER_ID}); webhook verified: {}", created["webhook_verified"]);
+    println!(
+        "• business \"Demo Shop\" (WABA {WABA}, sandbox), number +{SHOP} (id {PHONE_NUMBER_ID}); webhook verified: {}",
+        created["webhook_verified"]
+    );
 
     // The user's device: proves the number with the development verifier's code.
     let http = reqwest::Client::new();
@@ -86,29 +101,58 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
     let user_dir = dir.path().join("user");
     std::fs::create_dir_all(&user_dir)?;
     request_code(&http, &url, &user).await?;
-    let code = admin.call(Method::GET, &format!("/relay/v1/admin/verifications/{USER}"), None).await?;
+    let code = admin
+        .call(
+            Method::GET,
+            &format!("/relay/v1/admin/verifications/{USER}"),
+            None,
+        )
+        .await?;
     let code = code["code"].as_str().context("code")?.to_owned();
     let sealer = Sealer::new(SealKey::generate());
     let store = Arc::new(SqliteEndpointStore::open(&user_dir.join("device.db"))?);
-    register(&http, &url, &user, "Ana", Proof::Code(code), store.as_ref(), &sealer).await?;
+    register(
+        &http,
+        &url,
+        &user,
+        "Ana",
+        Proof::Code(code),
+        store.as_ref(),
+        &sealer,
+    )
+    .await?;
     println!("• user Ana registered +{USER} with a one-time code; her keys never leave her device");
 
     let (device_app, mut live) = UserDevice::with_live_events();
     let device_app: Arc<dyn Application> = Arc::new(device_app);
-    let (endpoint, events) = ventana_client::Endpoint::open(store, sealer, &user, &url, watch::channel(false).1).await?;
+    let (endpoint, events) =
+        ventana_client::Endpoint::open(store, sealer, &user, &url, watch::channel(false).1).await?;
     tokio::spawn(Arc::clone(&endpoint).run(events, Arc::clone(&device_app)));
 
     // 1. user → business
     let shop: PhoneNumber = SHOP.parse()?;
     let text = "¡Hola! Is my order on its way?";
-    endpoint.send_message(&shop, Content::Text { body: text.into(), preview_url: false }, None, device_app.as_ref()).await?;
+    endpoint
+        .send_message(
+            &shop,
+            Content::Text {
+                body: text.into(),
+                preview_url: false,
+            },
+            None,
+            device_app.as_ref(),
+        )
+        .await?;
     println!("\n1. Ana → Demo Shop: {text:?}  (encrypted on her device, relayed as ciphertext)");
     let event = next_webhook(&mut hooks, "inbound message").await?;
     let message = &value_of(&event)["messages"][0];
     let inbound_id = message["id"].as_str().unwrap_or_default().to_owned();
     println!(
         "   webhook → business (signature verified): from {} ({}), user_id {}, text {:?}",
-        message["from"], value_of(&event)["contacts"][0]["profile"]["name"], value_of(&event)["contacts"][0]["user_id"], message["text"]["body"]
+        message["from"],
+        value_of(&event)["contacts"][0]["profile"]["name"],
+        value_of(&event)["contacts"][0]["user_id"],
+        message["text"]["body"]
     );
 
     // 2. business → user, through the Cloud API
@@ -121,8 +165,13 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
         .await?
         .json()
         .await?;
-    let reply_id = sent["messages"][0]["id"].as_str().ok_or_else(|| anyhow!("send failed: {sent}"))?.to_owned();
-    println!("\n2. Demo Shop → Ana via POST /v23.0/{PHONE_NUMBER_ID}/messages: {reply:?}\n   API answered {sent}");
+    let reply_id = sent["messages"][0]["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("send failed: {sent}"))?
+        .to_owned();
+    println!(
+        "\n2. Demo Shop → Ana via POST /v23.0/{PHONE_NUMBER_ID}/messages: {reply:?}\n   API answered {sent}"
+    );
     let got = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(event) = live.recv().await {
             if let Inbound::Message { payload, .. } = event {
@@ -136,7 +185,9 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
     .flatten()
     .ok_or_else(|| anyhow!("the reply did not reach Ana's device"))?;
     println!("   Ana's device decrypted: {got:?}");
-    endpoint.send_receipt(&shop, ReceiptStatus::Read, vec![reply_id.parse()?]).await?;
+    endpoint
+        .send_receipt(&shop, ReceiptStatus::Read, vec![reply_id.parse()?])
+        .await?;
     let mut statuses = Vec::new();
     while statuses.len() < 3 {
         let event = next_webhook(&mut hooks, "status").await?;
@@ -147,7 +198,13 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
     println!("   status webhooks: {}", statuses.join(" → "));
 
     // 3. The 24-hour window, on the sandbox test clock.
-    admin.call(Method::POST, &format!("/relay/v1/admin/businesses/{WABA}/clock/advance"), Some(json!({ "seconds": 25 * 3600 }))).await?;
+    admin
+        .call(
+            Method::POST,
+            &format!("/relay/v1/admin/businesses/{WABA}/clock/advance"),
+            Some(json!({ "seconds": 25 * 3600 })),
+        )
+        .await?;
     let late: Value = http
         .post(format!("{url}/v23.0/{PHONE_NUMBER_ID}/messages"))
         .bearer_auth(&token)
@@ -156,7 +213,10 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
         .await?
         .json()
         .await?;
-    println!("\n3. test clock +25 h; a free-form message now gets: {}", late["error"]["message"]);
+    println!(
+        "\n3. test clock +25 h; a free-form message now gets: {}",
+        late["error"]["message"]
+    );
 
     if keep {
         println!(
@@ -169,6 +229,8 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
         Ok(joined) => joined.map_err(|e| anyhow!("{e}"))??,
         Err(_) => bail!("the node did not stop in time"),
     }
-    println!("\ndone: messages went both ways end-to-end encrypted; the relay stored only ciphertext.");
+    println!(
+        "\ndone: messages went both ways end-to-end encrypted; the relay stored only ciphertext."
+    );
     Ok(())
 }

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "ventana", version, about = "Self-hostable, end-to-end encrypted business messaging")]
+#[command(
+    name = "ventana",
+    version,
+    about = "Self-hostable, end-to-end encrypted business messaging"
+)]
 pub struct Cli {
     /// Configuration file (default: $VENTANA_CONFIG, or ./ventana.toml if present).
     #[arg(long, global = true)]
@@ -87,7 +91,10 @@ pub async fn shutdown_signal() {
 /// Prints `value` as JSON, or the human form.
 fn output(json: bool, value: &serde_json::Value, human: impl FnOnce() -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         println!("{}", human());
     }

@@ -76,10 +76,16 @@ enum UserCommand {
         limit: u32,
     },
     /// Mark a received message as read (the business gets a `read` status).
-    Read { message_id: String },
+    Read {
+        message_id: String,
+    },
     /// Block a business: nothing from it is delivered until unblocked.
-    Block { business: String },
-    Unblock { business: String },
+    Block {
+        business: String,
+    },
+    Unblock {
+        business: String,
+    },
 }
 
 /// A device directory.
@@ -92,14 +98,18 @@ pub(crate) struct DeviceHome {
 impl DeviceHome {
     pub(crate) fn new(config: &Config, args: &DeviceArgs) -> Self {
         Self {
-            dir: args.dir.clone().unwrap_or_else(|| PathBuf::from("ventana-user")),
+            dir: args
+                .dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("ventana-user")),
             relay: args.relay.clone(),
             default_relay: config.local_url(),
         }
     }
 
     fn prepare(&self) -> Result<(Arc<SqliteEndpointStore>, Sealer)> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
         let key = secret_file(&self.dir, "device.key", || SealKey::generate().to_base64())?;
         let sealer = Sealer::new(SealKey::from_base64(&key)?);
         let store = SqliteEndpointStore::open(&self.dir.join("device.db"))?;
@@ -116,8 +126,12 @@ impl DeviceHome {
     }
 
     pub(crate) fn owner(&self) -> Result<PhoneNumber> {
-        let text = std::fs::read_to_string(self.dir.join("phone"))
-            .map_err(|_| anyhow!("no device registered in {} (run `ventana user register`)", self.dir.display()))?;
+        let text = std::fs::read_to_string(self.dir.join("phone")).map_err(|_| {
+            anyhow!(
+                "no device registered in {} (run `ventana user register`)",
+                self.dir.display()
+            )
+        })?;
         Ok(text.trim().parse()?)
     }
 
@@ -129,7 +143,8 @@ impl DeviceHome {
     ) -> Result<(Arc<Endpoint>, mpsc::Receiver<LinkEvent>)> {
         let owner = self.owner()?;
         let (store, sealer) = self.prepare()?;
-        let (endpoint, mut events) = Endpoint::open(store, sealer, &owner, &self.relay_url(), shutdown).await?;
+        let (endpoint, mut events) =
+            Endpoint::open(store, sealer, &owner, &self.relay_url(), shutdown).await?;
         let relay = self.relay_url();
         tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(event) = events.recv().await {
@@ -159,7 +174,9 @@ pub(crate) async fn run(config: &Config, args: UserArgs) -> Result<()> {
         UserCommand::RequestCode { phone } => {
             let phone: PhoneNumber = phone.parse()?;
             request_code(&http, &home.relay_url(), &phone).await?;
-            output(json, &json!({ "phone": phone, "sent": true }), || format!("a verification code was sent to +{phone}"));
+            output(json, &json!({ "phone": phone, "sent": true }), || {
+                format!("a verification code was sent to +{phone}")
+            });
             Ok(())
         }
         UserCommand::Register { phone, code, name } => {
@@ -169,12 +186,23 @@ pub(crate) async fn run(config: &Config, args: UserArgs) -> Result<()> {
             }
             let (store, sealer) = home.prepare()?;
             let relay = home.relay_url();
-            let device = register(&http, &relay, &phone, &name, Proof::Code(code), store.as_ref(), &sealer).await?;
+            let device = register(
+                &http,
+                &relay,
+                &phone,
+                &name,
+                Proof::Code(code),
+                store.as_ref(),
+                &sealer,
+            )
+            .await?;
             std::fs::write(home.dir.join("relay_url"), &relay)?;
             std::fs::write(home.dir.join("phone"), phone.digits())?;
-            output(json, &json!({ "phone": phone, "device_id": device, "name": name }), || {
-                format!("registered +{phone} as device {device}")
-            });
+            output(
+                json,
+                &json!({ "phone": phone, "device_id": device, "name": name }),
+                || format!("registered +{phone} as device {device}"),
+            );
             Ok(())
         }
         UserCommand::Send { to, text, reply_to } => {
@@ -182,7 +210,10 @@ pub(crate) async fn run(config: &Config, args: UserArgs) -> Result<()> {
             let reply_to: Option<MessageId> = reply_to.map(|r| r.parse()).transpose()?;
             let app = UserDevice::default();
             let (endpoint, _events) = home.connect(&app, shutdown).await?;
-            let content = Content::Text { body: text, preview_url: false };
+            let content = Content::Text {
+                body: text,
+                preview_url: false,
+            };
             match endpoint.send_message(&to, content, reply_to, &app).await {
                 Ok(sent) => {
                     let v = json!({ "id": sent.id, "to": to, "accepted_at": sent.accepted_at, "queued": sent.accepted_at.is_none() });
@@ -227,7 +258,17 @@ pub(crate) async fn run(config: &Config, args: UserArgs) -> Result<()> {
                 if records.is_empty() {
                     return "(no messages)".into();
                 }
-                records.iter().map(|r| format!("{}  {}", r.id, render_line(r, endpoint.open_body(r).as_ref()))).collect::<Vec<_>>().join("\n")
+                records
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}  {}",
+                            r.id,
+                            render_line(r, endpoint.open_body(r).as_ref())
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
             Ok(())
         }
@@ -241,24 +282,54 @@ pub(crate) async fn run(config: &Config, args: UserArgs) -> Result<()> {
                 .await?
                 .filter(|r| r.direction == Direction::Inbound)
                 .ok_or_else(|| anyhow!("no received message {id}"))?;
-            endpoint.send_receipt(&record.peer, ReceiptStatus::Read, vec![id.clone()]).await?;
-            endpoint.store().apply(endpoint.owner(), vec![AppRecord::Status { id: id.clone(), status: "read".into() }]).await?;
-            output(json, &json!({ "id": id, "read": true }), || format!("marked {id} as read"));
+            endpoint
+                .send_receipt(&record.peer, ReceiptStatus::Read, vec![id.clone()])
+                .await?;
+            endpoint
+                .store()
+                .apply(
+                    endpoint.owner(),
+                    vec![AppRecord::Status {
+                        id: id.clone(),
+                        status: "read".into(),
+                    }],
+                )
+                .await?;
+            output(json, &json!({ "id": id, "read": true }), || {
+                format!("marked {id} as read")
+            });
             Ok(())
         }
-        UserCommand::Block { business } => set_blocked(&home, &business, true, json, shutdown).await,
-        UserCommand::Unblock { business } => set_blocked(&home, &business, false, json, shutdown).await,
+        UserCommand::Block { business } => {
+            set_blocked(&home, &business, true, json, shutdown).await
+        }
+        UserCommand::Unblock { business } => {
+            set_blocked(&home, &business, false, json, shutdown).await
+        }
     };
     let _ = stop.send(true);
     result
 }
 
-async fn set_blocked(home: &DeviceHome, business: &str, blocked: bool, json: bool, shutdown: watch::Receiver<bool>) -> Result<()> {
+async fn set_blocked(
+    home: &DeviceHome,
+    business: &str,
+    blocked: bool,
+    json: bool,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let business: PhoneNumber = business.parse()?;
     let app = UserDevice::default();
     let (endpoint, _events) = home.connect(&app, shutdown).await?;
-    endpoint.set_blocked(&business, blocked).await.map_err(|e| anyhow!("{e}"))?;
+    endpoint
+        .set_blocked(&business, blocked)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     let verb = if blocked { "blocked" } else { "unblocked" };
-    output(json, &json!({ "business": business, "blocked": blocked }), || format!("{verb} +{business}"));
+    output(
+        json,
+        &json!({ "business": business, "blocked": blocked }),
+        || format!("{verb} +{business}"),
+    );
     Ok(())
 }

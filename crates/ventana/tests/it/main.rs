@@ -1,1 +1,10 @@
-//! Integration tests.
+//! Ventana end to end: real nodes on loopback (port 0, temporary SQLite files), real user
+//! devices over WebSockets, real crypto, and a real webhook receiver checking signatures.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod bad_input;
+mod cli;
+mod conversation;
+mod harness;
+mod restart;
+mod rules;

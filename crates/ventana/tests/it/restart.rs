@@ -1,0 +1,87 @@
+//! A node restart with messages queued for an offline device and webhook events queued for
+//! a receiver that is down: nothing is lost, nothing reaches the application twice.
+
+use crate::harness::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_restart_loses_nothing_queued_and_duplicates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node_dir = tmp.path().join("node");
+    let node = Node::start(&node_dir).await;
+    let mut shop = Business::create(&node, "1201", "2201", "15550001201", false).await;
+    let fay = Device::register(&node, &tmp.path().join("fay"), "34600000021", "Fay").await;
+    let question = fay.send(&shop.number, "where is my parcel?").await;
+    shop.next_message().await;
+    let phone = fay.phone.clone();
+    fay.disconnect().await;
+
+    // The receiver goes down; the device is offline; the business keeps sending.
+    shop.receiver.fail_next(u32::MAX);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (status, response) = shop.send_text(&node, &phone, &format!("update {i}")).await;
+        assert_eq!(status, 200, "{response}");
+        ids.push(response["messages"][0]["id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    node.stop().await;
+
+    // Restart on the same files; the receiver comes back; the device reconnects.
+    let node = Node::start(&node_dir).await;
+    shop.receiver.fail_next(0);
+    let mut fay = Device::connect(&node, &tmp.path().join("fay"), &phone).await;
+    for (i, id) in ids.iter().enumerate() {
+        let (meta, payload) = fay.next_message().await;
+        assert_eq!(meta.id.as_str(), id);
+        assert_eq!(text_of(&payload), format!("update {i}"));
+    }
+    fay.expect_silence(Duration::from_millis(500)).await;
+    let inbound = fay
+        .history()
+        .await
+        .iter()
+        .filter(|m| m.direction == ventana_store::endpoint::Direction::Inbound)
+        .count();
+    assert_eq!(inbound, 3, "each message is in the device's history once");
+
+    // Every queued event arrives, each under its stable id: `sent` for the three (queued
+    // while the receiver was down) and `delivered` once the device got them.
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let expected: Vec<String> = ids
+        .iter()
+        .flat_map(|id| [format!("{id}.sent"), format!("{id}.delivered")])
+        .collect();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !expected.iter().all(|e| seen.contains_key(e)) {
+            let (_, delivery) = shop.next_event().await;
+            *seen.entry(delivery.event_id.unwrap()).or_default() += 1;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("missing events; got {seen:?}"));
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "an event was delivered twice: {seen:?}"
+    );
+    assert!(
+        !seen.contains_key(question.id.as_str()),
+        "the first inbound event was already delivered before"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_is_retried_until_the_receiver_accepts_it_under_the_same_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("node")).await;
+    let mut shop = Business::create(&node, "1202", "2202", "15550001202", false).await;
+    shop.receiver.fail_next(2);
+    let gil = Device::register(&node, &tmp.path().join("gil"), "34600000022", "Gil").await;
+    let sent = gil.send(&shop.number, "hello?").await;
+    let (value, delivery) = shop.next_event().await;
+    assert_eq!(value["messages"][0]["id"], sent.id.as_str());
+    assert_eq!(delivery.event_id.as_deref(), Some(sent.id.as_str()));
+    node.stop().await;
+}
