@@ -99,6 +99,13 @@ pub enum SendError {
     Client(#[from] ClientError),
 }
 
+/// Who hands a row to the relay: a sender waiting for the answer, or the background retry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Waits { may_retry_stale: bool },
+    Background,
+}
+
 enum Submitted {
     Accepted(UnixTime),
     Refused(ProtocolError),
@@ -251,7 +258,16 @@ impl Endpoint {
         for attempt in 0..2 {
             let devices = self.peer_devices(to, attempt > 0).await?;
             let row = self.encrypt_and_commit(to, &devices, &payload).await?;
-            match self.submit(&row, app, attempt == 0).await? {
+            match self
+                .submit(
+                    &row,
+                    app,
+                    Caller::Waits {
+                        may_retry_stale: attempt == 0,
+                    },
+                )
+                .await?
+            {
                 Submitted::Accepted(at) => {
                     return Ok(Sent {
                         id,
@@ -390,7 +406,7 @@ impl Endpoint {
         &self,
         row: &OutboxRow,
         app: &dyn Application,
-        may_retry_stale: bool,
+        caller: Caller,
     ) -> Result<Submitted, ClientError> {
         let submission: Submission = serde_json::from_slice(&row.submission)
             .map_err(|e| ClientError::Http(format!("unreadable outbox row: {e}")))?;
@@ -405,7 +421,12 @@ impl Endpoint {
         };
         if let Err(e) = &outcome
             && e.code == ErrorCode::StaleDevices
-            && may_retry_stale
+            && matches!(
+                caller,
+                Caller::Waits {
+                    may_retry_stale: true
+                }
+            )
         {
             // The caller encrypts again for the current devices under the same id.
             self.store
@@ -423,7 +444,11 @@ impl Endpoint {
             id: row.id.clone(),
             status: status.into(),
         }];
-        records.extend(app.settled(self, &settlement).await);
+        // A refusal the caller is waiting for is its answer; the application hears only of
+        // acceptances and of refusals nobody was waiting for (a retry after a restart).
+        if outcome.is_ok() || caller == Caller::Background {
+            records.extend(app.settled(self, &settlement).await);
+        }
         self.store
             .settle_outbox(&self.owner, &row.id, records)
             .await?;
@@ -436,7 +461,7 @@ impl Endpoint {
     /// Resubmits every unsettled outbox row, in order (after a reconnect or a restart).
     pub async fn flush_outbox(&self, app: &dyn Application) -> Result<(), ClientError> {
         for row in self.store.outbox(&self.owner).await? {
-            if let Submitted::Pending = self.submit(&row, app, false).await? {
+            if let Submitted::Pending = self.submit(&row, app, Caller::Background).await? {
                 break;
             }
         }

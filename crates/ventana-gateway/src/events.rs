@@ -152,7 +152,9 @@ impl Application for GatewayEvents {
                     body,
                     reply_to,
                 );
-                vec![gateway.webhook_job(&hosted, meta.id.to_string(), &event, UnixTime::now())]
+                // Message ids are chosen by senders, so the event id names the sender too.
+                let event_id = format!("{}.{}", meta.from, meta.id);
+                vec![gateway.webhook_job(&hosted, event_id, &event, UnixTime::now())]
             }
             Inbound::Receipt { meta, status, ids } => {
                 let status = match status {

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use ventana_core::protocol::{
     Ciphertext, ClaimedKey, DeviceInfo, ErrorCode, Op, ProtocolError, Receipt, Reply, Submission,
 };
-use ventana_core::rules::{AccountKind, EnvelopeKind};
+use ventana_core::rules::{AccountKind, EnvelopeKind, RuleViolation};
 use ventana_core::{DeviceId, PhoneNumber, UnixTime};
 use ventana_store::StoreError;
 use ventana_store::relay::{AccountRecord, DeviceRecord, EnvelopeBody, NewSubmission, Refusal};
@@ -60,12 +60,14 @@ pub(crate) async fn handle(
     match op {
         Op::Send(submission) => send(relay, me, device, submission).await,
         Op::Devices { account } => {
+            may_reach(relay, me, &account, false).await?;
             let devices = known_devices(relay, &account).await?;
             Ok(Reply::Devices {
                 devices: devices.into_iter().map(info).collect(),
             })
         }
         Op::Claim { account } => {
+            may_reach(relay, me, &account, true).await?;
             known_devices(relay, &account).await?;
             let claimed = relay
                 .store
@@ -101,6 +103,47 @@ pub(crate) async fn handle(
         }
         Op::Block { business } => set_blocked(relay, me, &business, true).await,
         Op::Unblock { business } => set_blocked(relay, me, &business, false).await,
+    }
+}
+
+/// Whether `me` may look up `target`'s devices (and, for `claim`, start sessions with them):
+/// anyone may reach a business; a business may reach only a user who contacted it, and may
+/// not start sessions with one who blocked it. So a business cannot probe which numbers are
+/// on Ventana, nor burn the one-time keys of users it may not write to.
+async fn may_reach(
+    relay: &Relay,
+    me: &AccountRecord,
+    target: &PhoneNumber,
+    claim: bool,
+) -> Result<(), ProtocolError> {
+    let account = relay
+        .store
+        .account(target)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            ProtocolError::new(
+                ErrorCode::UnknownAccount,
+                format!("{target} has no Ventana account"),
+            )
+        })?;
+    match (me.kind, account.kind) {
+        (AccountKind::User, AccountKind::Business) => Ok(()),
+        (AccountKind::Business, AccountKind::User) => {
+            match relay
+                .store
+                .relationship(&me.address, target)
+                .await
+                .map_err(internal)?
+            {
+                None => Err(ProtocolError::refused(RuleViolation::NoContact)),
+                Some(rel) if rel.blocked && claim => {
+                    Err(ProtocolError::refused(RuleViolation::Blocked))
+                }
+                Some(_) => Ok(()),
+            }
+        }
+        _ => Err(ProtocolError::refused(RuleViolation::NotBusinessMessaging)),
     }
 }
 

@@ -4,7 +4,9 @@ use crate::StoreResult;
 use async_trait::async_trait;
 use ventana_core::protocol::SignedKey;
 use ventana_core::rules::{AccountKind, EnvelopeKind, RuleViolation};
-use ventana_core::{BusinessClock, DeviceId, MessageId, PhoneNumber, UnixTime, WabaId};
+use ventana_core::{
+    BusinessClock, DeviceId, MessageId, PhoneNumber, Relationship, UnixTime, WabaId,
+};
 
 /// An account: an end user, or a business phone number.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,6 +186,15 @@ pub trait RelayStore: Send + Sync {
     ) -> StoreResult<Vec<StoredEnvelope>>;
     /// Forgets acknowledged envelopes of that device; returns how many went.
     async fn ack(&self, account: &PhoneNumber, device: DeviceId, seqs: &[u64]) -> StoreResult<u64>;
+    /// What exists between a business number and a user (with `blocked` from the user's
+    /// blocks), if the user ever contacted it.
+    async fn relationship(
+        &self,
+        business: &PhoneNumber,
+        user: &PhoneNumber,
+    ) -> StoreResult<Option<Relationship>>;
+    /// Answers if the store is reachable (readiness).
+    async fn ping(&self) -> StoreResult<()>;
     /// Blocks or unblocks a business for a user, with an audit entry.
     async fn set_blocked(
         &self,

@@ -336,6 +336,23 @@ impl RelayStore for SqliteRelayStore {
             .await
     }
 
+    async fn relationship(
+        &self,
+        business: &PhoneNumber,
+        user: &PhoneNumber,
+    ) -> StoreResult<Option<ventana_core::Relationship>> {
+        let (business, user) = (business.clone(), user.clone());
+        self.db
+            .read(move |tx| envelopes::relationship_between(tx, &business, &user))
+            .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.db
+            .read(|tx| Ok(tx.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
     async fn set_blocked(
         &self,
         user: &PhoneNumber,

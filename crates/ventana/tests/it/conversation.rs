@@ -33,7 +33,7 @@ async fn a_conversation_goes_both_ways_with_receipts_and_signed_webhooks() {
         delivery.event["entry"][0]["changes"][0]["field"],
         "messages"
     );
-    assert_eq!(delivery.event_id.as_deref(), Some(sent.id.as_str()));
+    assert_eq!(delivery.event_id, Some(format!("34600000001.{}", sent.id)));
     assert_eq!(value["messaging_product"], "whatsapp");
     assert_eq!(
         value["metadata"],

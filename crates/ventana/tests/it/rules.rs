@@ -72,8 +72,11 @@ async fn the_window_expires_on_the_test_clock_and_a_new_user_message_reopens_it(
     // 23 hours later the window is still open.
     let (status, clock) = node.advance_clock("1103", 23 * 3600).await;
     assert_eq!(status, 200, "{clock}");
-    assert_eq!(shop.send_text(&node, &dee.phone, "still here").await.0, 200);
+    let (status, still) = shop.send_text(&node, &dee.phone, "still here").await;
+    assert_eq!(status, 200);
     dee.next_message().await;
+    shop.wait_status(still["messages"][0]["id"].as_str().unwrap(), "delivered")
+        .await;
 
     // Past 24 hours a free-form message is refused synchronously with 131047.
     node.advance_clock("1103", 3600).await;
@@ -83,9 +86,11 @@ async fn the_window_expires_on_the_test_clock_and_a_new_user_message_reopens_it(
     assert_eq!(error["error"]["message"], "(#131047) Re-engagement message");
     dee.expect_silence(Duration::from_millis(300)).await;
 
-    // A new message from the user reopens it, stamped on the business's test clock.
+    // A new message from the user reopens it, stamped on the business's test clock. The
+    // refusal above was the API's answer: it queued no `failed` status event.
     dee.send(&shop.number, "hello again").await;
-    let again = shop.next_message().await;
+    let (again, _) = shop.next_event().await;
+    assert!(again.get("messages").is_some(), "unexpected event {again}");
     let again_ts: i64 = again["messages"][0]["timestamp"]
         .as_str()
         .unwrap()

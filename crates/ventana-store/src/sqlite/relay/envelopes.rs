@@ -135,12 +135,20 @@ impl<'a> BusinessPair<'a> {
 }
 
 fn relationship(tx: &Transaction<'_>, pair: &BusinessPair<'_>) -> TxResult<Option<Relationship>> {
+    relationship_between(tx, &pair.business.address, &pair.user.address)
+}
+
+pub(super) fn relationship_between(
+    tx: &Transaction<'_>,
+    business: &PhoneNumber,
+    user: &PhoneNumber,
+) -> TxResult<Option<Relationship>> {
     Ok(tx
         .query_row(
             "SELECT r.first_contact_at, r.origin, r.last_inbound_at,
                     EXISTS (SELECT 1 FROM blocks b WHERE b.user = r.user AND b.business = r.business)
              FROM relationships r WHERE r.business = ?1 AND r.user = ?2",
-            params![pair.business.address.digits(), pair.user.address.digits()],
+            params![business.digits(), user.digits()],
             |row| {
                 Ok(Relationship {
                     first_contact_at: UnixTime(row.get(0)?),
