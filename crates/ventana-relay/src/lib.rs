@@ -77,12 +77,7 @@ impl Relay {
 
     /// True when the store answers.
     pub async fn ready(&self) -> bool {
-        self.store
-            .business_clock(
-                &ventana_core::WabaId::try_from("0".to_owned()).unwrap_or_else(|_| unreachable!()),
-            )
-            .await
-            .is_ok()
+        self.store.ping().await.is_ok()
     }
 
     fn is_operator(&self, presented: Option<&str>) -> bool {
