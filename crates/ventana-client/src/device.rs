@@ -1,5 +1,6 @@
 //! An end user's device: the [`Application`] for a person's client, and how it shows messages.
 
+use crate::ClientError;
 use crate::endpoint::{Application, Endpoint, Inbound, Settlement};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -23,12 +24,20 @@ impl UserDevice {
 
 #[async_trait]
 impl Application for UserDevice {
-    async fn inbound(&self, _endpoint: &Endpoint, _event: &Inbound) -> Vec<AppRecord> {
-        Vec::new()
+    async fn inbound(
+        &self,
+        _endpoint: &Endpoint,
+        _event: &Inbound,
+    ) -> Result<Vec<AppRecord>, ClientError> {
+        Ok(Vec::new())
     }
 
-    async fn settled(&self, _endpoint: &Endpoint, _settlement: &Settlement) -> Vec<AppRecord> {
-        Vec::new()
+    async fn settled(
+        &self,
+        _endpoint: &Endpoint,
+        _settlement: &Settlement,
+    ) -> Result<Vec<AppRecord>, ClientError> {
+        Ok(Vec::new())
     }
 
     fn committed(&self, _endpoint: &Endpoint, event: &Inbound) {

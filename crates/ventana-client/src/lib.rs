@@ -34,4 +34,9 @@ pub enum ClientError {
     Http(String),
     #[error("this device is not registered here (no identity for {0})")]
     NotRegistered(String),
+    #[error("unexpected: {0}")]
+    Unexpected(String),
+    /// The host application could not take an event now (it is shutting down, say).
+    #[error("application: {0}")]
+    Application(String),
 }

@@ -23,6 +23,16 @@ pub enum LinkError {
     Disconnected,
     #[error("the relay did not answer in time")]
     Timeout,
+    /// The relay failed on its side (its `internal` error): retry later.
+    #[error("the relay is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl LinkError {
+    /// Whether retrying later may succeed (as opposed to a refusal, which will not change).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::Refused(_))
+    }
 }
 
 /// What the link hands its owner, in the order it happened.
@@ -42,7 +52,7 @@ pub enum LinkEvent {
     Rejected(String),
 }
 
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Reply, ProtocolError>>>>;
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Reply, LinkError>>>>;
 
 struct Inner {
     url: String,
@@ -51,6 +61,7 @@ struct Inner {
     pending: Pending,
     out: Mutex<Option<mpsc::Sender<ClientFrame>>>,
     connected: watch::Sender<bool>,
+    reconnect: tokio::sync::Notify,
 }
 
 /// A handle to the link; cheap to clone.
@@ -80,6 +91,7 @@ impl RelayLink {
             pending: Mutex::new(HashMap::new()),
             out: Mutex::new(None),
             connected: watch::channel(false).0,
+            reconnect: tokio::sync::Notify::new(),
         });
         let (events, rx) = mpsc::channel(1024);
         tokio::spawn(supervise(Arc::clone(&inner), events, shutdown));
@@ -88,12 +100,17 @@ impl RelayLink {
 
     /// Sends a request and waits for its answer, for at most `wait` in all.
     pub async fn request(&self, op: Op, wait: Duration) -> Result<Reply, LinkError> {
-        tokio::time::timeout(wait, self.request_inner(op))
-            .await
-            .map_err(|_| LinkError::Timeout)?
+        let req = self.inner.next_req.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(wait, self.request_inner(req, op)).await {
+            Ok(result) => result,
+            Err(_) => {
+                lock(&self.inner.pending).remove(&req);
+                Err(LinkError::Timeout)
+            }
+        }
     }
 
-    async fn request_inner(&self, op: Op) -> Result<Reply, LinkError> {
+    async fn request_inner(&self, req: u64, op: Op) -> Result<Reply, LinkError> {
         let mut connected = self.inner.connected.subscribe();
         let out = loop {
             if let Some(out) = lock(&self.inner.out).clone() {
@@ -104,18 +121,13 @@ impl RelayLink {
                 .await
                 .map_err(|_| LinkError::Disconnected)?;
         };
-        let req = self.inner.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.pending).insert(req, tx);
         if out.send(ClientFrame::Request { req, op }).await.is_err() {
             lock(&self.inner.pending).remove(&req);
             return Err(LinkError::Disconnected);
         }
-        match rx.await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(error)) => Err(LinkError::Refused(error)),
-            Err(_) => Err(LinkError::Disconnected),
-        }
+        rx.await.unwrap_or(Err(LinkError::Disconnected))
     }
 
     /// Acknowledges envelopes; they are then forgotten by the relay.
@@ -126,6 +138,12 @@ impl RelayLink {
         out.send(ClientFrame::Ack { seqs })
             .await
             .map_err(|_| LinkError::Disconnected)
+    }
+
+    /// Drops the current connection and connects again: everything the relay holds for the
+    /// device that was not acknowledged is sent again, in order.
+    pub fn reconnect(&self) {
+        self.inner.reconnect.notify_one();
     }
 
     pub fn is_connected(&self) -> bool {
@@ -165,7 +183,7 @@ async fn supervise(
         *lock(&inner.out) = None;
         inner.connected.send_replace(false);
         for (_, waiter) in lock(&inner.pending).drain() {
-            let _ = waiter.send(Err(ProtocolError::new(ErrorCode::Internal, "disconnected")));
+            let _ = waiter.send(Err(LinkError::Disconnected));
         }
         if events.send(LinkEvent::Disconnected).await.is_err() {
             return;
@@ -222,6 +240,7 @@ async fn connect_once(
         let message = tokio::select! {
             m = stream.next() => m,
             _ = stopped(shutdown) => break,
+            _ = inner.reconnect.notified() => break,
         };
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
@@ -251,10 +270,11 @@ async fn connect_once(
                 if let Some(waiter) = lock(&inner.pending).remove(&req) {
                     let result = match (ok, error) {
                         (Some(reply), _) => Ok(reply),
-                        (None, Some(error)) => Err(error),
-                        (None, None) => {
-                            Err(ProtocolError::new(ErrorCode::Internal, "empty response"))
+                        (None, Some(error)) if error.code == ErrorCode::Internal => {
+                            Err(LinkError::Unavailable(error.message))
                         }
+                        (None, Some(error)) => Err(LinkError::Refused(error)),
+                        (None, None) => Err(LinkError::Unavailable("empty response".into())),
                     };
                     let _ = waiter.send(result);
                 } else if let Some(error) = error {

@@ -135,9 +135,12 @@ pub enum Op {
     Devices {
         account: PhoneNumber,
     },
-    /// Claim one pre-key of each device of an account, to start sessions.
+    /// Claim one pre-key of each device of an account (or of the listed ones), to start
+    /// sessions.
     Claim {
         account: PhoneNumber,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        devices: Option<Vec<DeviceId>>,
     },
     /// Replenish this device's one-time keys (and optionally replace its fallback key).
     UploadKeys {

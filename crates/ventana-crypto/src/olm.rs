@@ -181,6 +181,27 @@ impl PeerSession {
     }
 }
 
+/// Checks a device's published keys as the relay receives them: well-formed identity keys,
+/// and every pre-key signed by the device's ed25519 key. A device that fails this could only
+/// make every session with it fail later.
+pub fn verify_device_keys(
+    curve25519: &str,
+    ed25519: &str,
+    keys: &[&SignedKey],
+) -> Result<(), CryptoError> {
+    curve(curve25519)?;
+    let ed = Ed25519PublicKey::from_base64(ed25519)
+        .map_err(|e| CryptoError::Malformed(e.to_string()))?;
+    for key in keys {
+        curve(&key.key)?;
+        let sig =
+            Ed25519Signature::from_base64(&key.signature).map_err(|_| CryptoError::BadSignature)?;
+        ed.verify(key.key.as_bytes(), &sig)
+            .map_err(|_| CryptoError::BadSignature)?;
+    }
+    Ok(())
+}
+
 fn curve(text: &str) -> Result<Curve25519PublicKey, CryptoError> {
     Curve25519PublicKey::from_base64(text).map_err(|e| CryptoError::Malformed(e.to_string()))
 }

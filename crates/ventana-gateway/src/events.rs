@@ -11,9 +11,9 @@ use crate::webhook::sign::ascii_json;
 use crate::{Gateway, Hosted};
 use async_trait::async_trait;
 use serde_json::Value;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use ventana_client::endpoint::contact_aad;
-use ventana_client::{Application, Endpoint, Inbound, Settlement};
+use ventana_client::{Application, ClientError, Endpoint, Inbound, Settlement};
 use ventana_core::payload::Content;
 use ventana_core::protocol::{ErrorCode, ProtocolError, ReceiptStatus};
 use ventana_core::rules::RuleViolation;
@@ -124,16 +124,30 @@ impl Gateway {
     }
 }
 
+impl GatewayEvents {
+    /// The gateway and the number an endpoint serves. Failing (during shutdown, or before a
+    /// new number is listed) leaves the event to be processed again later.
+    fn resolve(&self, endpoint: &Endpoint) -> Result<(Arc<Gateway>, Hosted), ClientError> {
+        let gateway = self
+            .gateway
+            .upgrade()
+            .ok_or_else(|| ClientError::Application("the gateway is shutting down".into()))?;
+        let hosted = gateway.hosted_by_address(endpoint.owner()).ok_or_else(|| {
+            ClientError::Application(format!("{} is not hosted here", endpoint.owner()))
+        })?;
+        Ok((gateway, hosted))
+    }
+}
+
 #[async_trait]
 impl Application for GatewayEvents {
-    async fn inbound(&self, endpoint: &Endpoint, event: &Inbound) -> Vec<AppRecord> {
-        let Some(gateway) = self.gateway.upgrade() else {
-            return Vec::new();
-        };
-        let Some(hosted) = gateway.hosted_by_address(endpoint.owner()) else {
-            return Vec::new();
-        };
-        match event {
+    async fn inbound(
+        &self,
+        endpoint: &Endpoint,
+        event: &Inbound,
+    ) -> Result<Vec<AppRecord>, ClientError> {
+        let (gateway, hosted) = self.resolve(endpoint)?;
+        Ok(match event {
             Inbound::Message { meta, payload } => {
                 let Content::Text { body, .. } = &payload.content;
                 let business = hosted.record.address.to_string();
@@ -175,16 +189,15 @@ impl Application for GatewayEvents {
                 tracing::warn!(from = %meta.from, id = %meta.id, %reason, "dropped an undecryptable message");
                 Vec::new()
             }
-        }
+        })
     }
 
-    async fn settled(&self, endpoint: &Endpoint, settlement: &Settlement) -> Vec<AppRecord> {
-        let Some(gateway) = self.gateway.upgrade() else {
-            return Vec::new();
-        };
-        let Some(hosted) = gateway.hosted_by_address(endpoint.owner()) else {
-            return Vec::new();
-        };
+    async fn settled(
+        &self,
+        endpoint: &Endpoint,
+        settlement: &Settlement,
+    ) -> Result<Vec<AppRecord>, ClientError> {
+        let (gateway, hosted) = self.resolve(endpoint)?;
         let job = match &settlement.outcome {
             Ok(accepted_at) => {
                 gateway
@@ -215,11 +228,21 @@ impl Application for GatewayEvents {
                     .await
             }
         };
-        gateway.webhooks_due.notify_one();
-        vec![job]
+        Ok(vec![job])
     }
 
     fn committed(&self, _endpoint: &Endpoint, _event: &Inbound) {
+        self.wake();
+    }
+
+    fn settle_committed(&self, _endpoint: &Endpoint, _settlement: &Settlement) {
+        self.wake();
+    }
+}
+
+impl GatewayEvents {
+    /// Queued webhook jobs are durable now: have the worker look.
+    fn wake(&self) {
         if let Some(gateway) = self.gateway.upgrade() {
             gateway.webhooks_due.notify_one();
         }

@@ -133,9 +133,14 @@ impl Gateway {
         let app = Arc::new(events::GatewayEvents {
             gateway: Arc::downgrade(self),
         });
-        tokio::spawn(Arc::clone(&endpoint).run(events, app));
+        // Listed before its events are processed, so none finds the number unknown.
         write(&self.by_address).insert(record.address.clone(), record.id.clone());
-        write(&self.numbers).insert(record.id.clone(), Hosted { record, endpoint });
+        let hosted = Hosted {
+            record: record.clone(),
+            endpoint: Arc::clone(&endpoint),
+        };
+        write(&self.numbers).insert(record.id, hosted);
+        tokio::spawn(endpoint.run(events, app));
         Ok(())
     }
 

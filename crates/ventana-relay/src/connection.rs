@@ -13,10 +13,11 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use ventana_core::protocol::{
     ClientFrame, Envelope, ErrorCode, PROTOCOL_VERSION, ProtocolError, ServerFrame,
 };
@@ -27,6 +28,48 @@ use ventana_store::relay::{AccountRecord, StoredEnvelope};
 /// Largest frame a device may send: a message to a handful of devices fits easily.
 const MAX_FRAME_BYTES: usize = 1 << 20;
 const PAGE: u32 = 256;
+/// At most this many envelopes are sent but not yet acknowledged on one connection. A device
+/// that stops acknowledging stops receiving; one that processes slowly is never flooded.
+const WINDOW: usize = 256;
+
+/// Flow control of one connection: permits for envelopes in flight, and their seqs so that
+/// only acks of envelopes actually in flight return permits.
+struct Flow {
+    permits: Semaphore,
+    in_flight: Mutex<HashSet<u64>>,
+}
+
+impl Flow {
+    fn new() -> Self {
+        Self {
+            permits: Semaphore::new(WINDOW),
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    async fn reserve(&self, seq: u64) -> bool {
+        match self.permits.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return false,
+        }
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq);
+        if !fresh {
+            // Sent again after a rescan: it already holds a permit.
+            self.permits.add_permits(1);
+        }
+        true
+    }
+
+    fn release(&self, seqs: &[u64]) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let released = seqs.iter().filter(|seq| in_flight.remove(seq)).count();
+        self.permits.add_permits(released);
+    }
+}
 
 pub(crate) async fn upgrade(
     State(relay): State<Arc<Relay>>,
@@ -77,11 +120,13 @@ async fn serve(relay: Arc<Relay>, socket: WebSocket, me: AccountRecord, device: 
     tracing::debug!(account = %me.address, %device, "device connected");
 
     let signal = relay.signals.acquire(&me.address, device);
+    let flow = Arc::new(Flow::new());
     let delivery = tokio::spawn(deliver(
         Arc::clone(&relay),
         me.address.clone(),
         device,
         Arc::clone(&signal),
+        Arc::clone(&flow),
         tx.clone(),
     ));
 
@@ -90,7 +135,7 @@ async fn serve(relay: Arc<Relay>, socket: WebSocket, me: AccountRecord, device: 
         tokio::select! {
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(reply) = handle_frame(&relay, &me, device, text.as_str()).await
+                    if let Some(reply) = handle_frame(&relay, &me, device, &flow, text.as_str()).await
                         && tx.send(reply).await.is_err()
                     {
                         break;
@@ -118,13 +163,16 @@ async fn handle_frame(
     relay: &Relay,
     me: &AccountRecord,
     device: DeviceId,
+    flow: &Flow,
     text: &str,
 ) -> Option<ServerFrame> {
     match serde_json::from_str::<ClientFrame>(text) {
         Ok(ClientFrame::Ack { seqs }) => {
             if let Err(e) = relay.store.ack(&me.address, device, &seqs).await {
+                // The envelopes stay queued and are sent again on the next connection.
                 tracing::error!(error = %e, "ack failed");
             }
+            flow.release(&seqs);
             None
         }
         Ok(ClientFrame::Request { req, op }) => {
@@ -157,6 +205,7 @@ async fn deliver(
     account: PhoneNumber,
     device: DeviceId,
     signal: Arc<DeviceSignal>,
+    flow: Arc<Flow>,
     tx: mpsc::Sender<ServerFrame>,
 ) {
     let mut last_seq = 0;
@@ -194,7 +243,9 @@ async fn deliver(
                 let Some(envelope) = to_frame(stored) else {
                     continue;
                 };
-                if tx.send(ServerFrame::Envelope(envelope)).await.is_err() {
+                if !flow.reserve(envelope.seq).await
+                    || tx.send(ServerFrame::Envelope(envelope)).await.is_err()
+                {
                     return;
                 }
             }

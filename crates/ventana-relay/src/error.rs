@@ -30,6 +30,13 @@ impl HttpError {
         )
     }
 
+    pub(crate) fn too_many(message: impl Into<String>) -> Self {
+        Self(
+            StatusCode::TOO_MANY_REQUESTS,
+            ProtocolError::new(ErrorCode::BadRequest, message),
+        )
+    }
+
     pub(crate) fn conflict(message: impl Into<String>) -> Self {
         Self(
             StatusCode::CONFLICT,

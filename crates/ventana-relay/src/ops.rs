@@ -66,12 +66,12 @@ pub(crate) async fn handle(
                 devices: devices.into_iter().map(info).collect(),
             })
         }
-        Op::Claim { account } => {
+        Op::Claim { account, devices } => {
             may_reach(relay, me, &account, true).await?;
             known_devices(relay, &account).await?;
             let claimed = relay
                 .store
-                .claim_pre_keys(&account)
+                .claim_pre_keys(&account, devices.as_deref())
                 .await
                 .map_err(internal)?;
             for key in &claimed {
@@ -91,7 +91,20 @@ pub(crate) async fn handle(
             one_time_keys,
             fallback_key,
         } => {
-            check_keys(&one_time_keys, fallback_key.as_ref()).map_err(|e| e.1)?;
+            let devices = relay.store.devices(&me.address).await.map_err(internal)?;
+            let own = devices
+                .iter()
+                .find(|d| d.device_id == device)
+                .ok_or_else(|| {
+                    ProtocolError::new(ErrorCode::UnknownAccount, "this device is gone")
+                })?;
+            check_keys(
+                &own.curve25519,
+                &own.ed25519,
+                &one_time_keys,
+                fallback_key.as_ref(),
+            )
+            .map_err(|e| e.1)?;
             let remaining = relay
                 .store
                 .upload_keys(&me.address, device, &one_time_keys, fallback_key.as_ref())

@@ -31,10 +31,15 @@ pub(crate) async fn request_code(
     let request: VerificationRequest = parse(&body)?;
     let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
     let now = UnixTime::now();
-    relay
+    let issued = relay
         .store
-        .put_verification(&request.phone, &code, now.plus_secs(CODE_TTL_SECS))
+        .put_verification(&request.phone, &code, now, now.plus_secs(CODE_TTL_SECS))
         .await?;
+    if !issued {
+        return Err(HttpError::too_many(
+            "too many codes were requested for this number; try again in an hour",
+        ));
+    }
     relay
         .verifier
         .deliver(&request.phone, &code)
@@ -54,7 +59,11 @@ pub(crate) async fn request_code(
     ))
 }
 
+/// Checks an upload of pre-keys against the device's identity keys: sizes, well-formed keys,
+/// valid signatures.
 pub(crate) fn check_keys(
+    curve25519: &str,
+    ed25519: &str,
     otks: &[SignedKey],
     fallback: Option<&SignedKey>,
 ) -> Result<(), HttpError> {
@@ -71,7 +80,9 @@ pub(crate) fn check_keys(
             ));
         }
     }
-    Ok(())
+    let keys: Vec<&SignedKey> = otks.iter().chain(fallback).collect();
+    ventana_crypto::verify_device_keys(curve25519, ed25519, &keys)
+        .map_err(|e| HttpError::bad_request(format!("invalid device keys: {e}")))
 }
 
 pub(crate) async fn register_device(
@@ -82,6 +93,8 @@ pub(crate) async fn register_device(
     let request: DeviceRegistration = parse(&body)?;
     let now = UnixTime::now();
     check_keys(
+        &request.keys.curve25519,
+        &request.keys.ed25519,
         &request.keys.one_time_keys,
         request.keys.fallback_key.as_ref(),
     )?;

@@ -155,6 +155,8 @@ pub trait EndpointStore: Send + Sync {
         peer: &PhoneNumber,
         peer_device: DeviceId,
     ) -> StoreResult<Vec<SessionRecord>>;
+    /// Commits sessions, the outbox row and records at once. A row with the same id is
+    /// replaced (its earlier ciphertext was refused for a stale device list and never sent).
     async fn commit_outbound(&self, commit: OutboundCommit) -> StoreResult<()>;
     /// Rows not yet settled with the relay, oldest first.
     async fn outbox(&self, owner: &PhoneNumber) -> StoreResult<Vec<OutboxRow>>;

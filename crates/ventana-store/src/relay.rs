@@ -118,14 +118,17 @@ pub struct StoredEnvelope {
 #[async_trait]
 pub trait RelayStore: Send + Sync {
     // --- proving control of a number -------------------------------------------------
-    /// Records a fresh one-time code for `phone`, replacing any earlier one.
+    /// Records a fresh one-time code for `phone`, replacing any earlier one; false (and
+    /// nothing written) once five codes were issued for it within the hour.
     async fn put_verification(
         &self,
         phone: &PhoneNumber,
         code: &str,
+        now: UnixTime,
         expires_at: UnixTime,
-    ) -> StoreResult<()>;
-    /// Checks a code; a correct one is consumed. Five wrong tries burn the code.
+    ) -> StoreResult<bool>;
+    /// Checks a code; a correct one is consumed. Five wrong tries within the hour, across
+    /// reissued codes, burn the number's verification until the hour is over.
     async fn check_verification(
         &self,
         phone: &PhoneNumber,
@@ -167,8 +170,13 @@ pub trait RelayStore: Send + Sync {
     async fn one_time_key_count(&self, account: &PhoneNumber, device: DeviceId)
     -> StoreResult<u64>;
     /// Claims, atomically and at most once each, the oldest one-time key of every device of
-    /// the account; a device with none left yields its fallback key (which is kept).
-    async fn claim_pre_keys(&self, account: &PhoneNumber) -> StoreResult<Vec<ClaimedPreKey>>;
+    /// the account (or of those in `only`); a device with none left yields its fallback key
+    /// (which is kept).
+    async fn claim_pre_keys(
+        &self,
+        account: &PhoneNumber,
+        only: Option<&[DeviceId]>,
+    ) -> StoreResult<Vec<ClaimedPreKey>>;
 
     // --- envelopes and rules -----------------------------------------------------------
     /// Applies the rules (`ventana_core::rules::decide`) to the submission against the stored

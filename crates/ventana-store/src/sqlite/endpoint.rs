@@ -132,7 +132,8 @@ impl EndpointStore for SqliteEndpointStore {
                 }
                 let row = &commit.outbox;
                 tx.execute(
-                    "INSERT INTO outbox (owner, id, recipient, submission, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO outbox (owner, id, recipient, submission, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (owner, id) DO UPDATE SET submission = excluded.submission",
                     params![owner.digits(), row.id.as_str(), row.to.digits(), row.submission, row.created_at.0],
                 )?;
                 apply(tx, owner, &commit.records)

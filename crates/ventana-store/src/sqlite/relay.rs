@@ -21,8 +21,12 @@ const MIGRATIONS: &[Migration] = &[Migration {
     sql: include_str!("../../migrations/sqlite/relay/0001_init.sql"),
 }];
 
-/// A verification code is burnt by this many wrong guesses.
+/// Wrong guesses allowed per number per window, across reissued codes.
 const MAX_CODE_ATTEMPTS: u32 = 5;
+/// Codes issued per number per window.
+const MAX_CODES_PER_WINDOW: u32 = 5;
+/// The window both limits count in.
+const VERIFICATION_WINDOW_SECS: i64 = 3600;
 
 /// The relay's store in one SQLite file.
 #[derive(Clone, Debug)]
@@ -45,18 +49,41 @@ impl RelayStore for SqliteRelayStore {
         &self,
         phone: &PhoneNumber,
         code: &str,
+        now: UnixTime,
         expires_at: UnixTime,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let (phone, code) = (phone.clone(), code.to_owned());
         self.db
             .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO verifications (phone, code, expires_at, attempts) VALUES (?1, ?2, ?3, 0)
-                     ON CONFLICT (phone) DO UPDATE
-                     SET code = excluded.code, expires_at = excluded.expires_at, attempts = 0",
-                    params![phone.digits(), code, expires_at.0],
-                )?;
-                Ok(())
+                let window: Option<(i64, u32)> = tx
+                    .query_row(
+                        "SELECT window_start, issued FROM verifications WHERE phone = ?1",
+                        [phone.digits()],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()?;
+                match window {
+                    Some((start, issued)) if now.0 < start + VERIFICATION_WINDOW_SECS => {
+                        if issued >= MAX_CODES_PER_WINDOW {
+                            return Ok(false);
+                        }
+                        // A new code, but the attempts made in this window still count.
+                        tx.execute(
+                            "UPDATE verifications SET code = ?2, expires_at = ?3, issued = issued + 1
+                             WHERE phone = ?1",
+                            params![phone.digits(), code, expires_at.0],
+                        )?;
+                    }
+                    _ => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO verifications
+                                 (phone, code, expires_at, attempts, window_start, issued)
+                             VALUES (?1, ?2, ?3, 0, ?4, 1)",
+                            params![phone.digits(), code, expires_at.0, now.0],
+                        )?;
+                    }
+                }
+                Ok(true)
             })
             .await
     }
@@ -70,35 +97,43 @@ impl RelayStore for SqliteRelayStore {
         let (phone, code) = (phone.clone(), code.to_owned());
         self.db
             .write(move |tx| {
-                let pending: Option<(String, i64, u32)> = tx
+                let pending: Option<(String, i64, u32, i64)> = tx
                     .query_row(
-                        "SELECT code, expires_at, attempts FROM verifications WHERE phone = ?1",
+                        "SELECT code, expires_at, attempts, window_start FROM verifications WHERE phone = ?1",
                         [phone.digits()],
-                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                     )
                     .optional()?;
-                let Some((stored, expires_at, attempts)) = pending else {
+                let Some((stored, expires_at, attempts, start)) = pending else {
                     return Ok(VerificationOutcome::NoneRequested);
                 };
-                let outcome = if now.0 >= expires_at {
-                    VerificationOutcome::Expired
-                } else if stored == code {
-                    VerificationOutcome::Verified
-                } else if attempts + 1 >= MAX_CODE_ATTEMPTS {
-                    VerificationOutcome::TooManyAttempts
-                } else {
-                    tx.execute(
-                        "UPDATE verifications SET attempts = attempts + 1 WHERE phone = ?1",
-                        [phone.digits()],
-                    )?;
-                    return Ok(VerificationOutcome::WrongCode);
+                let in_window = now.0 < start + VERIFICATION_WINDOW_SECS;
+                if in_window && attempts >= MAX_CODE_ATTEMPTS {
+                    return Ok(VerificationOutcome::TooManyAttempts);
+                }
+                if stored.is_empty() {
+                    return Ok(VerificationOutcome::NoneRequested);
+                }
+                let burn = |tx: &Transaction<'_>| {
+                    tx.execute("UPDATE verifications SET code = '' WHERE phone = ?1", [phone.digits()])
                 };
-                // Every other outcome ends the code's life.
+                if now.0 >= expires_at {
+                    burn(tx)?;
+                    return Ok(VerificationOutcome::Expired);
+                }
+                if stored == code {
+                    tx.execute("DELETE FROM verifications WHERE phone = ?1", [phone.digits()])?;
+                    return Ok(VerificationOutcome::Verified);
+                }
                 tx.execute(
-                    "DELETE FROM verifications WHERE phone = ?1",
+                    "UPDATE verifications SET attempts = attempts + 1 WHERE phone = ?1",
                     [phone.digits()],
                 )?;
-                Ok(outcome)
+                if attempts + 1 >= MAX_CODE_ATTEMPTS {
+                    burn(tx)?;
+                    return Ok(VerificationOutcome::TooManyAttempts);
+                }
+                Ok(VerificationOutcome::WrongCode)
             })
             .await
     }
@@ -113,7 +148,7 @@ impl RelayStore for SqliteRelayStore {
             .read(move |tx| {
                 Ok(tx
                     .query_row(
-                        "SELECT code FROM verifications WHERE phone = ?1 AND expires_at > ?2",
+                        "SELECT code FROM verifications WHERE phone = ?1 AND expires_at > ?2 AND code <> ''",
                         params![phone.digits(), now.0],
                         |row| row.get(0),
                     )
@@ -265,12 +300,23 @@ impl RelayStore for SqliteRelayStore {
             .await
     }
 
-    async fn claim_pre_keys(&self, account: &PhoneNumber) -> StoreResult<Vec<ClaimedPreKey>> {
+    async fn claim_pre_keys(
+        &self,
+        account: &PhoneNumber,
+        only: Option<&[DeviceId]>,
+    ) -> StoreResult<Vec<ClaimedPreKey>> {
         let account = account.clone();
+        let only = only.map(<[DeviceId]>::to_vec);
         self.db
             .write(move |tx| {
                 let mut claimed = Vec::new();
                 for device in devices(tx, &account)? {
+                    if only
+                        .as_ref()
+                        .is_some_and(|only| !only.contains(&device.device_id))
+                    {
+                        continue;
+                    }
                     let one_time = tx
                         .prepare_cached(
                             "UPDATE one_time_keys SET claimed = 1

@@ -107,7 +107,8 @@ fn parse_duration(text: &str) -> Result<i64, String> {
         "d" => 86_400,
         _ => return Err(format!("{text}: unknown unit {unit} (use s, m, h or d)")),
     };
-    Ok(n * scale)
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text} is too long"))
 }
 
 /// A small client of the admin API.

@@ -93,6 +93,9 @@ pub(crate) struct DeviceHome {
     dir: PathBuf,
     relay: Option<String>,
     default_relay: String,
+    /// Held while this process uses the device: two processes on one device would each keep
+    /// its Olm account in memory and overwrite each other's.
+    lock: std::sync::OnceLock<std::fs::File>,
 }
 
 impl DeviceHome {
@@ -104,12 +107,23 @@ impl DeviceHome {
                 .unwrap_or_else(|| PathBuf::from("ventana-user")),
             relay: args.relay.clone(),
             default_relay: config.local_url(),
+            lock: std::sync::OnceLock::new(),
         }
     }
 
     fn prepare(&self) -> Result<(Arc<SqliteEndpointStore>, Sealer)> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
+        if self.lock.get().is_none() {
+            let file = std::fs::File::create(self.dir.join("device.lock"))?;
+            if file.try_lock().is_err() {
+                bail!(
+                    "{} is in use by another ventana process",
+                    self.dir.display()
+                );
+            }
+            let _ = self.lock.set(file);
+        }
         let key = secret_file(&self.dir, "device.key", || SealKey::generate().to_base64())?;
         let sealer = Sealer::new(SealKey::from_base64(&key)?);
         let store = SqliteEndpointStore::open(&self.dir.join("device.db"))?;

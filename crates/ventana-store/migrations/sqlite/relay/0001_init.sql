@@ -2,11 +2,16 @@
 -- metadata the rules need. No plaintext lives here.
 
 -- One pending code per number, for proving control of it.
+-- One row per number being verified. Attempts and issued codes count per hour-long window
+-- that survives reissuing, so a code cannot be brute-forced by asking for new ones. An empty
+-- `code` is a burnt one.
 CREATE TABLE verifications (
-    phone       TEXT PRIMARY KEY,
-    code        TEXT NOT NULL,
-    expires_at  INTEGER NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0
+    phone         TEXT PRIMARY KEY,
+    code          TEXT NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    window_start  INTEGER NOT NULL,
+    issued        INTEGER NOT NULL
 ) STRICT;
 
 -- A business (WABA) and its clock; sandbox businesses may run ahead of the wall clock.

@@ -5,7 +5,7 @@ use crate::relay::{Accepted, AccountRecord, EnvelopeBody, NewSubmission, Refusal
 use crate::sqlite::db::{TxResult, backend, named, parsed};
 use rusqlite::{OptionalExtension, Transaction, params};
 use ventana_core::rules::{
-    self, AccountKind, ContactOrigin, EnvelopeKind, SendDecision, ServiceWindow,
+    self, AccountKind, ContactOrigin, EnvelopeKind, RuleViolation, SendDecision, ServiceWindow,
 };
 use ventana_core::{BusinessClock, DeviceId, PhoneNumber, Relationship, UnixTime};
 
@@ -38,11 +38,33 @@ pub(super) fn accept(
         }));
     }
 
-    let Some(recipient) = account(tx, &s.recipient)? else {
-        return Ok(Err(Refusal::UnknownRecipient));
-    };
     let sender = account(tx, &s.sender)?
         .ok_or_else(|| backend(format!("the sending account {} does not exist", s.sender)))?;
+    let Some(recipient) = account(tx, &s.recipient)? else {
+        // To a business, "no such user" and "no contact" are the same answer: it may not
+        // learn who is on Ventana by trying.
+        return Ok(Err(match sender.kind {
+            AccountKind::Business => Refusal::Rule(RuleViolation::NoContact),
+            AccountKind::User => Refusal::UnknownRecipient,
+        }));
+    };
+
+    // The rules first: the device list below is only for senders allowed to write.
+    let pair = BusinessPair::of(&sender, &recipient);
+    let clock = match pair.as_ref().and_then(|p| p.business.waba_id.as_ref()) {
+        Some(waba) => business_clock(tx, waba)?.unwrap_or(BusinessClock::LIVE),
+        None => BusinessClock::LIVE,
+    };
+    let now = clock.now(s.wall);
+    let existing = match &pair {
+        Some(pair) => relationship(tx, pair)?,
+        None => None,
+    };
+    let decision = match rules::decide(sender.kind, recipient.kind, s.kind, existing.as_ref(), now)
+    {
+        Err(violation) => return Ok(Err(Refusal::Rule(violation))),
+        Ok(decision) => decision,
+    };
 
     let current = devices(tx, &s.recipient)?;
     let device_ids: Vec<DeviceId> = current.iter().map(|d| d.device_id).collect();
@@ -65,24 +87,10 @@ pub(super) fn accept(
             .collect(),
     };
 
-    let pair = BusinessPair::of(&sender, &recipient);
-    let clock = match pair.as_ref().and_then(|p| p.business.waba_id.as_ref()) {
-        Some(waba) => business_clock(tx, waba)?.unwrap_or(BusinessClock::LIVE),
-        None => BusinessClock::LIVE,
-    };
-    let now = clock.now(s.wall);
-    let existing = match &pair {
-        Some(pair) => relationship(tx, pair)?,
-        None => None,
-    };
-    match rules::decide(sender.kind, recipient.kind, s.kind, existing.as_ref(), now) {
-        Err(violation) => return Ok(Err(Refusal::Rule(violation))),
-        Ok(SendDecision::Deliver) => {}
-        Ok(SendDecision::DeliverAndRecord(rel)) => {
-            let pair = pair
-                .ok_or_else(|| backend("the rules recorded a relationship without a business"))?;
-            record_relationship(tx, &pair, &rel, existing.is_none())?;
-        }
+    if let SendDecision::DeliverAndRecord(rel) = decision {
+        let pair =
+            pair.ok_or_else(|| backend("the rules recorded a relationship without a business"))?;
+        record_relationship(tx, &pair, &rel, existing.is_none())?;
     }
 
     let mut insert = tx.prepare_cached(

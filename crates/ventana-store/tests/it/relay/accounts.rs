@@ -14,7 +14,7 @@ pub(super) async fn a_correct_code_verifies_once(store: &dyn RelayStore) {
         VerificationOutcome::NoneRequested
     );
     store
-        .put_verification(&p, "123456", UnixTime(100))
+        .put_verification(&p, "123456", UnixTime(0), UnixTime(100))
         .await
         .unwrap();
     assert_eq!(
@@ -44,7 +44,7 @@ pub(super) async fn a_correct_code_verifies_once(store: &dyn RelayStore) {
 pub(super) async fn the_fifth_wrong_code_burns_it(store: &dyn RelayStore) {
     let p = phone(USER);
     store
-        .put_verification(&p, "123456", UnixTime(100))
+        .put_verification(&p, "123456", UnixTime(0), UnixTime(100))
         .await
         .unwrap();
     for _ in 0..4 {
@@ -63,19 +63,47 @@ pub(super) async fn the_fifth_wrong_code_burns_it(store: &dyn RelayStore) {
             .unwrap(),
         VerificationOutcome::TooManyAttempts
     );
+    // Burnt for the rest of the hour, even with the right code or a new one.
     assert_eq!(
         store
             .check_verification(&p, "123456", UnixTime(10))
             .await
             .unwrap(),
-        VerificationOutcome::NoneRequested
+        VerificationOutcome::TooManyAttempts
+    );
+    assert!(
+        store
+            .put_verification(&p, "654321", UnixTime(20), UnixTime(500))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .check_verification(&p, "654321", UnixTime(30))
+            .await
+            .unwrap(),
+        VerificationOutcome::TooManyAttempts
+    );
+    // A new hour, a new chance.
+    assert!(
+        store
+            .put_verification(&p, "777777", UnixTime(3700), UnixTime(4000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .check_verification(&p, "777777", UnixTime(3701))
+            .await
+            .unwrap(),
+        VerificationOutcome::Verified
     );
 }
 
 pub(super) async fn an_expired_code_is_refused_and_forgotten(store: &dyn RelayStore) {
     let p = phone(USER);
     store
-        .put_verification(&p, "123456", UnixTime(100))
+        .put_verification(&p, "123456", UnixTime(0), UnixTime(100))
         .await
         .unwrap();
     assert!(
@@ -105,22 +133,23 @@ pub(super) async fn an_expired_code_is_refused_and_forgotten(store: &dyn RelaySt
     );
 }
 
-pub(super) async fn a_new_code_replaces_the_old_one_and_its_attempts(store: &dyn RelayStore) {
+pub(super) async fn a_new_code_replaces_the_old_one_but_not_its_attempts(store: &dyn RelayStore) {
     let p = phone(USER);
     store
-        .put_verification(&p, "111111", UnixTime(100))
+        .put_verification(&p, "111111", UnixTime(0), UnixTime(100))
         .await
         .unwrap();
-    for _ in 0..4 {
+    for _ in 0..3 {
         store
             .check_verification(&p, "000000", UnixTime(10))
             .await
             .unwrap();
     }
     store
-        .put_verification(&p, "222222", UnixTime(100))
+        .put_verification(&p, "222222", UnixTime(0), UnixTime(100))
         .await
         .unwrap();
+    // The old code no longer works, and counts as the fourth wrong guess.
     assert_eq!(
         store
             .check_verification(&p, "111111", UnixTime(10))
@@ -134,6 +163,38 @@ pub(super) async fn a_new_code_replaces_the_old_one_and_its_attempts(store: &dyn
             .await
             .unwrap(),
         VerificationOutcome::Verified
+    );
+}
+
+pub(super) async fn at_most_five_codes_are_issued_per_number_per_hour(store: &dyn RelayStore) {
+    let p = phone(USER);
+    for i in 0..5 {
+        assert!(
+            store
+                .put_verification(&p, "123456", UnixTime(i), UnixTime(600))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !store
+            .put_verification(&p, "999999", UnixTime(10), UnixTime(600))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .peek_verification(&p, UnixTime(10))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("123456")
+    );
+    assert!(
+        store
+            .put_verification(&p, "999999", UnixTime(3600), UnixTime(4200))
+            .await
+            .unwrap()
     );
 }
 
@@ -236,7 +297,7 @@ pub(super) async fn a_one_time_key_is_claimed_at_most_once(store: &dyn RelayStor
 
     let mut handed_out = Vec::new();
     for _ in 0..4 {
-        let claims = store.claim_pre_keys(&p).await.unwrap();
+        let claims = store.claim_pre_keys(&p, None).await.unwrap();
         assert_eq!(claims.len(), 1);
         assert_eq!(claims[0].device.device_id, DeviceId(1));
         handed_out.push((claims[0].key.clone(), claims[0].fallback));
@@ -266,11 +327,11 @@ pub(super) async fn concurrent_claims_never_share_a_key(store: &dyn RelayStore) 
         .unwrap();
     let p = phone(USER);
     let (a, b, c, d, e) = tokio::join!(
-        store.claim_pre_keys(&p),
-        store.claim_pre_keys(&p),
-        store.claim_pre_keys(&p),
-        store.claim_pre_keys(&p),
-        store.claim_pre_keys(&p),
+        store.claim_pre_keys(&p, None),
+        store.claim_pre_keys(&p, None),
+        store.claim_pre_keys(&p, None),
+        store.claim_pre_keys(&p, None),
+        store.claim_pre_keys(&p, None),
     );
     let mut ids: Vec<String> = [a, b, c, d, e]
         .into_iter()
@@ -323,8 +384,8 @@ pub(super) async fn a_different_key_under_a_known_id_is_a_conflict_and_nothing_i
 
     assert_eq!(store.one_time_key_count(&p, id).await.unwrap(), 1);
     let claims: Vec<_> = [
-        store.claim_pre_keys(&p).await.unwrap(),
-        store.claim_pre_keys(&p).await.unwrap(),
+        store.claim_pre_keys(&p, None).await.unwrap(),
+        store.claim_pre_keys(&p, None).await.unwrap(),
     ]
     .into_iter()
     .flatten()
@@ -343,7 +404,10 @@ pub(super) async fn a_claimed_key_cannot_be_uploaded_back(store: &dyn RelayStore
         .await
         .unwrap();
     let p = phone(USER);
-    assert_eq!(store.claim_pre_keys(&p).await.unwrap()[0].key, key("k1"));
+    assert_eq!(
+        store.claim_pre_keys(&p, None).await.unwrap()[0].key,
+        key("k1")
+    );
     // A retried upload carrying k1 again must not hand it out a second time.
     assert_eq!(
         store
@@ -352,7 +416,10 @@ pub(super) async fn a_claimed_key_cannot_be_uploaded_back(store: &dyn RelayStore
             .unwrap(),
         1
     );
-    assert_eq!(store.claim_pre_keys(&p).await.unwrap()[0].key, key("k2"));
+    assert_eq!(
+        store.claim_pre_keys(&p, None).await.unwrap()[0].key,
+        key("k2")
+    );
 }
 
 pub(super) async fn claims_cover_every_device_and_skip_those_without_keys(store: &dyn RelayStore) {
@@ -377,7 +444,7 @@ pub(super) async fn claims_cover_every_device_and_skip_those_without_keys(store:
         0
     );
 
-    let claims = store.claim_pre_keys(&p).await.unwrap();
+    let claims = store.claim_pre_keys(&p, None).await.unwrap();
     let seen: Vec<_> = claims
         .iter()
         .map(|c| (c.device.device_id, c.key.key_id.as_str(), c.fallback))
@@ -386,4 +453,28 @@ pub(super) async fn claims_cover_every_device_and_skip_those_without_keys(store:
         seen,
         [(DeviceId(1), "a1", false), (DeviceId(2), "b-new", true)]
     );
+}
+
+pub(super) async fn a_claim_can_be_limited_to_some_devices(store: &dyn RelayStore) {
+    store
+        .add_device(device(user_account(USER), "a", &["a1", "a2"], None))
+        .await
+        .unwrap();
+    store
+        .add_device(device(user_account(USER), "b", &["b1", "b2"], None))
+        .await
+        .unwrap();
+    let p = phone(USER);
+    let claims = store
+        .claim_pre_keys(&p, Some(&[DeviceId(2)]))
+        .await
+        .unwrap();
+    let seen: Vec<_> = claims
+        .iter()
+        .map(|c| (c.device.device_id, c.key.key_id.as_str()))
+        .collect();
+    assert_eq!(seen, [(DeviceId(2), "b1")]);
+    // Device 1's keys were left alone.
+    assert_eq!(store.one_time_key_count(&p, DeviceId(1)).await.unwrap(), 2);
+    assert_eq!(store.one_time_key_count(&p, DeviceId(2)).await.unwrap(), 1);
 }

@@ -281,3 +281,19 @@ pub(super) async fn pending_pages_by_sequence(store: &dyn RelayStore) {
         .unwrap();
     assert!(newest[0].seq > seqs[seqs.len() - 1]);
 }
+
+pub(super) async fn a_business_learns_nothing_of_numbers_it_may_not_write_to(
+    store: &dyn RelayStore,
+) {
+    let (u, b) = (user(store, USER, 2).await, business(store, 1).await);
+    // Not a user at all, and a user who never wrote: the same answer, no device list.
+    let nobody = phone(OTHER_USER);
+    assert_eq!(
+        refused(store, message(1, &b, &nobody, &[1], 1000)).await,
+        Refusal::Rule(RuleViolation::NoContact)
+    );
+    assert_eq!(
+        refused(store, message(2, &b, &u, &[9], 1000)).await,
+        Refusal::Rule(RuleViolation::NoContact)
+    );
+}
