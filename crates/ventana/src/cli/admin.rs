@@ -180,8 +180,8 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
             output(json, &v, || {
                 format!(
                     "created business {} ({}){}",
-                    v["waba_id"],
-                    v["name"],
+                    text(&v["waba_id"]),
+                    text(&v["name"]),
                     if sandbox { ", sandbox" } else { "" }
                 )
             });
@@ -192,7 +192,12 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
                 .await?;
             output(json, &v, || {
                 lines(&v, |b| {
-                    format!("{}  {}  sandbox={}", b["waba_id"], b["name"], b["sandbox"])
+                    format!(
+                        "{}  {}  sandbox={}",
+                        text(&b["waba_id"]),
+                        text(&b["name"]),
+                        text(&b["sandbox"])
+                    )
                 })
             });
         }
@@ -213,7 +218,9 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
             output(json, &v, || {
                 format!(
                     "added number {} (id {}) to business {}",
-                    v["display_phone_number"], v["id"], waba_id
+                    text(&v["display_phone_number"]),
+                    text(&v["id"]),
+                    waba_id
                 )
             });
         }
@@ -229,7 +236,9 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
                 lines(&v, |n| {
                     format!(
                         "{}  {}  {}",
-                        n["id"], n["display_phone_number"], n["verified_name"]
+                        text(&n["id"]),
+                        text(&n["display_phone_number"]),
+                        text(&n["verified_name"])
                     )
                 })
             });
@@ -246,7 +255,7 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
                 format!(
                     "token {} (id {}); it is shown only once",
                     v["token"].as_str().unwrap_or_default(),
-                    v["id"]
+                    text(&v["id"])
                 )
             });
         }
@@ -262,7 +271,9 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
                 lines(&v, |t| {
                     format!(
                         "{}  {}  revoked_at={}",
-                        t["id"], t["label"], t["revoked_at"]
+                        text(&t["id"]),
+                        text(&t["label"]),
+                        text(&t["revoked_at"])
                     )
                 })
             });
@@ -301,7 +312,8 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
             output(json, &v, || {
                 format!(
                     "business {waba_id}: offset {}s, now {}",
-                    v["offset_seconds"], v["now"]
+                    text(&v["offset_seconds"]),
+                    text(&v["now"])
                 )
             });
         }
@@ -316,12 +328,21 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
             output(json, &v, || {
                 format!(
                     "business {waba_id}: test clock now {}s ahead",
-                    v["offset_seconds"]
+                    text(&v["offset_seconds"])
                 )
             });
         }
     }
     Ok(())
+}
+
+/// A JSON value as a person reads it: strings without quotes.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
 }
 
 fn lines(v: &Value, line: impl Fn(&Value) -> String) -> String {

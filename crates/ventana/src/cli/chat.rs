@@ -12,7 +12,7 @@ use ventana_client::{Application, Inbound};
 use ventana_core::payload::Content;
 use ventana_core::protocol::ReceiptStatus;
 use ventana_core::{MessageId, PhoneNumber};
-use ventana_store::endpoint::Direction;
+use ventana_store::endpoint::{AppRecord, Direction};
 
 #[derive(Args, Debug)]
 pub(crate) struct ChatArgs {
@@ -82,7 +82,11 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
                     "/help" => println!("{HELP}"),
                     "/read" => if let Some(id) = &last_inbound {
                         match endpoint.send_receipt(&business, ReceiptStatus::Read, vec![id.clone()]).await {
-                            Ok(()) => println!("        (marked read)"),
+                            Ok(()) => {
+                                let read = AppRecord::Status { id: id.clone(), status: "read".into() };
+                                let _ = endpoint.store().apply(endpoint.owner(), vec![read]).await;
+                                println!("        (marked read)");
+                            }
                             Err(e) => println!("        ! {e}"),
                         }
                     },
