@@ -181,3 +181,41 @@ async fn the_relay_store_holds_no_plaintext() {
     // Once checkpointed and closed, still nothing.
     assert!(scan("relay.db") >= 1);
 }
+
+/// Every user who starts a session with a business number claims one of its one-time keys;
+/// when few remain the relay says so and the gateway publishes new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_number_replenishes_its_one_time_keys_as_users_claim_them() {
+    const USERS: usize = 35;
+    let tmp = tempfile::tempdir().unwrap();
+    let node_dir = tmp.path().join("node");
+    let node = Node::start(&node_dir).await;
+    let mut shop = Business::create(&node, "1003", "2003", "15550001003", false).await;
+    let relay = ventana_store::sqlite::SqliteRelayStore::open(&node_dir.join("relay.db")).unwrap();
+    use ventana_store::RelayStore as _;
+    let number = shop.number.clone();
+    let count = || relay.one_time_key_count(&number, ventana_core::DeviceId(1));
+    assert_eq!(count().await.unwrap(), 50);
+
+    for i in 0..USERS {
+        let phone = format!("3460000{i:04}");
+        let user = Device::register(&node, &tmp.path().join(&phone), &phone, "User").await;
+        user.send(&shop.number, "hello").await;
+        shop.next_message().await;
+        user.disconnect().await;
+    }
+    // 35 claimed: 15 left, under the relay's threshold of 20, so the gateway tops back up.
+    let topped_up = tokio::time::timeout(WAIT, async {
+        loop {
+            let n = count().await.unwrap();
+            if n >= 40 {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the business number replenishes its one-time keys");
+    assert!(topped_up <= 50, "{topped_up}");
+    node.stop().await;
+}
