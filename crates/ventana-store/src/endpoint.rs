@@ -247,8 +247,16 @@ pub trait GatewayStore: EndpointStore {
     /// Returns false if no such live token of that business.
     async fn revoke_token(&self, waba: &WabaId, id: &str, at: UnixTime) -> StoreResult<bool>;
 
-    /// Webhook jobs due at `now`, oldest first.
-    async fn due_webhooks(&self, now: UnixTime, limit: u32) -> StoreResult<Vec<WebhookJob>>;
+    /// Leases up to `limit` webhook jobs due at `now` to `node` for `lease_secs`, oldest first:
+    /// a job leased to one node is not handed to another until the lease runs out (the node
+    /// died) or the job is settled (`webhook_delivered` / `webhook_retry`).
+    async fn lease_webhooks(
+        &self,
+        node: &str,
+        now: UnixTime,
+        lease_secs: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookJob>>;
     async fn webhook_delivered(&self, id: &str) -> StoreResult<()>;
     async fn webhook_retry(
         &self,
@@ -259,4 +267,17 @@ pub trait GatewayStore: EndpointStore {
     ) -> StoreResult<()>;
     /// The earliest time a queued job falls due, if any.
     async fn next_webhook_due(&self) -> StoreResult<Option<UnixTime>>;
+
+    /// Takes or renews `node`'s lease on a hosted number's endpoint (the one node that
+    /// receives for it, tops up its keys and retries its outbox) until `now + ttl_secs`.
+    /// True if `node` holds it now: it was free, expired, or already `node`'s.
+    async fn acquire_endpoint(
+        &self,
+        owner: &PhoneNumber,
+        node: &str,
+        now: UnixTime,
+        ttl_secs: i64,
+    ) -> StoreResult<bool>;
+    /// Gives the lease up (on shutdown), if `node` holds it.
+    async fn release_endpoint(&self, owner: &PhoneNumber, node: &str) -> StoreResult<()>;
 }

@@ -2,6 +2,7 @@
 
 use crate::StoreResult;
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 use ventana_core::protocol::SignedKey;
 use ventana_core::rules::{AccountKind, EnvelopeKind, RuleViolation};
 use ventana_core::{
@@ -115,8 +116,49 @@ pub struct StoredEnvelope {
     pub body: Vec<u8>,
 }
 
+/// A device some node should wake, published when the transaction that calls for it commits.
+/// Every node sharing the store receives every wake-up; each acts on its own connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wakeup {
+    pub account: PhoneNumber,
+    pub device: DeviceId,
+    pub reason: WakeReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WakeReason {
+    /// Envelopes were queued for it.
+    Envelopes,
+    /// Some of its one-time keys were claimed.
+    KeysClaimed,
+    /// Envelopes held back (a blocked sender) were released: read the queue from the start.
+    Rescan,
+}
+
+impl WakeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Envelopes => "envelopes",
+            Self::KeysClaimed => "keys",
+            Self::Rescan => "rescan",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Envelopes, Self::KeysClaimed, Self::Rescan]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
 #[async_trait]
 pub trait RelayStore: Send + Sync {
+    /// Wake-ups from every node sharing this store: `accept` publishes `Envelopes` for each
+    /// recipient device, `claim_pre_keys` `KeysClaimed` for each claimed device, and an
+    /// unblocking `set_blocked` `Rescan` for each of the user's devices. A receiver that lags
+    /// behind should wake every device it serves.
+    fn wakeups(&self) -> broadcast::Receiver<Wakeup>;
+
     // --- proving control of a number -------------------------------------------------
     /// Records a fresh one-time code for `phone`, replacing any earlier one; false (and
     /// nothing written) once five codes were issued for it within the hour.

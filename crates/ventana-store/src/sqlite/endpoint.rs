@@ -13,10 +13,16 @@ use std::path::Path;
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_init",
-    sql: include_str!("../../migrations/sqlite/endpoint/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_init",
+        sql: include_str!("../../migrations/sqlite/endpoint/0001_init.sql"),
+    },
+    Migration {
+        name: "0002_leases",
+        sql: include_str!("../../migrations/sqlite/endpoint/0002_leases.sql"),
+    },
+];
 
 /// An endpoint's store (a user device, or a gateway with its business tables) in one file.
 #[derive(Clone, Debug)]

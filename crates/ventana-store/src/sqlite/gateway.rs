@@ -193,28 +193,42 @@ impl GatewayStore for SqliteEndpointStore {
             .await
     }
 
-    async fn due_webhooks(&self, now: UnixTime, limit: u32) -> StoreResult<Vec<WebhookJob>> {
+    async fn lease_webhooks(
+        &self,
+        node: &str,
+        now: UnixTime,
+        lease_secs: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookJob>> {
+        let node = node.to_owned();
         self.db
-            .read(move |tx| {
+            .write(move |tx| {
                 // Oldest event first, so a business sees its events in the order they happened
                 // as far as retries allow.
                 let mut stmt = tx.prepare_cached(
-                    "SELECT id, waba_id, body_sealed, attempts, next_attempt_at, created_at FROM webhooks
-                     WHERE next_attempt_at <= ?1
-                     ORDER BY created_at, rowid
-                     LIMIT ?2",
+                    "UPDATE webhooks SET leased_by = ?3, lease_until = ?4
+                     WHERE id IN (SELECT id FROM webhooks
+                                  WHERE next_attempt_at <= ?1
+                                    AND (lease_until IS NULL OR lease_until <= ?1)
+                                  ORDER BY created_at, rowid
+                                  LIMIT ?2)
+                     RETURNING id, waba_id, body_sealed, attempts, next_attempt_at, created_at",
                 )?;
-                let rows = stmt.query_map(params![now.0, limit], |row| {
-                    Ok(WebhookJob {
-                        id: row.get(0)?,
-                        waba_id: parsed(row, 1)?,
-                        body_sealed: row.get(2)?,
-                        attempts: row.get(3)?,
-                        next_attempt_at: UnixTime(row.get(4)?),
-                        created_at: UnixTime(row.get(5)?),
-                    })
-                })?;
-                Ok(rows.collect::<rusqlite::Result<_>>()?)
+                let rows =
+                    stmt.query_map(params![now.0, limit, node, now.0 + lease_secs], |row| {
+                        Ok(WebhookJob {
+                            id: row.get(0)?,
+                            waba_id: parsed(row, 1)?,
+                            body_sealed: row.get(2)?,
+                            attempts: row.get(3)?,
+                            next_attempt_at: UnixTime(row.get(4)?),
+                            created_at: UnixTime(row.get(5)?),
+                        })
+                    })?;
+                let mut jobs = rows.collect::<Result<Vec<_>, _>>()?;
+                // RETURNING does not keep the subquery's order.
+                jobs.sort_by_key(|j| j.created_at);
+                Ok(jobs)
             })
             .await
     }
@@ -240,7 +254,9 @@ impl GatewayStore for SqliteEndpointStore {
         self.db
             .write(move |tx| {
                 tx.execute(
-                    "UPDATE webhooks SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1",
+                    "UPDATE webhooks SET attempts = ?2, next_attempt_at = ?3, last_error = ?4,
+                         leased_by = NULL, lease_until = NULL
+                     WHERE id = ?1",
                     params![id, attempts, next_attempt_at.0, last_error],
                 )?;
                 Ok(())
@@ -256,6 +272,42 @@ impl GatewayStore for SqliteEndpointStore {
                         row.get(0)
                     })?;
                 Ok(due.map(UnixTime))
+            })
+            .await
+    }
+
+    async fn acquire_endpoint(
+        &self,
+        owner: &PhoneNumber,
+        node: &str,
+        now: UnixTime,
+        ttl_secs: i64,
+    ) -> StoreResult<bool> {
+        let (owner, node) = (owner.clone(), node.to_owned());
+        self.db
+            .write(move |tx| {
+                let holder: String = tx.query_row(
+                    "INSERT INTO endpoint_leases (owner, node, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (owner) DO UPDATE SET node = excluded.node, expires_at = excluded.expires_at
+                         WHERE endpoint_leases.node = excluded.node OR endpoint_leases.expires_at <= ?4
+                     RETURNING node",
+                    params![owner.digits(), node, now.0 + ttl_secs, now.0],
+                    |row| row.get(0),
+                ).optional()?.unwrap_or_default();
+                Ok(holder == node)
+            })
+            .await
+    }
+
+    async fn release_endpoint(&self, owner: &PhoneNumber, node: &str) -> StoreResult<()> {
+        let (owner, node) = (owner.clone(), node.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "DELETE FROM endpoint_leases WHERE owner = ?1 AND node = ?2",
+                    params![owner.digits(), node],
+                )?;
+                Ok(())
             })
             .await
     }

@@ -7,11 +7,12 @@ use super::db::{Db, Migration, TxResult, backend, conflict, named, parsed, parse
 use crate::StoreResult;
 use crate::relay::{
     Accepted, AccountRecord, ClaimedPreKey, DeviceRecord, NewDevice, NewSubmission, Refusal,
-    RelayStore, StoredEnvelope, VerificationOutcome,
+    RelayStore, StoredEnvelope, VerificationOutcome, WakeReason, Wakeup,
 };
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 use std::path::Path;
+use tokio::sync::broadcast;
 use ventana_core::protocol::SignedKey;
 use ventana_core::rules::AccountKind;
 use ventana_core::{BusinessClock, DeviceId, PhoneNumber, UnixTime, WabaId};
@@ -32,6 +33,8 @@ const VERIFICATION_WINDOW_SECS: i64 = 3600;
 #[derive(Clone, Debug)]
 pub struct SqliteRelayStore {
     db: Db,
+    /// One file has one node: wake-ups go to this process's subscribers after each commit.
+    wakeups: broadcast::Sender<Wakeup>,
 }
 
 impl SqliteRelayStore {
@@ -39,12 +42,38 @@ impl SqliteRelayStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
         Ok(Self {
             db: Db::open(path, MIGRATIONS)?,
+            wakeups: broadcast::channel(WAKEUP_BUFFER).0,
         })
+    }
+}
+
+/// Wake-ups a slow subscriber may fall behind by before it is told it lagged.
+const WAKEUP_BUFFER: usize = 4096;
+
+impl SqliteRelayStore {
+    fn wake(
+        &self,
+        account: &PhoneNumber,
+        devices: impl IntoIterator<Item = DeviceId>,
+        reason: WakeReason,
+    ) {
+        for device in devices {
+            // No subscriber is fine: nobody is connected.
+            let _ = self.wakeups.send(Wakeup {
+                account: account.clone(),
+                device,
+                reason,
+            });
+        }
     }
 }
 
 #[async_trait]
 impl RelayStore for SqliteRelayStore {
+    fn wakeups(&self) -> broadcast::Receiver<Wakeup> {
+        self.wakeups.subscribe()
+    }
+
     async fn put_verification(
         &self,
         phone: &PhoneNumber,
@@ -306,8 +335,10 @@ impl RelayStore for SqliteRelayStore {
         only: Option<&[DeviceId]>,
     ) -> StoreResult<Vec<ClaimedPreKey>> {
         let account = account.clone();
+        let woken = account.clone();
         let only = only.map(<[DeviceId]>::to_vec);
-        self.db
+        let claimed = self
+            .db
             .write(move |tx| {
                 let mut claimed = Vec::new();
                 for device in devices(tx, &account)? {
@@ -352,13 +383,29 @@ impl RelayStore for SqliteRelayStore {
                 }
                 Ok(claimed)
             })
-            .await
+            .await?;
+        self.wake(
+            &woken,
+            claimed.iter().map(|c| c.device.device_id),
+            WakeReason::KeysClaimed,
+        );
+        Ok(claimed)
     }
 
     async fn accept(&self, submission: NewSubmission) -> StoreResult<Result<Accepted, Refusal>> {
-        self.db
+        let recipient = submission.recipient.clone();
+        let outcome = self
+            .db
             .write(move |tx| envelopes::accept(tx, &submission))
-            .await
+            .await?;
+        if let Ok(accepted) = &outcome {
+            self.wake(
+                &recipient,
+                accepted.devices.iter().copied(),
+                WakeReason::Envelopes,
+            );
+        }
+        Ok(outcome)
     }
 
     async fn pending(
@@ -407,9 +454,21 @@ impl RelayStore for SqliteRelayStore {
         at: UnixTime,
     ) -> StoreResult<()> {
         let (user, business) = (user.clone(), business.clone());
-        self.db
-            .write(move |tx| envelopes::set_blocked(tx, &user, &business, blocked, at))
-            .await
+        let account = user.clone();
+        let devices = self
+            .db
+            .write(move |tx| {
+                envelopes::set_blocked(tx, &user, &business, blocked, at)?;
+                Ok(devices(tx, &user)?
+                    .into_iter()
+                    .map(|d| d.device_id)
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        if !blocked {
+            self.wake(&account, devices, WakeReason::Rescan);
+        }
+        Ok(())
     }
 }
 

@@ -40,7 +40,8 @@ macro_rules! endpoint_cases {
                 a_business_is_created_once,
                 a_phone_number_id_and_address_are_each_taken_once,
                 a_token_is_revoked_once_and_only_by_its_business,
-                webhooks_fall_due_oldest_first_and_retry_later,
+                webhooks_are_leased_oldest_first_to_one_node_at_a_time,
+                an_endpoint_is_owned_by_one_node_until_its_lease_runs_out,
             ]
         );
     };

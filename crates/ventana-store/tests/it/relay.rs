@@ -7,6 +7,7 @@ use ventana_core::rules::{AccountKind, EnvelopeKind, RuleViolation, WINDOW_SECS}
 use ventana_core::{BusinessClock, DeviceId, PhoneNumber, UnixTime};
 use ventana_store::relay::{
     Accepted, AccountRecord, EnvelopeBody, NewDevice, NewSubmission, Refusal, VerificationOutcome,
+    WakeReason, Wakeup,
 };
 use ventana_store::{RelayStore, StoreError};
 
@@ -47,6 +48,7 @@ macro_rules! relay_cases {
                 reusing_an_id_for_different_content_is_refused,
                 a_stale_device_list_is_refused_with_the_current_devices,
                 a_business_learns_nothing_of_numbers_it_may_not_write_to,
+                committed_changes_wake_the_devices_they_concern,
                 a_shared_body_is_queued_for_every_device,
                 an_unknown_recipient_is_refused,
                 users_cannot_message_users,

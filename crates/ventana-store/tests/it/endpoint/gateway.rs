@@ -124,7 +124,9 @@ pub(super) async fn a_token_is_revoked_once_and_only_by_its_business(store: &dyn
     assert!(store.tokens(&waba("1002")).await.unwrap().is_empty());
 }
 
-pub(super) async fn webhooks_fall_due_oldest_first_and_retry_later(store: &dyn GatewayStore) {
+pub(super) async fn webhooks_are_leased_oldest_first_to_one_node_at_a_time(
+    store: &dyn GatewayStore,
+) {
     assert_eq!(store.next_webhook_due().await.unwrap(), None);
     // Jobs arrive with the messages they report, in the same transaction.
     let reported = InboundCommit {
@@ -145,24 +147,54 @@ pub(super) async fn webhooks_fall_due_oldest_first_and_retry_later(store: &dyn G
 
     let ids = |jobs: Vec<WebhookJob>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
     assert_eq!(store.next_webhook_due().await.unwrap(), Some(UnixTime(20)));
+    // At 30 only "b" is due; node 1 leases it for 60 s.
     assert_eq!(
-        ids(store.due_webhooks(UnixTime(30), 10).await.unwrap()),
+        ids(store
+            .lease_webhooks("n1", UnixTime(30), 60, 10)
+            .await
+            .unwrap()),
         ["b"]
     );
+    // At 50 "a" is due too, but "b" is node 1's: node 2 gets only "a", and then nothing.
     assert_eq!(
-        ids(store.due_webhooks(UnixTime(50), 10).await.unwrap()),
-        ["a", "b"]
-    );
-    assert_eq!(
-        store.due_webhooks(UnixTime(50), 1).await.unwrap(),
+        store
+            .lease_webhooks("n2", UnixTime(50), 60, 10)
+            .await
+            .unwrap(),
         [job("a", 10, 40)]
     );
+    assert!(
+        store
+            .lease_webhooks("n2", UnixTime(50), 60, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Node 1 died: once its lease runs out, node 2 takes "b" over.
+    assert_eq!(
+        ids(store
+            .lease_webhooks("n2", UnixTime(90), 60, 10)
+            .await
+            .unwrap()),
+        ["b"]
+    );
 
+    // A retry releases the lease and moves the job to its next attempt.
     store
         .webhook_retry("a", 1, UnixTime(200), "503 from the endpoint")
         .await
         .unwrap();
-    let retried = store.due_webhooks(UnixTime(200), 10).await.unwrap();
+    assert_eq!(
+        ids(store
+            .lease_webhooks("n1", UnixTime(149), 60, 10)
+            .await
+            .unwrap()),
+        ["late"]
+    );
+    let retried = store
+        .lease_webhooks("n1", UnixTime(200), 60, 10)
+        .await
+        .unwrap();
     assert_eq!(
         retried[0],
         WebhookJob {
@@ -171,14 +203,64 @@ pub(super) async fn webhooks_fall_due_oldest_first_and_retry_later(store: &dyn G
             ..job("a", 10, 40)
         }
     );
-    assert_eq!(
-        ids(store.due_webhooks(UnixTime(150), 10).await.unwrap()),
-        ["b", "late"]
-    );
+    assert_eq!(ids(retried), ["a", "b"]);
 
     store.webhook_delivered("b").await.unwrap();
     store.webhook_delivered("late").await.unwrap();
     assert_eq!(store.next_webhook_due().await.unwrap(), Some(UnixTime(200)));
     store.webhook_delivered("a").await.unwrap();
     assert_eq!(store.next_webhook_due().await.unwrap(), None);
+}
+
+pub(super) async fn an_endpoint_is_owned_by_one_node_until_its_lease_runs_out(
+    store: &dyn GatewayStore,
+) {
+    let number = me();
+    assert!(
+        store
+            .acquire_endpoint(&number, "n1", UnixTime(0), 15)
+            .await
+            .unwrap()
+    );
+    // Renewing is fine; another node is refused while the lease lasts.
+    assert!(
+        store
+            .acquire_endpoint(&number, "n1", UnixTime(10), 15)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .acquire_endpoint(&number, "n2", UnixTime(20), 15)
+            .await
+            .unwrap()
+    );
+    // Node 1 stopped renewing (it died): at 25 the lease is free for node 2.
+    assert!(
+        store
+            .acquire_endpoint(&number, "n2", UnixTime(25), 15)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .acquire_endpoint(&number, "n1", UnixTime(26), 15)
+            .await
+            .unwrap()
+    );
+    // Giving it up is immediate, and only by its holder.
+    store.release_endpoint(&number, "n1").await.unwrap();
+    assert!(
+        !store
+            .acquire_endpoint(&number, "n1", UnixTime(27), 15)
+            .await
+            .unwrap()
+    );
+    store.release_endpoint(&number, "n2").await.unwrap();
+    assert!(
+        store
+            .acquire_endpoint(&number, "n1", UnixTime(28), 15)
+            .await
+            .unwrap()
+    );
 }

@@ -297,3 +297,49 @@ pub(super) async fn a_business_learns_nothing_of_numbers_it_may_not_write_to(
         Refusal::Rule(RuleViolation::NoContact)
     );
 }
+
+pub(super) async fn committed_changes_wake_the_devices_they_concern(store: &dyn RelayStore) {
+    let mut wakeups = store.wakeups();
+    let (u, b) = (user(store, USER, 2).await, business(store, 1).await);
+    accepted(store, message(1, &u, &b, &[1], 1000)).await;
+    let next = |w: &mut tokio::sync::broadcast::Receiver<Wakeup>| w.try_recv().unwrap();
+    assert_eq!(
+        next(&mut wakeups),
+        Wakeup {
+            account: b.clone(),
+            device: DeviceId(1),
+            reason: WakeReason::Envelopes
+        }
+    );
+    // A refused submission wakes nobody.
+    refused(store, message(2, &b, &phone(OTHER_USER), &[1], 1000)).await;
+    // (The test devices have no one-time keys: a claim yields their fallback keys.)
+    store
+        .upload_keys(&u, DeviceId(2), &[], Some(&key("f2")))
+        .await
+        .unwrap();
+    store
+        .claim_pre_keys(&u, Some(&[DeviceId(2)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut wakeups),
+        Wakeup {
+            account: u.clone(),
+            device: DeviceId(2),
+            reason: WakeReason::KeysClaimed
+        }
+    );
+    store.set_blocked(&u, &b, true, UnixTime(1)).await.unwrap();
+    store.set_blocked(&u, &b, false, UnixTime(2)).await.unwrap();
+    for device in [1, 2] {
+        assert_eq!(
+            next(&mut wakeups),
+            Wakeup {
+                account: u.clone(),
+                device: DeviceId(device),
+                reason: WakeReason::Rescan
+            }
+        );
+    }
+}
