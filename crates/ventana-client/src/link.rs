@@ -62,6 +62,8 @@ struct Inner {
     out: Mutex<Option<mpsc::Sender<ClientFrame>>>,
     connected: watch::Sender<bool>,
     reconnect: tokio::sync::Notify,
+    /// Whether the relay sends this connection the device's envelopes (false: requests only).
+    receive: std::sync::atomic::AtomicBool,
 }
 
 /// A handle to the link; cheap to clone.
@@ -76,6 +78,7 @@ impl RelayLink {
     pub fn start(
         relay_url: &str,
         token: &str,
+        receive: bool,
         shutdown: watch::Receiver<bool>,
     ) -> (Self, mpsc::Receiver<LinkEvent>) {
         let base = relay_url.trim_end_matches('/');
@@ -92,6 +95,7 @@ impl RelayLink {
             out: Mutex::new(None),
             connected: watch::channel(false).0,
             reconnect: tokio::sync::Notify::new(),
+            receive: std::sync::atomic::AtomicBool::new(receive),
         });
         let (events, rx) = mpsc::channel(1024);
         tokio::spawn(supervise(Arc::clone(&inner), events, shutdown));
@@ -144,6 +148,17 @@ impl RelayLink {
     /// device that was not acknowledged is sent again, in order.
     pub fn reconnect(&self) {
         self.inner.reconnect.notify_one();
+    }
+
+    /// Switches between receiving the device's envelopes and sending only, by reconnecting.
+    pub fn set_receiving(&self, receive: bool) {
+        if self.inner.receive.swap(receive, Ordering::AcqRel) != receive {
+            self.reconnect();
+        }
+    }
+
+    pub fn is_receiving(&self) -> bool {
+        self.inner.receive.load(Ordering::Acquire)
     }
 
     pub fn is_connected(&self) -> bool {
@@ -204,8 +219,12 @@ async fn connect_once(
     events: &mpsc::Sender<LinkEvent>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<bool, Fatal> {
-    let mut request = inner
-        .url
+    let url = if inner.receive.load(Ordering::Acquire) {
+        inner.url.clone()
+    } else {
+        format!("{}?receive=false", inner.url)
+    };
+    let mut request = url
         .as_str()
         .into_client_request()
         .map_err(|e| Fatal(e.to_string()))?;

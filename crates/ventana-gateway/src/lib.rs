@@ -4,6 +4,7 @@
 //!   business registry, and the [`Gateway::router`] with:
 //!   - `api`: the Cloud-API-compatible REST API (`/{version}/{phone_number_id}/messages`, …);
 //!   - `admin`: operator routes (businesses, numbers, access tokens);
+//! - `ownership`: which node receives for each number (a lease in the shared store);
 //! - `events`: how inbound messages, receipts and relay answers become webhook events;
 //! - `graph`: Graph API conventions (paths, tokens, the error envelope, request parsing);
 //! - `webhook`: event payloads, ASCII-escaped signed bodies, the durable delivery worker.
@@ -15,6 +16,7 @@ mod admin;
 mod api;
 mod events;
 mod graph;
+mod ownership;
 mod webhook;
 
 use std::collections::HashMap;
@@ -68,6 +70,10 @@ pub struct Gateway {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Secret for business-scoped user ids, derived from the seal key.
     pub(crate) user_id_secret: [u8; 32],
+    /// This node's name in the leases it takes.
+    pub(crate) node: String,
+    /// Serialises `host`, so a number is never hosted twice on one node.
+    hosting: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,10 +89,12 @@ pub enum GatewayError {
 impl Gateway {
     /// Opens every hosted number's endpoint and starts the webhook worker. Background tasks
     /// end when `shutdown` turns true; await the returned handle to let them finish.
+    /// `node` names this process among the nodes sharing the store (in leases).
     pub async fn start(
         store: Arc<dyn GatewayStore>,
         sealer: Sealer,
         relay: RelayAccess,
+        node: String,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), GatewayError> {
         let operator = Token::from_presented(&relay.operator_token).hash();
@@ -102,6 +110,8 @@ impl Gateway {
             http: reqwest::Client::new(),
             shutdown: shutdown.clone(),
             user_id_secret,
+            node,
+            hosting: tokio::sync::Mutex::new(()),
         });
         for record in gateway.store.phone_numbers().await? {
             gateway.host(record).await?;
@@ -110,10 +120,16 @@ impl Gateway {
             Arc::clone(&gateway.store),
             gateway.sealer.clone(),
             Arc::clone(&gateway.webhooks_due),
+            gateway.node.clone(),
         )
         .map_err(|e| GatewayError::Http(e.to_string()))?;
-        let worker = tokio::spawn(dispatcher.run(shutdown));
-        Ok((gateway, worker))
+        let webhooks = tokio::spawn(dispatcher.run(shutdown.clone()));
+        let ownership = tokio::spawn(ownership::keep(Arc::clone(&gateway), shutdown));
+        let background = tokio::spawn(async move {
+            let _ = webhooks.await;
+            let _ = ownership.await;
+        });
+        Ok((gateway, background))
     }
 
     /// Starts the endpoint of a registered number.
@@ -121,12 +137,17 @@ impl Gateway {
         self: &Arc<Self>,
         record: PhoneNumberRecord,
     ) -> Result<(), GatewayError> {
+        let _hosting = self.hosting.lock().await;
+        if self.hosted(&record.id).is_some() {
+            return Ok(());
+        }
         let store: Arc<dyn ventana_store::EndpointStore> = self.store.clone();
         let (endpoint, events) = Endpoint::open(
             store,
             self.sealer.clone(),
             &record.address,
             &self.relay.url,
+            false,
             self.shutdown.clone(),
         )
         .await?;
@@ -140,7 +161,9 @@ impl Gateway {
             endpoint: Arc::clone(&endpoint),
         };
         write(&self.numbers).insert(record.id, hosted);
-        tokio::spawn(endpoint.run(events, app));
+        tokio::spawn(Arc::clone(&endpoint).run(events, app));
+        // Receive for it now if no other node does; the ownership loop keeps at it.
+        ownership::claim(self, &endpoint).await;
         Ok(())
     }
 

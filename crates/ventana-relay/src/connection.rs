@@ -8,8 +8,8 @@ use crate::error::{HttpError, bearer};
 use crate::ops::{self, StoredBody};
 use crate::signals::DeviceSignal;
 use crate::{LOW_KEYS, Relay};
-use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
@@ -71,8 +71,21 @@ impl Flow {
     }
 }
 
+#[derive(serde::Deserialize)]
+pub(crate) struct Mode {
+    /// `false` for a send-only connection: requests only, no envelopes (a gateway node that
+    /// sends for a number another node receives for).
+    #[serde(default = "yes")]
+    receive: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 pub(crate) async fn upgrade(
     State(relay): State<Arc<Relay>>,
+    Query(mode): Query<Mode>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, HttpError> {
@@ -85,10 +98,16 @@ pub(crate) async fn upgrade(
         .ok_or_else(|| HttpError::unauthorized("unknown device token"))?;
     Ok(ws
         .max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| serve(relay, socket, account, device)))
+        .on_upgrade(move |socket| serve(relay, socket, account, device, mode.receive)))
 }
 
-async fn serve(relay: Arc<Relay>, socket: WebSocket, me: AccountRecord, device: DeviceId) {
+async fn serve(
+    relay: Arc<Relay>,
+    socket: WebSocket,
+    me: AccountRecord,
+    device: DeviceId,
+    receive: bool,
+) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<ServerFrame>(PAGE as usize);
     let writer = tokio::spawn(async move {
@@ -119,16 +138,18 @@ async fn serve(relay: Arc<Relay>, socket: WebSocket, me: AccountRecord, device: 
     }
     tracing::debug!(account = %me.address, %device, "device connected");
 
-    let signal = relay.signals.acquire(&me.address, device);
     let flow = Arc::new(Flow::new());
-    let delivery = tokio::spawn(deliver(
-        Arc::clone(&relay),
-        me.address.clone(),
-        device,
-        Arc::clone(&signal),
-        Arc::clone(&flow),
-        tx.clone(),
-    ));
+    let delivery = receive.then(|| {
+        let signal = relay.signals.acquire(&me.address, device);
+        tokio::spawn(deliver(
+            Arc::clone(&relay),
+            me.address.clone(),
+            device,
+            signal,
+            Arc::clone(&flow),
+            tx.clone(),
+        ))
+    });
 
     let mut shutdown = relay.shutdown.clone();
     loop {
@@ -151,11 +172,13 @@ async fn serve(relay: Arc<Relay>, socket: WebSocket, me: AccountRecord, device: 
             _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break,
         }
     }
-    delivery.abort();
-    let _ = delivery.await;
+    if let Some(delivery) = delivery {
+        delivery.abort();
+        let _ = delivery.await;
+        relay.signals.release(&me.address, device);
+    }
     drop(tx);
     let _ = writer.await;
-    relay.signals.release(&me.address, device);
     tracing::debug!(account = %me.address, %device, "device disconnected");
 }
 
@@ -257,7 +280,8 @@ async fn deliver(
             return;
         }
         first_pass = false;
-        notified.await;
+        // Also re-read now and then: a wake-up lost on its way between nodes costs at most this.
+        let _ = tokio::time::timeout(Duration::from_secs(30), notified).await;
     }
 }
 

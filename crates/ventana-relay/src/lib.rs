@@ -49,13 +49,15 @@ impl Relay {
         operator_token: &Token,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let relay = Arc::new(Self {
             store,
             verifier,
             operator: operator_token.hash(),
             signals: signals::Signals::default(),
             shutdown,
-        })
+        });
+        tokio::spawn(signals::follow_wakeups(Arc::clone(&relay)));
+        relay
     }
 
     pub fn router(self: &Arc<Self>) -> Router {

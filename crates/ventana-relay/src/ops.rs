@@ -74,9 +74,6 @@ pub(crate) async fn handle(
                 .claim_pre_keys(&account, devices.as_deref())
                 .await
                 .map_err(internal)?;
-            for key in &claimed {
-                relay.signals.keys_claimed(&account, key.device.device_id);
-            }
             let keys = claimed
                 .into_iter()
                 .map(|c| ClaimedKey {
@@ -197,12 +194,7 @@ async fn set_blocked(
         .set_blocked(&me.address, business, blocked, UnixTime::now())
         .await
         .map_err(internal)?;
-    if !blocked {
-        // Envelopes held back while blocked may flow now.
-        for d in relay.store.devices(&me.address).await.map_err(internal)? {
-            relay.signals.rescan(&me.address, d.device_id);
-        }
-    }
+    // Unblocking releases held envelopes: the store's wake-up has the devices rescan.
     Ok(Reply::Done)
 }
 
@@ -275,14 +267,10 @@ async fn send(
         .await
         .map_err(internal)?;
     match outcome {
-        Ok(accepted) => {
-            for d in &accepted.devices {
-                relay.signals.wake(&submission.to, *d);
-            }
-            Ok(Reply::Sent {
-                accepted_at: accepted.accepted_at,
-            })
-        }
+        // The recipient's devices are woken by the store's wake-up, on whichever node.
+        Ok(accepted) => Ok(Reply::Sent {
+            accepted_at: accepted.accepted_at,
+        }),
         Err(Refusal::UnknownRecipient) => Err(ProtocolError::new(
             ErrorCode::UnknownAccount,
             format!("{} has no Ventana account", submission.to),

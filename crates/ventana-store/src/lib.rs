@@ -12,14 +12,22 @@
 //!   Their schemas are plain SQL under `migrations/sqlite/<store>/`, applied in order and
 //!   tracked in `PRAGMA user_version`; another backend keeps its own under
 //!   `migrations/<backend>/<store>/`.
+//! - [`postgres`]: for several nodes sharing one database. Each store is its own schema of it
+//!   (the relay's, e.g. `relay`, apart from the gateway's, e.g. `gateway`):
+//!   [`PgRelayStore`](postgres::PgRelayStore) and
+//!   [`PgEndpointStore`](postgres::PgEndpointStore) (also the [`GatewayStore`]). Schemas are
+//!   plain SQL under `migrations/postgres/<store>/`, tracked in `<schema>.schema_migrations`.
+//!   The relay's wake-ups travel through `NOTIFY`, so every node receives every one.
 //!
 //! `tests/it` is a conformance suite: every case takes a `&dyn` store, so each backend runs
-//! the same cases against its own fresh store.
+//! the same cases against its own fresh store (PostgreSQL's when `VENTANA_TEST_POSTGRES` names
+//! a server; see the crate's README).
 //!
 //! Methods are units of work: each one is a single transaction, so callers never hold a
 //! transaction across an await and never see half-written state.
 
 pub mod endpoint;
+pub mod postgres;
 pub mod relay;
 pub mod sqlite;
 

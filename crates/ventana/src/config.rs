@@ -11,6 +11,24 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub security: SecurityConfig,
+    pub cluster: ClusterConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name among the nodes sharing one database (in leases and logs). A random
+    /// one is made at start if unset.
+    pub node_id: Option<String>,
+}
+
+/// Where the stores live, decided once at start from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// `relay.db` and `gateway.db` in the data directory: one node, no set-up.
+    Sqlite { data_dir: PathBuf },
+    /// Schemas `relay` and `gateway` of one PostgreSQL database, shared by every node.
+    Postgres { url: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +43,8 @@ pub struct ServerConfig {
 pub struct StorageConfig {
     /// Holds `relay.db`, `gateway.db`, and generated secrets if none are configured.
     pub data_dir: PathBuf,
+    /// `postgres://user@host:port/database`: use PostgreSQL instead of the SQLite files.
+    pub database_url: Option<String>,
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -61,6 +81,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("ventana-data"),
+            database_url: None,
         }
     }
 }
@@ -101,6 +122,12 @@ impl Config {
             }
             self.storage.data_dir = PathBuf::from(dir);
         }
+        if let Some(url) = var("VENTANA_DATABASE_URL") {
+            self.storage.database_url = (!url.is_empty()).then_some(url);
+        }
+        if let Some(node) = var("VENTANA_NODE_ID") {
+            self.cluster.node_id = Some(node);
+        }
         if let Some(key) = var("VENTANA_SEAL_KEY") {
             self.security.seal_key = Some(key);
         }
@@ -108,6 +135,25 @@ impl Config {
             self.security.admin_token = Some(token);
         }
         Ok(())
+    }
+
+    /// The storage backend this configuration asks for.
+    pub fn backend(&self) -> Result<Backend> {
+        match &self.storage.database_url {
+            None => Ok(Backend::Sqlite {
+                data_dir: self.storage.data_dir.clone(),
+            }),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                if self.security.seal_key.is_none() || self.security.admin_token.is_none() {
+                    bail!(
+                        "with PostgreSQL every node must share one seal key and one operator token: \
+                         set security.seal_key and security.admin_token (VENTANA_SEAL_KEY, VENTANA_ADMIN_TOKEN)"
+                    );
+                }
+                Ok(Backend::Postgres { url: url.clone() })
+            }
+            Some(other) => bail!("storage.database_url must be a postgres:// URL (got {other:?})"),
+        }
     }
 
     /// The URL a local client uses to reach this node.
@@ -136,6 +182,30 @@ mod tests {
         assert_eq!(config.server.listen.port(), 7000);
         assert_eq!(config.storage.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.local_url(), "http://127.0.0.1:7000");
+    }
+
+    #[test]
+    fn the_backend_is_sqlite_unless_a_postgres_url_is_given() {
+        let mut config = Config::default();
+        assert!(matches!(config.backend().unwrap(), Backend::Sqlite { .. }));
+        config.storage.database_url = Some("mysql://x".into());
+        assert!(config.backend().is_err());
+        config.storage.database_url = Some("postgres://postgres@127.0.0.1/ventana".into());
+        assert!(
+            config
+                .backend()
+                .unwrap_err()
+                .to_string()
+                .contains("seal key")
+        );
+        config.security.seal_key = Some("k".into());
+        config.security.admin_token = Some("t".into());
+        assert_eq!(
+            config.backend().unwrap(),
+            Backend::Postgres {
+                url: "postgres://postgres@127.0.0.1/ventana".into()
+            }
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The all-in-one node: a relay and a hosted gateway on one listener, each with its own
-//! SQLite file (`relay.db`, `gateway.db`) in the data directory.
+//! The all-in-one node: a relay and a hosted gateway on one listener, each with its own store:
+//! SQLite files (`relay.db`, `gateway.db`) in the data directory by default, or the schemas
+//! `relay` and `gateway` of a PostgreSQL database shared by several nodes.
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use anyhow::{Context, Result};
 use axum::Router;
 use axum::http::StatusCode;
@@ -13,7 +14,9 @@ use tokio::sync::watch;
 use ventana_crypto::{SealKey, Sealer, Token};
 use ventana_gateway::{Gateway, RelayAccess};
 use ventana_relay::{DevVerifier, Relay};
+use ventana_store::postgres::{PgEndpointStore, PgRelayStore};
 use ventana_store::sqlite::{SqliteEndpointStore, SqliteRelayStore};
+use ventana_store::{GatewayStore, RelayStore};
 
 /// Reads a secret from `<data_dir>/<name>`, creating it (mode 0600) with `make` if absent.
 pub fn secret_file(data_dir: &Path, name: &str, make: impl FnOnce() -> String) -> Result<String> {
@@ -45,6 +48,33 @@ pub fn admin_token(config: &Config) -> Result<String> {
     }
 }
 
+/// The relay's and the gateway's stores on the configured backend.
+async fn open_stores(backend: &Backend) -> Result<(Arc<dyn RelayStore>, Arc<dyn GatewayStore>)> {
+    Ok(match backend {
+        Backend::Sqlite { data_dir } => (
+            Arc::new(
+                SqliteRelayStore::open(&data_dir.join("relay.db")).context("opening relay.db")?,
+            ),
+            Arc::new(
+                SqliteEndpointStore::open(&data_dir.join("gateway.db"))
+                    .context("opening gateway.db")?,
+            ),
+        ),
+        Backend::Postgres { url } => (
+            Arc::new(
+                PgRelayStore::connect(url, "relay")
+                    .await
+                    .context("connecting the relay store")?,
+            ),
+            Arc::new(
+                PgEndpointStore::connect(url, "gateway")
+                    .await
+                    .context("connecting the gateway store")?,
+            ),
+        ),
+    })
+}
+
 /// Runs a node on `listener` until `shutdown` resolves, then drains: device connections
 /// close, in-flight requests finish, the webhook worker finishes its current deliveries.
 pub async fn run(
@@ -52,23 +82,30 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let backend = config.backend()?;
     let data_dir = &config.storage.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    if matches!(backend, Backend::Sqlite { .. }) {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+    }
     let admin_token = admin_token(&config)?;
     let seal_key = match &config.security.seal_key {
         Some(key) => key.clone(),
         None => secret_file(data_dir, "seal.key", || SealKey::generate().to_base64())?,
     };
     let sealer = Sealer::new(SealKey::from_base64(&seal_key).context("security.seal_key")?);
-    let relay_store =
-        SqliteRelayStore::open(&data_dir.join("relay.db")).context("opening relay.db")?;
-    let gateway_store =
-        SqliteEndpointStore::open(&data_dir.join("gateway.db")).context("opening gateway.db")?;
+    let (relay_store, gateway_store) = open_stores(&backend).await?;
+    // One SQLite node is always the same node (after a crash it takes its leases back at
+    // once); nodes sharing PostgreSQL need distinct names, random unless configured.
+    let node = match (&config.cluster.node_id, &backend) {
+        (Some(node), _) => node.clone(),
+        (None, Backend::Sqlite { .. }) => "local".to_owned(),
+        (None, Backend::Postgres { .. }) => Token::generate("node").expose()[5..17].to_owned(),
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let relay = Relay::new(
-        Arc::new(relay_store),
+        relay_store,
         Arc::new(DevVerifier),
         &Token::from_presented(&admin_token),
         stop_rx.clone(),
@@ -82,7 +119,7 @@ pub async fn run(
         operator_token: admin_token,
     };
     let (gateway, webhook_worker) =
-        Gateway::start(Arc::new(gateway_store), sealer, access, stop_rx).await?;
+        Gateway::start(gateway_store, sealer, access, node.clone(), stop_rx).await?;
 
     let health = {
         let relay = Arc::clone(&relay);
@@ -101,7 +138,7 @@ pub async fn run(
             )
     };
     let app = health.merge(relay.router()).merge(gateway.router());
-    tracing::info!(address = %local, data_dir = %data_dir.display(), "Ventana node listening");
+    tracing::info!(address = %local, %node, backend = ?backend, "Ventana node listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

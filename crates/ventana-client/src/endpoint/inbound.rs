@@ -1,6 +1,7 @@
 //! Receiving: find (or create) the session, decrypt, check the bound header, commit the
 //! state and every effect at once; the caller acknowledges afterwards.
 
+use super::outbound::CONFLICT_RETRIES;
 use super::{
     Application, Endpoint, Inbound, InboundMeta, SendError, body_aad, contact_aad, session_aad,
 };
@@ -12,6 +13,7 @@ use ventana_core::protocol::{Ciphertext, Envelope, Receipt, ReceiptStatus};
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::{DeviceId, PhoneNumber};
 use ventana_crypto::PeerSession;
+use ventana_store::StoreError;
 use ventana_store::endpoint::{
     AppRecord, Direction, InboundCommit, InboundOutcome, MessageRecord, SessionWrite,
 };
@@ -104,9 +106,30 @@ impl Endpoint {
         ciphertext: Ciphertext,
         app: &dyn Application,
     ) -> Result<(), ClientError> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .receive_message_once(meta.clone(), &ciphertext, app)
+                .await
+            {
+                // Another node (sending on the same session) wrote it first: read it again.
+                Err(ClientError::Store(StoreError::Conflict(_))) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn receive_message_once(
+        &self,
+        meta: InboundMeta,
+        ciphertext: &Ciphertext,
+        app: &dyn Application,
+    ) -> Result<(), ClientError> {
         let lock = self.session_lock(&meta.from, meta.from_device);
         let _guard = lock.lock().await;
-        let (plaintext, session, account) = match self.decrypt(&meta, &ciphertext).await {
+        let (plaintext, session, account) = match self.decrypt(&meta, ciphertext).await {
             Ok(found) => found,
             Err(DecryptFailure::Transient(reason)) => {
                 return Err(ClientError::Unexpected(format!(

@@ -158,6 +158,7 @@ impl Endpoint {
         sealer: Sealer,
         owner: &PhoneNumber,
         relay_url: &str,
+        receive: bool,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Arc<Self>, mpsc::Receiver<LinkEvent>), ClientError> {
         let identity = store
@@ -167,7 +168,7 @@ impl Endpoint {
         let account = DeviceAccount::open(&sealer, &identity_aad(owner), &identity.account_sealed)?;
         let token = sealer.open(&token_aad(owner), &identity.relay_token_sealed)?;
         let token = String::from_utf8_lossy(&token).into_owned();
-        let (link, events) = RelayLink::start(relay_url, &token, shutdown);
+        let (link, events) = RelayLink::start(relay_url, &token, receive, shutdown);
         let endpoint = Arc::new(Self {
             owner: owner.clone(),
             device_id: identity.device_id,
@@ -235,8 +236,9 @@ impl Endpoint {
                         tracing::warn!(owner = %self.owner, error = %e, "a relay event was not processed; it will come again");
                     }
                 }
-                _ = retry.tick() => {
+                                _ = retry.tick() => {
                     if self.link.is_connected()
+                        && self.link.is_receiving()
                         && let Err(e) = self.flush_outbox(app.as_ref(), Some(SUBMIT_WAIT)).await
                     {
                         tracing::warn!(owner = %self.owner, error = %e, "outbox retry failed");
@@ -250,14 +252,16 @@ impl Endpoint {
     /// unacknowledged and the link reconnects, so the relay sends it again.
     pub async fn handle(&self, event: LinkEvent, app: &dyn Application) -> Result<(), ClientError> {
         match event {
+            // Keys and retries are the receiving connection's work (one per device at a time).
             LinkEvent::Connected {
                 one_time_keys_remaining,
-            } => {
+            } if self.link.is_receiving() => {
                 if let Err(e) = self.replenish(one_time_keys_remaining).await {
                     tracing::warn!(owner = %self.owner, error = %e, "one-time keys not replenished");
                 }
                 self.flush_outbox(app, None).await?;
             }
+            LinkEvent::Connected { .. } => {}
             LinkEvent::KeysLow { remaining } => self.replenish(remaining).await?,
             LinkEvent::Envelope(envelope) => {
                 let seq = envelope.seq;
@@ -303,6 +307,19 @@ impl Endpoint {
             .save_account(&self.owner, account.seal(&self.sealer, &aad))
             .await?;
         Ok(())
+    }
+
+    /// Becomes the device's receiving endpoint (on this node): picks up the account as stored
+    /// (another node may have changed it) and asks the relay for the device's envelopes.
+    pub async fn take_over(&self) -> Result<(), ClientError> {
+        self.reload_account().await?;
+        self.link.set_receiving(true);
+        Ok(())
+    }
+
+    /// Stops receiving for the device (another node does now); sending still works.
+    pub fn hand_over(&self) {
+        self.link.set_receiving(false);
     }
 
     /// Replaces the resident account with the stored one (after a commit that would have

@@ -14,12 +14,15 @@ use ventana_core::protocol::{
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
 use ventana_crypto::PeerSession;
+use ventana_store::StoreError;
 use ventana_store::endpoint::{
     AppRecord, Direction, MessageRecord, OutboundCommit, OutboxRow, SessionWrite,
 };
 
 /// How often a message is encrypted again for a recipient whose devices keep changing.
 const STALE_RETRIES: usize = 3;
+/// How often a send or receive is tried again after another node wrote the same session.
+pub(super) const CONFLICT_RETRIES: usize = 5;
 
 /// The relay's answer for one submission.
 pub(super) enum Submitted {
@@ -77,7 +80,9 @@ impl Endpoint {
         let mut refresh = false;
         for _ in 0..STALE_RETRIES {
             let devices = self.peer_devices(to, refresh).await?;
-            let row = self.encrypt_and_commit(to, &devices, payload).await?;
+            let row = self
+                .encrypt_and_commit_retrying(to, &devices, payload)
+                .await?;
             match self.submit(&row, app, caller).await? {
                 Submitted::Refused(e) if e.code == ErrorCode::StaleDevices => {
                     lock(&self.peers).remove(to);
@@ -93,6 +98,28 @@ impl Endpoint {
         Ok(self
             .settle(&payload.header.id, to, Err(error), app, caller)
             .await?)
+    }
+
+    /// [`Self::encrypt_and_commit`], again while another node wrote one of the sessions in
+    /// between: its ciphertext was never committed nor sent, so encrypting again is safe.
+    async fn encrypt_and_commit_retrying(
+        &self,
+        to: &PhoneNumber,
+        devices: &[DeviceInfo],
+        payload: &Payload,
+    ) -> Result<OutboxRow, ClientError> {
+        let mut attempt = 0;
+        loop {
+            match self.encrypt_and_commit(to, devices, payload).await {
+                Err(ClientError::Store(StoreError::Conflict(what)))
+                    if attempt < CONFLICT_RETRIES =>
+                {
+                    tracing::debug!(%what, "session written elsewhere meanwhile; encrypting again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn encrypt_and_commit(

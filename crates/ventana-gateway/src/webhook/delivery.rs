@@ -39,6 +39,9 @@ pub(crate) fn app_secret_aad(waba: &WabaId) -> Vec<u8> {
     format!("{APP_SECRET_AAD_PREFIX}{waba}{APP_SECRET_AAD_SUFFIX}").into_bytes()
 }
 
+/// How long a node holds the jobs it took: long enough for one round of deliveries (each is
+/// bounded by the request timeout); if the node dies, another takes them over after this.
+const LEASE_SECS: i64 = 30;
 /// Jobs taken from the store per round, and so at most this many POSTs in flight.
 const BATCH: u32 = 32;
 /// A receiver that has not answered by then is counted as failed; Meta asks for far less.
@@ -80,6 +83,8 @@ enum AttemptError {
 /// Delivers queued webhook events. Build one with [`WebhookDispatcher::new`] and spawn
 /// [`WebhookDispatcher::run`].
 pub(crate) struct WebhookDispatcher {
+    /// This node, as named in the leases it takes on jobs.
+    node: String,
     store: Arc<dyn GatewayStore>,
     sealer: Sealer,
     http: reqwest::Client,
@@ -94,6 +99,7 @@ impl WebhookDispatcher {
         store: Arc<dyn GatewayStore>,
         sealer: Sealer,
         wake: Arc<Notify>,
+        node: String,
     ) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -108,6 +114,7 @@ impl WebhookDispatcher {
             sealer,
             http,
             wake,
+            node,
         })
     }
 
@@ -145,7 +152,11 @@ impl WebhookDispatcher {
     /// up the others for longer than the request timeout. Jobs of one business may then
     /// arrive out of order, as they may from Meta.
     async fn round(&self) -> Round {
-        let jobs = match self.store.due_webhooks(UnixTime::now(), BATCH).await {
+        let jobs = match self
+            .store
+            .lease_webhooks(&self.node, UnixTime::now(), LEASE_SECS, BATCH)
+            .await
+        {
             Ok(jobs) => jobs,
             Err(error) => {
                 tracing::error!(%error, "could not read due webhooks");
@@ -438,8 +449,27 @@ mod tests {
             }
         }
 
-        async fn queued(store: &SqliteEndpointStore) -> Vec<WebhookJob> {
-            store.due_webhooks(UnixTime(i64::MAX), 100).await.unwrap()
+        /// A queued job as the file holds it.
+        struct Queued {
+            attempts: u32,
+            next_attempt_at: UnixTime,
+        }
+
+        /// The queue read straight from the file, so the worker's leases are left alone.
+        fn queued(temp: &TempStore) -> Vec<Queued> {
+            let db = rusqlite::Connection::open(&temp.path).unwrap();
+            let mut stmt = db
+                .prepare("SELECT attempts, next_attempt_at FROM webhooks ORDER BY created_at")
+                .unwrap();
+            stmt.query_map([], |row| {
+                Ok(Queued {
+                    attempts: row.get(0)?,
+                    next_attempt_at: UnixTime(row.get(1)?),
+                })
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
         }
 
         async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
@@ -463,8 +493,13 @@ mod tests {
             Arc<Notify>,
         ) {
             let wake = Arc::new(Notify::new());
-            let dispatcher =
-                WebhookDispatcher::new(store.clone(), sealer.clone(), wake.clone()).unwrap();
+            let dispatcher = WebhookDispatcher::new(
+                store.clone(),
+                sealer.clone(),
+                wake.clone(),
+                "test-node".into(),
+            )
+            .unwrap();
             let (stop, shutdown) = watch::channel(false);
             (stop, tokio::spawn(dispatcher.run(shutdown)), wake)
         }
@@ -487,10 +522,7 @@ mod tests {
                 !received.lock().unwrap().is_empty()
             })
             .await;
-            eventually("the job is removed", || async {
-                queued(&temp.store).await.is_empty()
-            })
-            .await;
+            eventually("the job is removed", || async { queued(&temp).is_empty() }).await;
             let (headers, body) = received.lock().unwrap()[0].clone();
             assert_eq!(body.as_ref(), ascii_json(&event).as_slice());
             assert_eq!(
@@ -524,13 +556,10 @@ mod tests {
             })
             .await;
             eventually("the retry is recorded", || async {
-                queued(&temp.store)
-                    .await
-                    .first()
-                    .is_some_and(|job| job.attempts >= 1)
+                queued(&temp).first().is_some_and(|job| job.attempts >= 1)
             })
             .await;
-            let job = queued(&temp.store).await.remove(0);
+            let job = queued(&temp).remove(0);
             assert!(job.next_attempt_at > now, "retried at once");
 
             drop(stop);
@@ -554,10 +583,7 @@ mod tests {
                 !received.lock().unwrap().is_empty()
             })
             .await;
-            eventually("the job is dropped", || async {
-                queued(&temp.store).await.is_empty()
-            })
-            .await;
+            eventually("the job is dropped", || async { queued(&temp).is_empty() }).await;
 
             stop.send(true).unwrap();
             tokio::time::timeout(Duration::from_secs(5), worker)
@@ -575,10 +601,7 @@ mod tests {
             let (stop, worker, _wake) = start(&temp.store, &sealer);
 
             eventually("the attempt is recorded", || async {
-                queued(&temp.store)
-                    .await
-                    .first()
-                    .is_some_and(|job| job.attempts == 1)
+                queued(&temp).first().is_some_and(|job| job.attempts == 1)
             })
             .await;
 

@@ -12,6 +12,7 @@ use ventana_store::endpoint::{
 use ventana_store::{EndpointStore, GatewayStore, StoreError};
 
 mod gateway;
+mod nodes;
 mod sessions;
 
 use gateway::*;
@@ -47,7 +48,8 @@ macro_rules! endpoint_cases {
     };
 }
 
-endpoint_cases!(sqlite, crate::sqlite_endpoint);
+endpoint_cases!(sqlite, crate::open::sqlite_endpoint);
+endpoint_cases!(postgres, crate::open::postgres_endpoint);
 
 const ME: &str = "16505550100";
 const PEER: &str = "34600111222";

@@ -2,8 +2,13 @@
 //!
 //! Each case is an `async fn` over `&dyn RelayStore`, `&dyn EndpointStore` or
 //! `&dyn GatewayStore`, so every backend runs the same cases: a backend adds one line per
-//! store (`relay_cases!(postgres, crate::postgres_relay)`) and a function opening a fresh store.
-//! Cases that depend on a backend's files (reopening) sit beside them as plain tests.
+//! store (`relay_cases!(postgres, crate::open::postgres_relay)`) and an async function opening
+//! a fresh store, or answering `None` when the backend is not configured on this machine.
+//! Cases that depend on a backend's files (reopening) sit beside them as plain tests; those
+//! that need several nodes sharing one PostgreSQL database are in `postgres`.
+//!
+//! PostgreSQL runs when `VENTANA_TEST_POSTGRES` names a server
+//! (`postgres://postgres@127.0.0.1:5432/postgres`): see `postgres` for how.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,14 +19,15 @@ use ventana_core::{MessageId, PhoneNumber, WabaId};
 use ventana_store::sqlite::{SqliteEndpointStore, SqliteRelayStore};
 
 /// Declares a module named after a backend with one `#[tokio::test]` per case; each opens a
-/// fresh store with `$open` and runs the case against it.
+/// fresh store with `$open().await` and runs the case against it. A backend not configured
+/// here opens `None`, and its cases return at once.
 macro_rules! conformance {
     ($backend:ident, $open:path, [$($case:ident),* $(,)?]) => {
         mod $backend {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    let store = $open();
+                    let Some(store) = $open().await else { return };
                     super::$case(&*store).await;
                 }
             )*
@@ -30,7 +36,24 @@ macro_rules! conformance {
 }
 
 mod endpoint;
+mod postgres;
 mod relay;
+
+/// What the conformance macros open each case's store with.
+pub(crate) mod open {
+    use super::Fresh;
+    use ventana_store::sqlite::{SqliteEndpointStore, SqliteRelayStore};
+
+    pub(crate) use crate::postgres::{endpoint as postgres_endpoint, relay as postgres_relay};
+
+    pub(crate) async fn sqlite_relay() -> Option<Fresh<SqliteRelayStore>> {
+        Some(super::sqlite_relay())
+    }
+
+    pub(crate) async fn sqlite_endpoint() -> Option<Fresh<SqliteEndpointStore>> {
+        Some(super::sqlite_endpoint())
+    }
+}
 
 /// A store in its own temporary directory, deleted after the store is closed.
 pub(crate) struct Fresh<S> {
@@ -66,15 +89,26 @@ pub(crate) fn sqlite_endpoint() -> Fresh<SqliteEndpointStore> {
     fresh(SqliteEndpointStore::open)
 }
 
-/// How many migration files a store has, i.e. the schema version a fresh file must reach.
+/// How many SQLite migration files a store has, i.e. the schema version a fresh file must
+/// reach.
 pub(crate) fn migration_count(store: &str) -> i64 {
+    migration_names("sqlite", store).len() as i64
+}
+
+/// A backend's migration files for a store, by name (`0001_init`), in order.
+pub(crate) fn migration_names(backend: &str, store: &str) -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations/sqlite")
+        .join("migrations")
+        .join(backend)
         .join(store);
-    std::fs::read_dir(dir)
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension() == Some("sql".as_ref()))
-        .count() as i64
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension() == Some("sql".as_ref()))
+        .map(|p| p.file_stem().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 pub(crate) fn schema_version(path: &Path) -> i64 {

@@ -13,6 +13,7 @@ use ventana_store::{RelayStore, StoreError};
 
 mod accounts;
 mod envelopes;
+mod nodes;
 
 use accounts::*;
 use envelopes::*;
@@ -61,7 +62,8 @@ macro_rules! relay_cases {
     };
 }
 
-relay_cases!(sqlite, crate::sqlite_relay);
+relay_cases!(sqlite, crate::open::sqlite_relay);
+relay_cases!(postgres, crate::open::postgres_relay);
 
 const USER: &str = "34600111222";
 const OTHER_USER: &str = "34600333444";

@@ -126,7 +126,8 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
     let (device_app, mut live) = UserDevice::with_live_events();
     let device_app: Arc<dyn Application> = Arc::new(device_app);
     let (endpoint, events) =
-        ventana_client::Endpoint::open(store, sealer, &user, &url, watch::channel(false).1).await?;
+        ventana_client::Endpoint::open(store, sealer, &user, &url, true, watch::channel(false).1)
+            .await?;
     tokio::spawn(Arc::clone(&endpoint).run(events, Arc::clone(&device_app)));
 
     // 1. user → business

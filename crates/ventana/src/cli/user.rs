@@ -158,7 +158,7 @@ impl DeviceHome {
         let owner = self.owner()?;
         let (store, sealer) = self.prepare()?;
         let (endpoint, mut events) =
-            Endpoint::open(store, sealer, &owner, &self.relay_url(), shutdown).await?;
+            Endpoint::open(store, sealer, &owner, &self.relay_url(), true, shutdown).await?;
         let relay = self.relay_url();
         tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(event) = events.recv().await {

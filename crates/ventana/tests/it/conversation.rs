@@ -9,9 +9,22 @@ use ventana_store::endpoint::Direction;
 async fn a_conversation_goes_both_ways_with_receipts_and_signed_webhooks() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("node")).await;
+    conversation(node, tmp.path()).await;
+}
+
+#[tokio::test]
+async fn a_conversation_goes_both_ways_on_postgresql_too() {
+    let Some(db) = Database::create().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start_on(&tmp.path().join("node"), Some(&db.url)).await;
+    conversation(node, tmp.path()).await;
+}
+
+async fn conversation(node: Node, tmp: &std::path::Path) {
     let mut shop = Business::create(&node, "1001", "2001", "15550001001", false).await;
-    let mut ana =
-        Device::register(&node, &tmp.path().join("ana"), "34600000001", "Ana Núñez").await;
+    let mut ana = Device::register(&node, &tmp.join("ana"), "34600000001", "Ana Núñez").await;
 
     // User → business: an inbound-message webhook in the Cloud API envelope.
     let question = "¿Tienen la talla M? 👕";

@@ -20,22 +20,90 @@ pub const ADMIN_TOKEN: &str = "vop_test-operator-token";
 pub const APP_SECRET: &str = "test-app-secret-0123456789";
 pub const VERIFY_TOKEN: &str = "test-verify";
 pub const WAIT: Duration = Duration::from_secs(20);
+/// The seal key of PostgreSQL-backed test nodes (which must be configured, not generated).
+const SEAL_KEY: &str = "dGVzdC1zZWFsLWtleS10ZXN0LXNlYWwta2V5LTAxMjM=";
+
+/// A database of its own on the test server, dropped at the end.
+pub struct Database {
+    server: String,
+    name: String,
+    pub url: String,
+}
+
+impl Database {
+    /// `None` when `VENTANA_TEST_POSTGRES` is unset (the suite then says it did not run).
+    pub async fn create() -> Option<Database> {
+        let server = std::env::var("VENTANA_TEST_POSTGRES").ok()?;
+        let name = format!("ventana_c_{:016x}", rand::random::<u64>());
+        let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("VENTANA_TEST_POSTGRES={server} cannot be reached: {e}"));
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let base = server
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .unwrap_or(&server);
+        let url = format!("{base}/{name}");
+        Some(Database { server, name, url })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&server, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
 
 /// A running node on a temporary data directory.
 pub struct Node {
     pub url: String,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Set for a node this test process runs (not for one it only talks to).
+    running: Option<(
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
     pub http: reqwest::Client,
 }
 
 impl Node {
     pub async fn start(data_dir: &Path) -> Node {
+        Self::start_on(data_dir, None).await
+    }
+
+    /// A node on PostgreSQL (`Some(database URL)`) or on SQLite files in `data_dir`.
+    pub async fn start_on(data_dir: &Path, database_url: Option<&str>) -> Node {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut config = Config::default();
         config.server.listen = listener.local_addr().unwrap();
         config.storage.data_dir = data_dir.to_path_buf();
         config.security.admin_token = Some(ADMIN_TOKEN.into());
+        if let Some(url) = database_url {
+            config.storage.database_url = Some(url.to_owned());
+            config.security.seal_key = Some(SEAL_KEY.into());
+        }
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(ventana::node::run(config, listener, async move {
@@ -43,8 +111,7 @@ impl Node {
         }));
         let node = Node {
             url,
-            stop,
-            task,
+            running: Some((stop, task)),
             http: reqwest::Client::new(),
         };
         for _ in 0..200 {
@@ -64,12 +131,24 @@ impl Node {
 
     /// Graceful shutdown; waits until the node has finished.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        tokio::time::timeout(WAIT, self.task)
+        let Some((stop, task)) = self.running else {
+            return;
+        };
+        let _ = stop.send(true);
+        tokio::time::timeout(WAIT, task)
             .await
             .expect("node stops in time")
             .unwrap()
             .unwrap();
+    }
+
+    /// A node running elsewhere (another process) with the test operator token.
+    pub fn attach(url: &str) -> Node {
+        Node {
+            url: url.to_owned(),
+            running: None,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub async fn admin(
@@ -275,7 +354,7 @@ impl Device {
     pub async fn connect(node: &Node, dir: &Path, phone: &PhoneNumber) -> Device {
         let (store, sealer) = Self::local(dir);
         let (stop, shutdown) = watch::channel(false);
-        let (endpoint, events) = Endpoint::open(store, sealer, phone, &node.url, shutdown)
+        let (endpoint, events) = Endpoint::open(store, sealer, phone, &node.url, true, shutdown)
             .await
             .unwrap();
         let (app, live) = UserDevice::with_live_events();

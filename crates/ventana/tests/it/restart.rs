@@ -7,9 +7,21 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn a_restart_loses_nothing_queued_and_duplicates_nothing() {
+    restart(None).await;
+}
+
+#[tokio::test]
+async fn a_restart_on_postgresql_loses_nothing_queued_and_duplicates_nothing() {
+    let Some(db) = Database::create().await else {
+        return;
+    };
+    restart(Some(&db.url)).await;
+}
+
+async fn restart(database_url: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     let node_dir = tmp.path().join("node");
-    let node = Node::start(&node_dir).await;
+    let node = Node::start_on(&node_dir, database_url).await;
     let mut shop = Business::create(&node, "1201", "2201", "15550001201", false).await;
     let fay = Device::register(&node, &tmp.path().join("fay"), "34600000021", "Fay").await;
     let question = fay.send(&shop.number, "where is my parcel?").await;
@@ -28,8 +40,8 @@ async fn a_restart_loses_nothing_queued_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     node.stop().await;
 
-    // Restart on the same files; the receiver comes back; the device reconnects.
-    let node = Node::start(&node_dir).await;
+    // Restart on the same store; the receiver comes back; the device reconnects.
+    let node = Node::start_on(&node_dir, database_url).await;
     shop.receiver.fail_next(0);
     let mut fay = Device::connect(&node, &tmp.path().join("fay"), &phone).await;
     for (i, id) in ids.iter().enumerate() {

@@ -302,16 +302,24 @@ pub(super) async fn committed_changes_wake_the_devices_they_concern(store: &dyn 
     let mut wakeups = store.wakeups();
     let (u, b) = (user(store, USER, 2).await, business(store, 1).await);
     accepted(store, message(1, &u, &b, &[1], 1000)).await;
-    let next = |w: &mut tokio::sync::broadcast::Receiver<Wakeup>| w.try_recv().unwrap();
+    // Published when the transaction commits, and received asynchronously where wake-ups
+    // travel through the database (PostgreSQL's NOTIFY): wait a little for each.
+    async fn next(w: &mut tokio::sync::broadcast::Receiver<Wakeup>) -> Wakeup {
+        tokio::time::timeout(std::time::Duration::from_secs(10), w.recv())
+            .await
+            .expect("no wake-up within 10 s")
+            .unwrap()
+    }
     assert_eq!(
-        next(&mut wakeups),
+        next(&mut wakeups).await,
         Wakeup {
             account: b.clone(),
             device: DeviceId(1),
             reason: WakeReason::Envelopes
         }
     );
-    // A refused submission wakes nobody.
+    // A refused submission wakes nobody (wake-ups arrive in commit order: the next one seen
+    // must be the claim's).
     refused(store, message(2, &b, &phone(OTHER_USER), &[1], 1000)).await;
     // (The test devices have no one-time keys: a claim yields their fallback keys.)
     store
@@ -323,7 +331,7 @@ pub(super) async fn committed_changes_wake_the_devices_they_concern(store: &dyn 
         .await
         .unwrap();
     assert_eq!(
-        next(&mut wakeups),
+        next(&mut wakeups).await,
         Wakeup {
             account: u.clone(),
             device: DeviceId(2),
@@ -334,7 +342,7 @@ pub(super) async fn committed_changes_wake_the_devices_they_concern(store: &dyn 
     store.set_blocked(&u, &b, false, UnixTime(2)).await.unwrap();
     for device in [1, 2] {
         assert_eq!(
-            next(&mut wakeups),
+            next(&mut wakeups).await,
             Wakeup {
                 account: u.clone(),
                 device: DeviceId(device),
