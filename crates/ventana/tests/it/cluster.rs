@@ -103,48 +103,62 @@ struct WebhookLog {
     event_ids: HashSet<String>,
     /// Inbound message events by message id.
     messages: HashMap<String, u32>,
+    /// Status events by event id (`<wamid>.<status>`).
+    status_ids: HashSet<String>,
     statuses: usize,
     redeliveries: usize,
 }
 
+type Hooks = tokio::sync::mpsc::UnboundedReceiver<ventana::receiver::Delivery>;
+
 impl WebhookLog {
-    /// Reads deliveries until every id in `expected` has arrived as an inbound message.
-    async fn wait_for(
+    /// Reads deliveries until `done` holds, or panics after `within` saying `what` is missing.
+    async fn until(
         &mut self,
-        hooks: &mut tokio::sync::mpsc::UnboundedReceiver<ventana::receiver::Delivery>,
-        expected: &HashSet<String>,
+        hooks: &mut Hooks,
         within: Duration,
+        what: &str,
+        done: impl Fn(&Self) -> bool,
     ) {
         let outcome = tokio::time::timeout(within, async {
-            while !expected.iter().all(|id| self.messages.contains_key(id)) {
+            while !done(self) {
                 let Some(delivery) = hooks.recv().await else {
                     return;
                 };
-                let id = delivery.event_id.clone().expect("every event has an id");
-                if !self.event_ids.insert(id) {
-                    self.redeliveries += 1;
-                }
-                let value = &delivery.event["entry"][0]["changes"][0]["value"];
-                if let Some(message) = value["messages"].get(0) {
-                    *self
-                        .messages
-                        .entry(message["id"].as_str().unwrap().to_owned())
-                        .or_default() += 1;
-                } else {
-                    self.statuses += 1;
-                }
+                self.record(&delivery);
             }
         })
         .await;
-        if outcome.is_err() {
-            let missing: Vec<_> = expected
+        assert!(outcome.is_ok() && done(self), "{what} never arrived");
+    }
+
+    /// Until every id in `expected` has arrived as an inbound message event.
+    async fn wait_for(&mut self, hooks: &mut Hooks, expected: &HashSet<String>, within: Duration) {
+        let missing = |log: &Self| {
+            expected
                 .iter()
-                .filter(|id| !self.messages.contains_key(*id))
-                .collect();
-            panic!(
-                "{} user messages never reached the business: {missing:?}",
-                missing.len()
-            );
+                .filter(|id| !log.messages.contains_key(*id))
+                .count()
+        };
+        let what = format!("some of {} user messages", expected.len());
+        self.until(hooks, within, &what, |log| missing(log) == 0)
+            .await;
+    }
+
+    fn record(&mut self, delivery: &ventana::receiver::Delivery) {
+        let id = delivery.event_id.clone().expect("every event has an id");
+        if !self.event_ids.insert(id.clone()) {
+            self.redeliveries += 1;
+        }
+        let value = &delivery.event["entry"][0]["changes"][0]["value"];
+        if let Some(message) = value["messages"].get(0) {
+            *self
+                .messages
+                .entry(message["id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        } else {
+            self.statuses += 1;
+            self.status_ids.insert(id);
         }
     }
 }
@@ -335,7 +349,8 @@ async fn three_nodes_on_one_database_act_as_one_platform_and_survive_a_kill() {
     }
 
     // Every accepted message reaches its user's application exactly once.
-    let business_sent: usize = accepted.values().map(HashSet::len).sum();
+    let accepted_all: HashSet<String> = accepted.values().flatten().cloned().collect();
+    let business_sent = accepted_all.len();
     let mut delivered = 0;
     let mut device_duplicates = 0;
     for (u, (_, device)) in users.iter_mut().enumerate() {
@@ -365,9 +380,22 @@ async fn three_nodes_on_one_database_act_as_one_platform_and_survive_a_kill() {
         delivered += expected.len();
     }
 
-    // Every user message reaches the business as a webhook, at least once, under a stable id.
+    // Every user message reaches the business as a webhook, at least once, under a stable id,
+    // and so does the `sent` status of every message the business had accepted.
     hook_log
         .wait_for(&mut hooks, &user_sent, Duration::from_secs(120))
+        .await;
+    hook_log
+        .until(
+            &mut hooks,
+            Duration::from_secs(90),
+            "a sent status for every accepted message",
+            |log| {
+                accepted_all
+                    .iter()
+                    .all(|id| log.status_ids.contains(&format!("{id}.sent")))
+            },
+        )
         .await;
     assert_eq!(receiver.rejected(), 0, "every webhook was signed");
     assert_eq!(device_duplicates, 0, "no application saw a message twice");
