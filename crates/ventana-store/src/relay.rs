@@ -20,6 +20,29 @@ pub struct AccountRecord {
     pub created_at: UnixTime,
 }
 
+/// The business number and the user of a submission, when it is between one of each; the
+/// relationship between them is keyed by this pair on every backend.
+pub(crate) struct BusinessPair<'a> {
+    pub(crate) business: &'a AccountRecord,
+    pub(crate) user: &'a AccountRecord,
+}
+
+impl<'a> BusinessPair<'a> {
+    pub(crate) fn of(a: &'a AccountRecord, b: &'a AccountRecord) -> Option<Self> {
+        match (a.kind, b.kind) {
+            (AccountKind::Business, AccountKind::User) => Some(Self {
+                business: a,
+                user: b,
+            }),
+            (AccountKind::User, AccountKind::Business) => Some(Self {
+                business: b,
+                user: a,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A device's public identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceRecord {

@@ -5,7 +5,7 @@ use crate::postgres::db::{
     TxResult, backend, big, device_id, execute, get, lock, named, parsed, query, query_opt, time,
     unsigned,
 };
-use crate::relay::{Accepted, AccountRecord, EnvelopeBody, NewSubmission, Refusal, StoredEnvelope};
+use crate::relay::{Accepted, BusinessPair, EnvelopeBody, NewSubmission, Refusal, StoredEnvelope};
 use deadpool_postgres::GenericClient;
 use ventana_core::rules::{
     self, AccountKind, ContactOrigin, EnvelopeKind, RuleViolation, SendDecision, ServiceWindow,
@@ -150,28 +150,6 @@ pub(super) async fn accept(
         devices: device_ids,
         duplicate: false,
     }))
-}
-
-/// The business number and the user of a submission, when it is between one of each.
-struct BusinessPair<'a> {
-    business: &'a AccountRecord,
-    user: &'a AccountRecord,
-}
-
-impl<'a> BusinessPair<'a> {
-    fn of(a: &'a AccountRecord, b: &'a AccountRecord) -> Option<Self> {
-        match (a.kind, b.kind) {
-            (AccountKind::Business, AccountKind::User) => Some(Self {
-                business: a,
-                user: b,
-            }),
-            (AccountKind::User, AccountKind::Business) => Some(Self {
-                business: b,
-                user: a,
-            }),
-            _ => None,
-        }
-    }
 }
 
 pub(super) async fn relationship_between(

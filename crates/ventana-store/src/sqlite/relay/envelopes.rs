@@ -1,7 +1,7 @@
 //! Accepting submissions under the rules, the per-device queues, and blocking.
 
 use super::{account, business_clock, devices};
-use crate::relay::{Accepted, AccountRecord, EnvelopeBody, NewSubmission, Refusal, StoredEnvelope};
+use crate::relay::{Accepted, BusinessPair, EnvelopeBody, NewSubmission, Refusal, StoredEnvelope};
 use crate::sqlite::db::{TxResult, backend, named, parsed};
 use rusqlite::{OptionalExtension, Transaction, params};
 use ventana_core::rules::{
@@ -118,28 +118,6 @@ pub(super) fn accept(
         devices: device_ids,
         duplicate: false,
     }))
-}
-
-/// The business number and the user of a submission, when it is between one of each.
-struct BusinessPair<'a> {
-    business: &'a AccountRecord,
-    user: &'a AccountRecord,
-}
-
-impl<'a> BusinessPair<'a> {
-    fn of(a: &'a AccountRecord, b: &'a AccountRecord) -> Option<Self> {
-        match (a.kind, b.kind) {
-            (AccountKind::Business, AccountKind::User) => Some(Self {
-                business: a,
-                user: b,
-            }),
-            (AccountKind::User, AccountKind::Business) => Some(Self {
-                business: b,
-                user: a,
-            }),
-            _ => None,
-        }
-    }
 }
 
 fn relationship(tx: &Transaction<'_>, pair: &BusinessPair<'_>) -> TxResult<Option<Relationship>> {
