@@ -2,7 +2,7 @@
 
 use crate::{StoreError, StoreResult};
 use rusqlite::types::Type;
-use rusqlite::{Connection, Row, Transaction, TransactionBehavior, ffi};
+use rusqlite::{Connection, Row, TransactionBehavior, ffi};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -66,11 +66,60 @@ pub(crate) fn backend(what: impl Into<String>) -> TxError {
     TxError::Store(StoreError::Backend(what.into()))
 }
 
-/// The one connection to a store's file. SQLite serialises writers anyway, so one connection
-/// behind a mutex costs little and keeps every method's transaction strictly ordered.
+/// A store's file: one writer thread with group commit, and a few read connections.
+///
+/// Writes are units of work sent to the writer thread, which takes every unit waiting, runs
+/// each in its own `SAVEPOINT` inside one `BEGIN IMMEDIATE … COMMIT`, and answers each unit
+/// only after that commit. With `synchronous=FULL` one fsync then makes a whole batch durable
+/// (a failing unit is rolled back to its savepoint alone), so concurrent writers share the
+/// cost of the fsync instead of queueing for one each. Reads run on their own connections:
+/// WAL lets them proceed beside the writer and see every answered write.
 #[derive(Clone, Debug)]
 pub(crate) struct Db {
-    conn: Arc<Mutex<Connection>>,
+    writer: Arc<Writer>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The writer thread and the way to it. Dropped with the last handle to the store: the
+/// thread finishes what it was given, closes the file (checkpointing the WAL), and is joined,
+/// so a stopped node has really let go of its files.
+#[derive(Debug)]
+struct Writer {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Units one commit may carry; bounded so a burst cannot make one transaction unbounded.
+const MAX_BATCH: usize = 256;
+const READERS: usize = 2;
+
+/// A unit of work for the writer thread: run it on the connection (inside its savepoint) and
+/// get back whether it succeeded and what to do once the batch's commit is known.
+struct Job {
+    /// Given the connection it runs on it; given an error (the batch could not start), it
+    /// does not run and reports that error.
+    run: Run,
+}
+
+type Run = Box<dyn FnOnce(Result<&Connection, String>) -> (bool, Finish) + Send>;
+
+/// Delivers a unit's answer once the commit is known (`Some` if the commit failed).
+type Finish = Box<dyn FnOnce(Option<String>) + Send>;
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
 }
 
 impl Db {
@@ -82,50 +131,130 @@ impl Db {
         if applied > 0 {
             tracing::info!(path = %path.display(), applied, "migrated the store's schema");
         }
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open(path).map_err(sql_error)?;
+            configure(&reader).map_err(sql_error)?;
+            readers.push(Mutex::new(reader));
+        }
+        let (sender, jobs) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ventana-sqlite-writer".into())
+            .spawn(move || write_loop(conn, jobs))
+            .map_err(|e| StoreError::Backend(format!("could not start the writer thread: {e}")))?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(Writer {
+                jobs: Some(sender),
+                thread: Some(thread),
+            }),
+            readers: Arc::new(readers),
+            next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
     }
 
-    /// Runs `work` in one deferred (read) transaction on the blocking pool.
+    /// Runs `work` in one deferred (read) transaction on a read connection.
     pub(crate) async fn read<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> TxResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> TxResult<T> + Send + 'static,
     {
-        self.run(TransactionBehavior::Deferred, work).await
-    }
-
-    /// Runs `work` in one immediate transaction: the write lock is taken up front, so a read
-    /// that decides a later write in the same transaction cannot be invalidated in between.
-    pub(crate) async fn write<T, F>(&self, work: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> TxResult<T> + Send + 'static,
-    {
-        self.run(TransactionBehavior::Immediate, work).await
-    }
-
-    async fn run<T, F>(&self, behavior: TransactionBehavior, work: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> TxResult<T> + Send + 'static,
-    {
-        let conn = Arc::clone(&self.conn);
+        let readers = Arc::clone(&self.readers);
+        let slot = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % readers.len();
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn
+            let mut conn = readers[slot]
                 .lock()
-                .map_err(|_| StoreError::Backend("the connection's lock is poisoned".into()))?;
+                .map_err(|_| StoreError::Backend("a read connection's lock is poisoned".into()))?;
             let tx = conn
-                .transaction_with_behavior(behavior)
+                .transaction_with_behavior(TransactionBehavior::Deferred)
                 .map_err(sql_error)?;
-            // On error the transaction is dropped, which rolls it back.
             let value = work(&tx)?;
             tx.commit().map_err(sql_error)?;
             Ok(value)
         })
         .await
         .map_err(|e| StoreError::Backend(format!("a storage task failed: {e}")))?
+    }
+
+    /// Runs `work` as one unit of a group-committed write transaction: it sees and changes the
+    /// file as if alone (SQLite has one writer, and units run one after another), and its
+    /// answer comes only once it is durable.
+    pub(crate) async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> TxResult<T> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel::<StoreResult<T>>();
+        let run = move |conn: Result<&Connection, String>| -> (bool, Finish) {
+            let result = match conn {
+                Ok(conn) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+                    .unwrap_or_else(|_| Err(backend("a unit of work panicked"))),
+                Err(e) => Err(backend(format!("the write could not start: {e}"))),
+            };
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |commit_error| {
+                let _ = reply.send(match (result, commit_error) {
+                    (Ok(value), None) => Ok(value),
+                    (Ok(_), Some(e)) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+                    (Err(e), _) => Err(e.into()),
+                });
+            });
+            (ok, finish)
+        };
+        self.writer
+            .jobs
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("the store is closing".into()))?
+            .send(Job { run: Box::new(run) })
+            .map_err(|_| StoreError::Backend("the writer thread is gone".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the writer thread dropped a unit of work".into()))?
+    }
+}
+
+/// The writer thread: batch, run each unit in a savepoint, commit once, answer.
+fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            for job in batch {
+                let (_, finish) = (job.run)(Err(e.to_string()));
+                finish(None);
+            }
+            continue;
+        }
+        let mut finishes = Vec::with_capacity(batch.len());
+        for job in batch {
+            if let Err(e) = conn.execute_batch("SAVEPOINT unit") {
+                let (_, finish) = (job.run)(Err(e.to_string()));
+                finishes.push((finish, None));
+                continue;
+            }
+            let (ok, finish) = (job.run)(Ok(&conn));
+            let end = if ok {
+                "RELEASE unit"
+            } else {
+                "ROLLBACK TO unit; RELEASE unit"
+            };
+            let failed = conn.execute_batch(end).err().map(|e| e.to_string());
+            finishes.push((finish, failed));
+        }
+        let commit = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+        if commit.is_some() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for (finish, own) in finishes {
+            finish(commit.clone().or(own));
+        }
     }
 }
 
@@ -258,23 +387,91 @@ mod tests {
         ));
     }
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     #[test]
-    fn the_connection_is_durable_and_enforces_foreign_keys() {
+    fn the_writer_is_durable_and_enforces_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("m.sqlite"), STEPS).unwrap();
-        let conn = db.conn.lock().unwrap();
-        let pragma = |name: &str| -> String {
-            conn.query_row(&format!("SELECT * FROM pragma_{name}"), [], |r| {
-                r.get::<_, rusqlite::types::Value>(0)
-            })
-            .map(|v| format!("{v:?}"))
-            .unwrap()
-        };
-        assert_eq!(pragma("journal_mode"), r#"Text("wal")"#);
-        // 2 is FULL.
-        assert_eq!(pragma("synchronous"), "Integer(2)");
-        assert_eq!(pragma("foreign_keys"), "Integer(1)");
-        assert_eq!(pragma("busy_timeout"), "Integer(5000)");
+        let pragmas = runtime().block_on(db.write(|conn| {
+            let pragma = |name: &str| -> rusqlite::Result<String> {
+                conn.query_row(&format!("SELECT * FROM pragma_{name}"), [], |r| {
+                    r.get::<_, rusqlite::types::Value>(0)
+                })
+                .map(|v| format!("{v:?}"))
+            };
+            Ok([
+                pragma("journal_mode")?,
+                pragma("synchronous")?,
+                pragma("foreign_keys")?,
+                pragma("busy_timeout")?,
+            ])
+        }));
+        // synchronous 2 is FULL.
+        assert_eq!(
+            pragmas.unwrap(),
+            [
+                r#"Text("wal")"#,
+                "Integer(2)",
+                "Integer(1)",
+                "Integer(5000)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failing_unit_in_a_batch_is_rolled_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("m.sqlite"), STEPS).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            db.write(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")?))
+                .await
+                .unwrap();
+            // Many concurrent units, so they share commits; every third one fails after writing.
+            let units = (0..60).map(|n| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.write(move |c| {
+                        c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                        if n % 3 == 0 {
+                            Err(conflict("refused"))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .await
+                })
+            });
+            let results: Vec<_> = futures_util::future::join_all(units)
+                .await
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect();
+            for (n, result) in results.iter().enumerate() {
+                assert_eq!(result.is_ok(), n % 3 != 0, "unit {n}");
+            }
+            let stored: Vec<i64> = db
+                .read(|c| {
+                    let mut stmt = c.prepare("SELECT n FROM t ORDER BY n")?;
+                    let rows = stmt
+                        .query_map([], |r| r.get(0))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(rows)
+                })
+                .await
+                .unwrap();
+            assert_eq!(stored, (0..60).filter(|n| n % 3 != 0).collect::<Vec<i64>>());
+        });
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::endpoint::{
     MessageRecord, OutboundCommit, OutboxRow, SessionRecord, SessionWrite,
 };
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
@@ -293,7 +293,7 @@ impl EndpointStore for SqliteEndpointStore {
     }
 }
 
-fn save_account(tx: &Transaction<'_>, owner: &PhoneNumber, account_sealed: &[u8]) -> TxResult<()> {
+fn save_account(tx: &Connection, owner: &PhoneNumber, account_sealed: &[u8]) -> TxResult<()> {
     let saved = tx.execute(
         "UPDATE identities SET account_sealed = ?2 WHERE owner = ?1",
         params![owner.digits(), account_sealed],
@@ -307,7 +307,7 @@ fn save_account(tx: &Transaction<'_>, owner: &PhoneNumber, account_sealed: &[u8]
 }
 
 /// Writes a session if nobody else wrote it since it was read, else fails the transaction.
-fn write_session(tx: &Transaction<'_>, owner: &PhoneNumber, s: &SessionWrite) -> TxResult<()> {
+fn write_session(tx: &Connection, owner: &PhoneNumber, s: &SessionWrite) -> TxResult<()> {
     let key = (
         owner.digits(),
         s.peer.digits(),
@@ -356,7 +356,7 @@ fn status_rank(status: &str) -> Option<u8> {
 
 /// Applies application records. Each is idempotent, so a record applied twice (a settled
 /// outbox row answered again) changes nothing the second time.
-fn apply(tx: &Transaction<'_>, owner: &PhoneNumber, records: &[AppRecord]) -> TxResult<()> {
+fn apply(tx: &Connection, owner: &PhoneNumber, records: &[AppRecord]) -> TxResult<()> {
     for record in records {
         match record {
             AppRecord::Message(m) => {
@@ -410,7 +410,7 @@ fn apply(tx: &Transaction<'_>, owner: &PhoneNumber, records: &[AppRecord]) -> Tx
 }
 
 fn advance_status(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     owner: &PhoneNumber,
     id: &MessageId,
     status: &str,

@@ -10,7 +10,7 @@ use crate::relay::{
     RelayStore, StoredEnvelope, VerificationOutcome, WakeReason, Wakeup,
 };
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 use tokio::sync::broadcast;
 use ventana_core::protocol::SignedKey;
@@ -143,7 +143,7 @@ impl RelayStore for SqliteRelayStore {
                 if stored.is_empty() {
                     return Ok(VerificationOutcome::NoneRequested);
                 }
-                let burn = |tx: &Transaction<'_>| {
+                let burn = |tx: &Connection| {
                     tx.execute("UPDATE verifications SET code = '' WHERE phone = ?1", [phone.digits()])
                 };
                 if now.0 >= expires_at {
@@ -472,7 +472,7 @@ impl RelayStore for SqliteRelayStore {
     }
 }
 
-fn business_clock(tx: &Transaction<'_>, waba: &WabaId) -> TxResult<Option<BusinessClock>> {
+fn business_clock(tx: &Connection, waba: &WabaId) -> TxResult<Option<BusinessClock>> {
     Ok(tx
         .query_row(
             "SELECT sandbox, offset_secs FROM businesses WHERE waba_id = ?1",
@@ -487,7 +487,7 @@ fn business_clock(tx: &Transaction<'_>, waba: &WabaId) -> TxResult<Option<Busine
         .optional()?)
 }
 
-fn account(tx: &Transaction<'_>, address: &PhoneNumber) -> TxResult<Option<AccountRecord>> {
+fn account(tx: &Connection, address: &PhoneNumber) -> TxResult<Option<AccountRecord>> {
     Ok(tx
         .prepare_cached(
             "SELECT address, kind, waba_id, verified_name, created_at FROM accounts WHERE address = ?1",
@@ -508,7 +508,7 @@ fn account_from_row(row: &Row<'_>) -> rusqlite::Result<AccountRecord> {
 }
 
 /// The account's devices in device-id order.
-fn devices(tx: &Transaction<'_>, account: &PhoneNumber) -> TxResult<Vec<DeviceRecord>> {
+fn devices(tx: &Connection, account: &PhoneNumber) -> TxResult<Vec<DeviceRecord>> {
     let mut stmt = tx.prepare_cached(
         "SELECT account, device_id, curve25519, ed25519 FROM devices WHERE account = ?1 ORDER BY device_id",
     )?;
@@ -534,7 +534,7 @@ fn signed_key(row: &Row<'_>) -> rusqlite::Result<SignedKey> {
 /// Adds keys in upload order. A key id seen before (claimed or not) is skipped if it carries
 /// the same key, and is a conflict otherwise, which rolls back the whole upload.
 fn add_one_time_keys(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     account: &PhoneNumber,
     device: DeviceId,
     keys: &[SignedKey],
@@ -571,7 +571,7 @@ fn add_one_time_keys(
 }
 
 fn replace_fallback_key(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     account: &PhoneNumber,
     device: DeviceId,
     key: &SignedKey,
@@ -585,7 +585,7 @@ fn replace_fallback_key(
     Ok(())
 }
 
-fn unclaimed_count(tx: &Transaction<'_>, account: &PhoneNumber, device: DeviceId) -> TxResult<u64> {
+fn unclaimed_count(tx: &Connection, account: &PhoneNumber, device: DeviceId) -> TxResult<u64> {
     Ok(tx.query_row(
         "SELECT count(*) FROM one_time_keys WHERE account = ?1 AND device_id = ?2 AND claimed = 0",
         params![account.digits(), device.0],

@@ -3,7 +3,7 @@
 use super::{account, business_clock, devices};
 use crate::relay::{Accepted, BusinessPair, EnvelopeBody, NewSubmission, Refusal, StoredEnvelope};
 use crate::sqlite::db::{TxResult, backend, named, parsed};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use ventana_core::rules::{
     self, AccountKind, ContactOrigin, EnvelopeKind, RuleViolation, SendDecision, ServiceWindow,
 };
@@ -11,10 +11,7 @@ use ventana_core::{BusinessClock, DeviceId, PhoneNumber, Relationship, UnixTime}
 
 /// Decides and records one submission. The caller runs it in an immediate transaction, so
 /// the relationship read for the decision is the one the decision's effects are written over.
-pub(super) fn accept(
-    tx: &Transaction<'_>,
-    s: &NewSubmission,
-) -> TxResult<Result<Accepted, Refusal>> {
+pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Accepted, Refusal>> {
     // A retry must get the first answer, even if the rules or the devices changed since.
     let earlier: Option<(String, i64)> = tx
         .query_row(
@@ -120,12 +117,12 @@ pub(super) fn accept(
     }))
 }
 
-fn relationship(tx: &Transaction<'_>, pair: &BusinessPair<'_>) -> TxResult<Option<Relationship>> {
+fn relationship(tx: &Connection, pair: &BusinessPair<'_>) -> TxResult<Option<Relationship>> {
     relationship_between(tx, &pair.business.address, &pair.user.address)
 }
 
 pub(super) fn relationship_between(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     business: &PhoneNumber,
     user: &PhoneNumber,
 ) -> TxResult<Option<Relationship>> {
@@ -157,7 +154,7 @@ fn parse_origin(s: &str) -> Option<ContactOrigin> {
 /// Writes the relationship the rules decided; a new one is consent, so it is audited too.
 /// `blocked` is not stored here: it only ever comes from `blocks`.
 fn record_relationship(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     pair: &BusinessPair<'_>,
     rel: &Relationship,
     is_new: bool,
@@ -187,7 +184,7 @@ fn record_relationship(
 }
 
 pub(super) fn pending(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     account: &PhoneNumber,
     device: DeviceId,
     after_seq: u64,
@@ -219,7 +216,7 @@ pub(super) fn pending(
 }
 
 pub(super) fn ack(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     account: &PhoneNumber,
     device: DeviceId,
     seqs: &[u64],
@@ -236,7 +233,7 @@ pub(super) fn ack(
 
 /// Only a change is audited, so a repeated request leaves one entry.
 pub(super) fn set_blocked(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     user: &PhoneNumber,
     business: &PhoneNumber,
     blocked: bool,
