@@ -1,6 +1,7 @@
 //! Subcommands. Every non-interactive command takes `--json` for machine-readable output.
 
 mod admin;
+pub mod bench;
 mod chat;
 mod demo;
 mod user;
@@ -40,6 +41,8 @@ enum Command {
     User(user::UserArgs),
     /// Interactive chat with a business, for a device registered with `ventana user register`.
     Chat(chat::ChatArgs),
+    /// Measure throughput and latency through the real path
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -63,6 +66,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Admin(args) => admin::run(&config, args).await,
         Command::User(args) => user::run(&config, args).await,
         Command::Chat(args) => chat::run(&config, args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 
