@@ -166,6 +166,14 @@ impl RelayLink {
     }
 }
 
+/// Small buffers (frames are small, each flushed as sent) and no Nagle delay (each request
+/// waits for its answer).
+fn socket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+}
+
 /// Resolves once `shutdown` turns true; never, if its sender is gone without saying so.
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     if shutdown.wait_for(|stop| *stop).await.is_err() {
@@ -231,16 +239,21 @@ async fn connect_once(
     let auth = HeaderValue::from_str(&format!("Bearer {}", inner.token.as_str()))
         .map_err(|e| Fatal(e.to_string()))?;
     request.headers_mut().insert("authorization", auth);
-    let socket = match tokio_tungstenite::connect_async(request).await {
-        Ok((socket, _)) => socket,
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 401 => {
-            return Err(Fatal("the relay does not know this device's token".into()));
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, url = %inner.url, "relay connection failed");
-            return Ok(false);
-        }
-    };
+    let socket =
+        match tokio_tungstenite::connect_async_with_config(request, Some(socket_config()), true)
+            .await
+        {
+            Ok((socket, _)) => socket,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response))
+                if response.status() == 401 =>
+            {
+                return Err(Fatal("the relay does not know this device's token".into()));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, url = %inner.url, "relay connection failed");
+                return Ok(false);
+            }
+        };
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<ClientFrame>(1024);
     let writer = tokio::spawn(async move {

@@ -28,6 +28,7 @@ use ventana_store::relay::{AccountRecord, StoredEnvelope};
 /// Largest frame a device may send: a message to a handful of devices fits easily.
 const MAX_FRAME_BYTES: usize = 1 << 20;
 const PAGE: u32 = 256;
+const SOCKET_BUFFER: usize = 4 * 1024;
 /// At most this many envelopes are sent but not yet acknowledged on one connection. A device
 /// that stops acknowledging stops receiving; one that processes slowly is never flooded.
 const WINDOW: usize = 256;
@@ -98,6 +99,10 @@ pub(crate) async fn upgrade(
         .ok_or_else(|| HttpError::unauthorized("unknown device token"))?;
     Ok(ws
         .max_message_size(MAX_FRAME_BYTES)
+        // An idle connection should cost little: tungstenite's default buffers are 128 KiB
+        // each way; frames here are small and each is flushed as it is sent.
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .on_upgrade(move |socket| serve(relay, socket, account, device, mode.receive)))
 }
 

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -139,6 +140,11 @@ pub async fn run(
     };
     let app = health.merge(relay.router()).merge(gateway.router());
     tracing::info!(address = %local, %node, backend = ?backend, "Ventana node listening");
+    // Small frames both ways, a reply awaited on each: Nagle's algorithm would hold every
+    // one of them back for an ack.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
