@@ -91,6 +91,35 @@ pub enum EnvelopeBody {
     Shared(Vec<u8>),
 }
 
+impl EnvelopeBody {
+    /// The bytes to queue for each of the recipient's current devices (`devices`, sorted by
+    /// id), or `None` when per-device copies do not cover exactly those devices (one missing,
+    /// one extra, or one named twice).
+    pub(crate) fn per_device<'a>(
+        &'a self,
+        devices: &[DeviceId],
+    ) -> Option<Vec<(DeviceId, &'a [u8])>> {
+        match self {
+            Self::PerDevice(copies) => {
+                let mut covered: Vec<DeviceId> = copies.iter().map(|(device, _)| *device).collect();
+                covered.sort_unstable();
+                (covered == devices).then(|| {
+                    copies
+                        .iter()
+                        .map(|(device, body)| (*device, body.as_slice()))
+                        .collect()
+                })
+            }
+            Self::Shared(body) => Some(
+                devices
+                    .iter()
+                    .map(|device| (*device, body.as_slice()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 /// A submission to accept, or refuse by the rules, in one transaction.
 #[derive(Clone, Debug)]
 pub struct NewSubmission {

@@ -5,7 +5,7 @@ use crate::postgres::db::{
     TxResult, backend, big, device_id, execute, get, lock, named, parsed, query, query_opt, time,
     unsigned,
 };
-use crate::relay::{Accepted, BusinessPair, EnvelopeBody, NewSubmission, Refusal, StoredEnvelope};
+use crate::relay::{Accepted, BusinessPair, NewSubmission, Refusal, StoredEnvelope};
 use deadpool_postgres::GenericClient;
 use ventana_core::rules::{
     self, AccountKind, ContactOrigin, EnvelopeKind, RuleViolation, SendDecision, ServiceWindow,
@@ -95,23 +95,8 @@ pub(super) async fn accept(
 
     let current = devices(tx, &s.recipient).await?;
     let device_ids: Vec<DeviceId> = current.iter().map(|d| d.device_id).collect();
-    let copies: Vec<(DeviceId, &[u8])> = match &s.body {
-        EnvelopeBody::PerDevice(copies) => {
-            let mut covered: Vec<DeviceId> = copies.iter().map(|(device, _)| *device).collect();
-            covered.sort_unstable();
-            // `device_ids` is sorted, so this also catches a device named twice.
-            if covered != device_ids {
-                return Ok(Err(Refusal::StaleDevices(current)));
-            }
-            copies
-                .iter()
-                .map(|(device, body)| (*device, body.as_slice()))
-                .collect()
-        }
-        EnvelopeBody::Shared(body) => device_ids
-            .iter()
-            .map(|device| (*device, body.as_slice()))
-            .collect(),
+    let Some(copies) = s.body.per_device(&device_ids) else {
+        return Ok(Err(Refusal::StaleDevices(current)));
     };
 
     if let SendDecision::DeliverAndRecord(rel) = decision {

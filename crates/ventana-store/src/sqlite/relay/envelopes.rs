@@ -1,7 +1,7 @@
 //! Accepting submissions under the rules, the per-device queues, and blocking.
 
 use super::{account, business_clock, devices};
-use crate::relay::{Accepted, BusinessPair, EnvelopeBody, NewSubmission, Refusal, StoredEnvelope};
+use crate::relay::{Accepted, BusinessPair, NewSubmission, Refusal, StoredEnvelope};
 use crate::sqlite::db::{TxResult, backend, named, parsed};
 use rusqlite::{Connection, OptionalExtension, params};
 use ventana_core::rules::{
@@ -65,23 +65,8 @@ pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Acce
 
     let current = devices(tx, &s.recipient)?;
     let device_ids: Vec<DeviceId> = current.iter().map(|d| d.device_id).collect();
-    let copies: Vec<(DeviceId, &[u8])> = match &s.body {
-        EnvelopeBody::PerDevice(copies) => {
-            let mut covered: Vec<DeviceId> = copies.iter().map(|(device, _)| *device).collect();
-            covered.sort_unstable();
-            // `device_ids` is sorted, so this also catches a device named twice.
-            if covered != device_ids {
-                return Ok(Err(Refusal::StaleDevices(current)));
-            }
-            copies
-                .iter()
-                .map(|(device, body)| (*device, body.as_slice()))
-                .collect()
-        }
-        EnvelopeBody::Shared(body) => device_ids
-            .iter()
-            .map(|device| (*device, body.as_slice()))
-            .collect(),
+    let Some(copies) = s.body.per_device(&device_ids) else {
+        return Ok(Err(Refusal::StaleDevices(current)));
     };
 
     if let SendDecision::DeliverAndRecord(rel) = decision {
