@@ -212,12 +212,18 @@ async fn reopening_a_file_keeps_everything_and_applies_no_migration_twice() {
         crate::schema_version(&path),
         crate::migration_count("endpoint")
     );
+    assert_kept_everything(&store).await;
+    drop((store, dir));
+}
+
+/// What the reopening tests wrote before closing the store, found again after reopening it.
+async fn assert_kept_everything(store: &dyn GatewayStore) {
     assert_eq!(
         store.identity(&me()).await.unwrap(),
         Some(identity(ME, b"account"))
     );
     assert_eq!(
-        versions(&store).await,
+        versions(store).await,
         [("s".to_string(), 1, b"one".to_vec())]
     );
     assert_eq!(store.outbox(&me()).await.unwrap().len(), 1);
@@ -225,5 +231,4 @@ async fn reopening_a_file_keeps_everything_and_applies_no_migration_twice() {
         store.businesses().await.unwrap(),
         [business_record("1001", 10)]
     );
-    drop((store, dir));
 }

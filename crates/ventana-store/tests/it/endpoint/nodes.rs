@@ -190,17 +190,5 @@ async fn reconnecting_keeps_everything_and_applies_no_migration_twice() {
 
     let store = db.endpoint().await;
     assert_eq!(recorded_migrations(&client, GATEWAY_SCHEMA).await, migrated);
-    assert_eq!(
-        store.identity(&me()).await.unwrap(),
-        Some(identity(ME, b"account"))
-    );
-    assert_eq!(
-        versions(&store).await,
-        [("s".to_string(), 1, b"one".to_vec())]
-    );
-    assert_eq!(store.outbox(&me()).await.unwrap().len(), 1);
-    assert_eq!(
-        store.businesses().await.unwrap(),
-        [business_record("1001", 10)]
-    );
+    assert_kept_everything(&store).await;
 }

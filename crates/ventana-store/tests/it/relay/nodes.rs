@@ -289,22 +289,5 @@ async fn consent_is_audited_and_a_block_records_no_relationship() {
         .iter()
         .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
         .collect();
-    let pair = |event: &str, at: i64, origin: Option<&str>| {
-        (
-            BUSINESS.to_string(),
-            USER.to_string(),
-            event.to_string(),
-            at,
-            origin.map(String::from),
-        )
-    };
-    // One entry per change: the repeated block and the second message add nothing.
-    assert_eq!(
-        events,
-        [
-            pair("block", 900, None),
-            pair("unblock", 950, None),
-            pair("contact", 1000, Some("user_message"))
-        ]
-    );
+    assert_eq!(events, expected_consent_events());
 }
