@@ -5,7 +5,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, Row, TransactionBehavior, ffi};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 /// One schema step: a plain SQL file kept beside the other backends' under `migrations/`.
@@ -74,6 +74,10 @@ pub(crate) fn backend(what: impl Into<String>) -> TxError {
 /// (a failing unit is rolled back to its savepoint alone), so concurrent writers share the
 /// cost of the fsync instead of queueing for one each. Reads run on their own connections:
 /// WAL lets them proceed beside the writer and see every answered write.
+///
+/// Every statement a store runs is a constant (or one of a few fixed variants), so each
+/// connection keeps them prepared ([`STATEMENT_CACHE`]): SQL is parsed once per connection,
+/// not once per call. That includes the transaction control around units and reads.
 #[derive(Clone, Debug)]
 pub(crate) struct Db {
     writer: Arc<Writer>,
@@ -101,7 +105,23 @@ impl Drop for Writer {
 
 /// Units one commit may carry; bounded so a burst cannot make one transaction unbounded.
 const MAX_BATCH: usize = 256;
-const READERS: usize = 2;
+
+/// Prepared statements kept per connection. It must hold every distinct statement a store
+/// runs, or the LRU cache evicts and re-parses on the hot path. Today the endpoint file (with
+/// the gateway tables) runs 44 distinct statements and the relay's 42, counting the 7 of
+/// transaction control in this file; 128 leaves room to grow. A cached statement costs a few
+/// kilobytes, on a handful of connections.
+const STATEMENT_CACHE: usize = 128;
+
+/// Read connections: one per core the runtime may read from at once (clamped). A read holds
+/// its connection only for the microseconds of an inline read (see [`Db::read`]), so this is
+/// sized for the number of threads that can be reading at the same instant, not for how long
+/// reads take; past it a read waits on a blocking thread rather than failing.
+fn reader_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .clamp(2, 8)
+}
 
 /// A unit of work for the writer thread: run it on the connection (inside its savepoint) and
 /// get back whether it succeeded and what to do once the batch's commit is known.
@@ -131,8 +151,9 @@ impl Db {
         if applied > 0 {
             tracing::info!(path = %path.display(), applied, "migrated the store's schema");
         }
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
+        let count = reader_count();
+        let mut readers = Vec::with_capacity(count);
+        for _ in 0..count {
             let reader = Connection::open(path).map_err(sql_error)?;
             configure(&reader).map_err(sql_error)?;
             readers.push(Mutex::new(reader));
@@ -152,8 +173,38 @@ impl Db {
         })
     }
 
-    /// Runs `work` in one deferred (read) transaction on a read connection.
+    /// Runs `work` in one deferred (read) transaction on a read connection, on the calling
+    /// thread if a read connection is free, else on a blocking thread.
+    ///
+    /// Running SQLite on an async worker is acceptable only because every read a store does
+    /// through this is bounded and indexed: a point lookup by key or unique index, a `LIMIT`ed
+    /// page, or a range of one key prefix that stays small (a peer device's sessions, an
+    /// account's devices, a count over a partial index). Such a read touches a few pages, read
+    /// from SQLite's or the OS's page cache in microseconds, which is less than handing it to
+    /// a blocking thread and waking the task again. It would be wrong for a read whose cost
+    /// grows with the data (a scan, an unbounded listing, large blobs): that one stalls every
+    /// task on the worker, so it goes through [`Db::read_blocking`]. It also leans on WAL,
+    /// where readers never wait for the writer; a file left in another journal mode, or locked
+    /// by another process, could make a read wait here up to the busy timeout.
     pub(crate) async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> TxResult<T> + Send + 'static,
+    {
+        // The lowest free connection, so the fewest connections' caches are kept warm.
+        for reader in self.readers.iter() {
+            match reader.try_lock() {
+                Ok(conn) => return read_tx(&conn, work),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Poisoned(_)) => return Err(poisoned_reader()),
+            }
+        }
+        self.read_blocking(work).await
+    }
+
+    /// Runs `work` like [`Db::read`], always on a blocking thread: for reads whose cost grows
+    /// with the data (unbounded listings), which must not run on an async worker.
+    pub(crate) async fn read_blocking<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> TxResult<T> + Send + 'static,
@@ -164,15 +215,8 @@ impl Db {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             % readers.len();
         tokio::task::spawn_blocking(move || {
-            let mut conn = readers[slot]
-                .lock()
-                .map_err(|_| StoreError::Backend("a read connection's lock is poisoned".into()))?;
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Deferred)
-                .map_err(sql_error)?;
-            let value = work(&tx)?;
-            tx.commit().map_err(sql_error)?;
-            Ok(value)
+            let conn = readers[slot].lock().map_err(|_| poisoned_reader())?;
+            read_tx(&conn, work)
         })
         .await
         .map_err(|e| StoreError::Backend(format!("a storage task failed: {e}")))?
@@ -225,7 +269,7 @@ fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run(&conn, "BEGIN IMMEDIATE") {
             for job in batch {
                 let (_, finish) = (job.run)(Err(e.to_string()));
                 finish(None);
@@ -234,28 +278,50 @@ fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
         }
         let mut finishes = Vec::with_capacity(batch.len());
         for job in batch {
-            if let Err(e) = conn.execute_batch("SAVEPOINT unit") {
+            if let Err(e) = run(&conn, "SAVEPOINT unit") {
                 let (_, finish) = (job.run)(Err(e.to_string()));
                 finishes.push((finish, None));
                 continue;
             }
             let (ok, finish) = (job.run)(Ok(&conn));
             let end = if ok {
-                "RELEASE unit"
+                run(&conn, "RELEASE unit")
             } else {
-                "ROLLBACK TO unit; RELEASE unit"
+                run(&conn, "ROLLBACK TO unit").and_then(|()| run(&conn, "RELEASE unit"))
             };
-            let failed = conn.execute_batch(end).err().map(|e| e.to_string());
+            let failed = end.err().map(|e| e.to_string());
             finishes.push((finish, failed));
         }
-        let commit = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+        let commit = run(&conn, "COMMIT").err().map(|e| e.to_string());
         if commit.is_some() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run(&conn, "ROLLBACK");
         }
         for (finish, own) in finishes {
             finish(commit.clone().or(own));
         }
     }
+}
+
+/// Runs one statement without parameters or rows (transaction control) from the cache.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// One deferred transaction around `work`: committed if it succeeds, rolled back if it fails
+/// or panics (a panic is reported as an error and leaves the connection usable).
+fn read_tx<T>(conn: &Connection, work: impl FnOnce(&Connection) -> TxResult<T>) -> StoreResult<T> {
+    run(conn, "BEGIN").map_err(sql_error)?;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+        .unwrap_or_else(|_| Err(backend("a read panicked")))
+        .and_then(|value| run(conn, "COMMIT").map(|()| value).map_err(TxError::Sql));
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = run(conn, "ROLLBACK");
+    }
+    Ok(result?)
+}
+
+fn poisoned_reader() -> StoreError {
+    StoreError::Backend("a read connection's lock is poisoned".into())
 }
 
 fn sql_error(e: rusqlite::Error) -> StoreError {
@@ -277,6 +343,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Another process (an operator's sqlite3 shell, a backup) may hold the lock briefly.
     conn.busy_timeout(Duration::from_millis(5000))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
 
@@ -472,6 +539,47 @@ mod tests {
                 .unwrap();
             assert_eq!(stored, (0..60).filter(|n| n % 3 != 0).collect::<Vec<i64>>());
         });
+    }
+
+    #[test]
+    fn a_failing_or_panicking_read_leaves_its_connection_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("m.sqlite"), STEPS).unwrap();
+        let rt = runtime();
+        rt.block_on(db.write(|c| Ok(c.execute_batch("INSERT INTO a (x) VALUES (7)")?)))
+            .unwrap();
+        let refused = rt.block_on(db.read(|_| Err::<(), _>(conflict("refused"))));
+        assert!(matches!(refused, Err(StoreError::Conflict(_))));
+        let panicked = rt.block_on(db.read(|_| -> TxResult<()> { panic!("a bug") }));
+        assert!(matches!(panicked, Err(StoreError::Backend(_))));
+        // Inline reads take the first free connection, so these ran on the same one.
+        let x: i64 = rt
+            .block_on(db.read(|c| Ok(c.query_row("SELECT x FROM a", [], |r| r.get(0))?)))
+            .unwrap();
+        assert_eq!(x, 7);
+    }
+
+    #[test]
+    fn a_read_waits_on_a_blocking_thread_when_every_connection_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("m.sqlite"), STEPS).unwrap();
+        let held: Vec<_> = db.readers.iter().map(|r| r.lock().unwrap()).collect();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let read = rt.spawn({
+            let db = db.clone();
+            async move {
+                db.read(|c| Ok(c.query_row("SELECT count(*) FROM a", [], |r| r.get::<_, i64>(0))?))
+                    .await
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!read.is_finished());
+        drop(held);
+        assert_eq!(rt.block_on(read).unwrap().unwrap(), 0);
     }
 
     #[test]

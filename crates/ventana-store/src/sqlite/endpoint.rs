@@ -46,20 +46,19 @@ impl EndpointStore for SqliteEndpointStore {
         self.db
             .read(move |tx| {
                 Ok(tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT owner, device_id, relay_token_sealed, account_sealed, display_name
                          FROM identities WHERE owner = ?1",
-                        [owner.digits()],
-                        |row| {
-                            Ok(IdentityRecord {
-                                owner: parsed(row, 0)?,
-                                device_id: DeviceId(row.get(1)?),
-                                relay_token_sealed: row.get(2)?,
-                                account_sealed: row.get(3)?,
-                                display_name: row.get(4)?,
-                            })
-                        },
-                    )
+                    )?
+                    .query_row([owner.digits()], |row| {
+                        Ok(IdentityRecord {
+                            owner: parsed(row, 0)?,
+                            device_id: DeviceId(row.get(1)?),
+                            relay_token_sealed: row.get(2)?,
+                            account_sealed: row.get(3)?,
+                            display_name: row.get(4)?,
+                        })
+                    })
                     .optional()?)
             })
             .await
@@ -68,20 +67,20 @@ impl EndpointStore for SqliteEndpointStore {
     async fn save_identity(&self, identity: IdentityRecord) -> StoreResult<()> {
         self.db
             .write(move |tx| {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO identities (owner, device_id, relay_token_sealed, account_sealed, display_name)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (owner) DO UPDATE
                      SET device_id = excluded.device_id, relay_token_sealed = excluded.relay_token_sealed,
                          account_sealed = excluded.account_sealed, display_name = excluded.display_name",
-                    params![
-                        identity.owner.digits(),
-                        identity.device_id.0,
-                        identity.relay_token_sealed,
-                        identity.account_sealed,
-                        identity.display_name,
-                    ],
-                )?;
+                )?
+                .execute(params![
+                    identity.owner.digits(),
+                    identity.device_id.0,
+                    identity.relay_token_sealed,
+                    identity.account_sealed,
+                    identity.display_name,
+                ])?;
                 Ok(())
             })
             .await
@@ -137,9 +136,11 @@ impl EndpointStore for SqliteEndpointStore {
                     write_session(tx, owner, session)?;
                 }
                 let row = &commit.outbox;
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO outbox (owner, id, recipient, submission, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (owner, id) DO UPDATE SET submission = excluded.submission",
+                )?
+                .execute(
                     params![owner.digits(), row.id.as_str(), row.to.digits(), row.submission, row.created_at.0],
                 )?;
                 apply(tx, owner, &commit.records)
@@ -150,7 +151,7 @@ impl EndpointStore for SqliteEndpointStore {
     async fn outbox(&self, owner: &PhoneNumber) -> StoreResult<Vec<OutboxRow>> {
         let owner = owner.clone();
         self.db
-            .read(move |tx| {
+            .read_blocking(move |tx| {
                 let mut stmt = tx.prepare_cached(
                     "SELECT id, recipient, submission, created_at FROM outbox WHERE owner = ?1
                      ORDER BY created_at, rowid",
@@ -179,10 +180,8 @@ impl EndpointStore for SqliteEndpointStore {
             .write(move |tx| {
                 // A row already gone means this answer was settled before; the records are
                 // idempotent, so applying them again is harmless.
-                tx.execute(
-                    "DELETE FROM outbox WHERE owner = ?1 AND id = ?2",
-                    params![owner.digits(), id.as_str()],
-                )?;
+                tx.prepare_cached("DELETE FROM outbox WHERE owner = ?1 AND id = ?2")?
+                    .execute(params![owner.digits(), id.as_str()])?;
                 apply(tx, &owner, &records)
             })
             .await
@@ -197,11 +196,11 @@ impl EndpointStore for SqliteEndpointStore {
         let (owner, from, id) = (owner.clone(), from.clone(), id.clone());
         self.db
             .read(move |tx| {
-                Ok(tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM processed WHERE owner = ?1 AND sender = ?2 AND id = ?3)",
-                    params![owner.digits(), from.digits(), id.as_str()],
-                    |row| row.get(0),
-                )?)
+                Ok(tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM processed WHERE owner = ?1 AND sender = ?2 AND id = ?3)",
+                    )?
+                    .query_row(params![owner.digits(), from.digits(), id.as_str()], |row| row.get(0))?)
             })
             .await
     }
@@ -210,11 +209,14 @@ impl EndpointStore for SqliteEndpointStore {
         self.db
             .write(move |tx| {
                 let owner = &commit.owner;
-                let first_time = tx.execute(
-                    "INSERT INTO processed (owner, sender, id, processed_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT DO NOTHING",
-                    params![owner.digits(), commit.from.digits(), commit.id.as_str(), UnixTime::now().0],
-                )? == 1;
+                let first_time = tx
+                    .prepare_cached(
+                        "INSERT INTO processed (owner, sender, id, processed_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(
+                        params![owner.digits(), commit.from.digits(), commit.id.as_str(), UnixTime::now().0],
+                    )? == 1;
                 if !first_time {
                     return Ok(InboundOutcome::Duplicate);
                 }
@@ -241,12 +243,11 @@ impl EndpointStore for SqliteEndpointStore {
                 // Both directions can hold an id only if a peer reused one of ours, which it can
                 // only have learnt from us; the earlier row is then the genuine one.
                 Ok(tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT id, direction, peer, peer_device, kind, ts, body_sealed, status
                          FROM messages WHERE owner = ?1 AND id = ?2 ORDER BY rowid LIMIT 1",
-                        params![owner.digits(), id.as_str()],
-                        message_from_row,
-                    )
+                    )?
+                    .query_row(params![owner.digits(), id.as_str()], message_from_row)
                     .optional()?)
             })
             .await
@@ -282,11 +283,10 @@ impl EndpointStore for SqliteEndpointStore {
         self.db
             .read(move |tx| {
                 Ok(tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT profile_sealed FROM contacts WHERE owner = ?1 AND peer = ?2",
-                        params![owner.digits(), peer.digits()],
-                        |row| row.get(0),
-                    )
+                    )?
+                    .query_row(params![owner.digits(), peer.digits()], |row| row.get(0))
                     .optional()?)
             })
             .await
@@ -294,10 +294,9 @@ impl EndpointStore for SqliteEndpointStore {
 }
 
 fn save_account(tx: &Connection, owner: &PhoneNumber, account_sealed: &[u8]) -> TxResult<()> {
-    let saved = tx.execute(
-        "UPDATE identities SET account_sealed = ?2 WHERE owner = ?1",
-        params![owner.digits(), account_sealed],
-    )?;
+    let saved = tx
+        .prepare_cached("UPDATE identities SET account_sealed = ?2 WHERE owner = ?1")?
+        .execute(params![owner.digits(), account_sealed])?;
     if saved == 0 {
         return Err(backend(format!(
             "no identity for {owner} to save an account into"
@@ -314,24 +313,26 @@ fn write_session(tx: &Connection, owner: &PhoneNumber, s: &SessionWrite) -> TxRe
         s.peer_device.0,
         s.session_id.as_str(),
     );
-    let recency: i64 = tx.query_row(
-        "SELECT coalesce(max(recency), 0) + 1 FROM sessions WHERE owner = ?1 AND peer = ?2 AND peer_device = ?3",
-        params![key.0, key.1, key.2],
-        |row| row.get(0),
-    )?;
+    let recency: i64 = tx
+        .prepare_cached(
+            "SELECT coalesce(max(recency), 0) + 1 FROM sessions WHERE owner = ?1 AND peer = ?2 AND peer_device = ?3",
+        )?
+        .query_row(params![key.0, key.1, key.2], |row| row.get(0))?;
     let now = UnixTime::now().0;
     let written = match s.expected_version {
-        None => tx.execute(
-            "INSERT INTO sessions (owner, peer, peer_device, session_id, sealed, version, updated_at, recency)
-             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)
-             ON CONFLICT DO NOTHING",
-            params![key.0, key.1, key.2, key.3, s.sealed, now, recency],
-        )?,
-        Some(version) => tx.execute(
-            "UPDATE sessions SET sealed = ?5, version = ?6 + 1, updated_at = ?7, recency = ?8
-             WHERE owner = ?1 AND peer = ?2 AND peer_device = ?3 AND session_id = ?4 AND version = ?6",
-            params![key.0, key.1, key.2, key.3, s.sealed, version, now, recency],
-        )?,
+        None => tx
+            .prepare_cached(
+                "INSERT INTO sessions (owner, peer, peer_device, session_id, sealed, version, updated_at, recency)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![key.0, key.1, key.2, key.3, s.sealed, now, recency])?,
+        Some(version) => tx
+            .prepare_cached(
+                "UPDATE sessions SET sealed = ?5, version = ?6 + 1, updated_at = ?7, recency = ?8
+                 WHERE owner = ?1 AND peer = ?2 AND peer_device = ?3 AND session_id = ?4 AND version = ?6",
+            )?
+            .execute(params![key.0, key.1, key.2, key.3, s.sealed, version, now, recency])?,
     };
     if written == 0 {
         return Err(conflict(format!(

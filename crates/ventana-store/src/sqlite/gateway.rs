@@ -22,18 +22,18 @@ impl GatewayStore for SqliteEndpointStore {
     async fn create_business(&self, b: BusinessRecord) -> StoreResult<()> {
         self.db
             .write(move |tx| {
-                tx.execute(
+                tx.prepare_cached(
                     &format!("INSERT INTO businesses ({BUSINESS_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                    params![
-                        b.waba_id.as_str(),
-                        b.name,
-                        b.app_secret_sealed,
-                        b.webhook_url,
-                        b.verify_token_sealed,
-                        b.sandbox,
-                        b.created_at.0,
-                    ],
-                )?;
+                )?
+                .execute(params![
+                    b.waba_id.as_str(),
+                    b.name,
+                    b.app_secret_sealed,
+                    b.webhook_url,
+                    b.verify_token_sealed,
+                    b.sandbox,
+                    b.created_at.0,
+                ])?;
                 Ok(())
             })
             .await
@@ -44,11 +44,10 @@ impl GatewayStore for SqliteEndpointStore {
         self.db
             .read(move |tx| {
                 Ok(tx
-                    .query_row(
-                        &format!("SELECT {BUSINESS_COLUMNS} FROM businesses WHERE waba_id = ?1"),
-                        [waba.as_str()],
-                        business_from_row,
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {BUSINESS_COLUMNS} FROM businesses WHERE waba_id = ?1"
+                    ))?
+                    .query_row([waba.as_str()], business_from_row)
                     .optional()?)
             })
             .await
@@ -56,7 +55,7 @@ impl GatewayStore for SqliteEndpointStore {
 
     async fn businesses(&self) -> StoreResult<Vec<BusinessRecord>> {
         self.db
-            .read(move |tx| {
+            .read_blocking(move |tx| {
                 let mut stmt = tx.prepare_cached(&format!(
                     "SELECT {BUSINESS_COLUMNS} FROM businesses ORDER BY created_at, waba_id"
                 ))?;
@@ -70,17 +69,17 @@ impl GatewayStore for SqliteEndpointStore {
     async fn add_phone_number(&self, n: PhoneNumberRecord) -> StoreResult<()> {
         self.db
             .write(move |tx| {
-                tx.execute(
-                    &format!("INSERT INTO phone_numbers ({NUMBER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-                    params![
-                        n.id.as_str(),
-                        n.waba_id.as_str(),
-                        n.address.digits(),
-                        n.display_phone_number,
-                        n.verified_name,
-                        n.created_at.0,
-                    ],
-                )?;
+                tx.prepare_cached(&format!(
+                    "INSERT INTO phone_numbers ({NUMBER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                ))?
+                .execute(params![
+                    n.id.as_str(),
+                    n.waba_id.as_str(),
+                    n.address.digits(),
+                    n.display_phone_number,
+                    n.verified_name,
+                    n.created_at.0,
+                ])?;
                 Ok(())
             })
             .await
@@ -91,11 +90,10 @@ impl GatewayStore for SqliteEndpointStore {
         self.db
             .read(move |tx| {
                 Ok(tx
-                    .query_row(
-                        &format!("SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE id = ?1"),
-                        [id.as_str()],
-                        number_from_row,
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE id = ?1"
+                    ))?
+                    .query_row([id.as_str()], number_from_row)
                     .optional()?)
             })
             .await
@@ -109,11 +107,10 @@ impl GatewayStore for SqliteEndpointStore {
         self.db
             .read(move |tx| {
                 Ok(tx
-                    .query_row(
-                        &format!("SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE address = ?1"),
-                        [address.digits()],
-                        number_from_row,
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE address = ?1"
+                    ))?
+                    .query_row([address.digits()], number_from_row)
                     .optional()?)
             })
             .await
@@ -121,7 +118,7 @@ impl GatewayStore for SqliteEndpointStore {
 
     async fn phone_numbers(&self) -> StoreResult<Vec<PhoneNumberRecord>> {
         self.db
-            .read(move |tx| {
+            .read_blocking(move |tx| {
                 let mut stmt = tx.prepare_cached(&format!(
                     "SELECT {NUMBER_COLUMNS} FROM phone_numbers ORDER BY created_at, id"
                 ))?;
@@ -135,17 +132,17 @@ impl GatewayStore for SqliteEndpointStore {
     async fn add_token(&self, t: AccessTokenRecord) -> StoreResult<()> {
         self.db
             .write(move |tx| {
-                tx.execute(
-                    &format!("INSERT INTO access_tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-                    params![
-                        t.id,
-                        t.waba_id.as_str(),
-                        t.token_hash,
-                        t.label,
-                        t.created_at.0,
-                        t.revoked_at.map(|at| at.0),
-                    ],
-                )?;
+                tx.prepare_cached(&format!(
+                    "INSERT INTO access_tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                ))?
+                .execute(params![
+                    t.id,
+                    t.waba_id.as_str(),
+                    t.token_hash,
+                    t.label,
+                    t.created_at.0,
+                    t.revoked_at.map(|at| at.0),
+                ])?;
                 Ok(())
             })
             .await
@@ -156,11 +153,10 @@ impl GatewayStore for SqliteEndpointStore {
         self.db
             .read(move |tx| {
                 Ok(tx
-                    .query_row(
-                        &format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE token_hash = ?1"),
-                        [token_hash],
-                        token_from_row,
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE token_hash = ?1"
+                    ))?
+                    .query_row([token_hash], token_from_row)
                     .optional()?)
             })
             .await
@@ -169,7 +165,7 @@ impl GatewayStore for SqliteEndpointStore {
     async fn tokens(&self, waba: &WabaId) -> StoreResult<Vec<AccessTokenRecord>> {
         let waba = waba.clone();
         self.db
-            .read(move |tx| {
+            .read_blocking(move |tx| {
                 let mut stmt = tx.prepare_cached(&format!(
                     "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE waba_id = ?1 ORDER BY created_at, id"
                 ))?;
@@ -183,11 +179,12 @@ impl GatewayStore for SqliteEndpointStore {
         self.db
             .write(move |tx| {
                 // Revoking keeps the first revocation time: a token is revoked once.
-                let revoked = tx.execute(
-                    "UPDATE access_tokens SET revoked_at = ?3
-                     WHERE waba_id = ?1 AND id = ?2 AND revoked_at IS NULL",
-                    params![waba.as_str(), id, at.0],
-                )?;
+                let revoked = tx
+                    .prepare_cached(
+                        "UPDATE access_tokens SET revoked_at = ?3
+                         WHERE waba_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                    )?
+                    .execute(params![waba.as_str(), id, at.0])?;
                 Ok(revoked == 1)
             })
             .await
@@ -237,7 +234,8 @@ impl GatewayStore for SqliteEndpointStore {
         let id = id.to_owned();
         self.db
             .write(move |tx| {
-                tx.execute("DELETE FROM webhooks WHERE id = ?1", [id])?;
+                tx.prepare_cached("DELETE FROM webhooks WHERE id = ?1")?
+                    .execute([id])?;
                 Ok(())
             })
             .await
@@ -253,12 +251,12 @@ impl GatewayStore for SqliteEndpointStore {
         let (id, last_error) = (id.to_owned(), last_error.to_owned());
         self.db
             .write(move |tx| {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE webhooks SET attempts = ?2, next_attempt_at = ?3, last_error = ?4,
                          leased_by = NULL, lease_until = NULL
                      WHERE id = ?1",
-                    params![id, attempts, next_attempt_at.0, last_error],
-                )?;
+                )?
+                .execute(params![id, attempts, next_attempt_at.0, last_error])?;
                 Ok(())
             })
             .await
@@ -267,10 +265,9 @@ impl GatewayStore for SqliteEndpointStore {
     async fn next_webhook_due(&self) -> StoreResult<Option<UnixTime>> {
         self.db
             .read(move |tx| {
-                let due: Option<i64> =
-                    tx.query_row("SELECT min(next_attempt_at) FROM webhooks", [], |row| {
-                        row.get(0)
-                    })?;
+                let due: Option<i64> = tx
+                    .prepare_cached("SELECT min(next_attempt_at) FROM webhooks")?
+                    .query_row([], |row| row.get(0))?;
                 Ok(due.map(UnixTime))
             })
             .await
@@ -286,14 +283,19 @@ impl GatewayStore for SqliteEndpointStore {
         let (owner, node) = (owner.clone(), node.to_owned());
         self.db
             .write(move |tx| {
-                let holder: String = tx.query_row(
-                    "INSERT INTO endpoint_leases (owner, node, expires_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (owner) DO UPDATE SET node = excluded.node, expires_at = excluded.expires_at
-                         WHERE endpoint_leases.node = excluded.node OR endpoint_leases.expires_at <= ?4
-                     RETURNING node",
-                    params![owner.digits(), node, now.0 + ttl_secs, now.0],
-                    |row| row.get(0),
-                ).optional()?.unwrap_or_default();
+                let holder: String = tx
+                    .prepare_cached(
+                        "INSERT INTO endpoint_leases (owner, node, expires_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (owner) DO UPDATE SET node = excluded.node, expires_at = excluded.expires_at
+                             WHERE endpoint_leases.node = excluded.node OR endpoint_leases.expires_at <= ?4
+                         RETURNING node",
+                    )?
+                    .query_row(
+                        params![owner.digits(), node, now.0 + ttl_secs, now.0],
+                        |row| row.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or_default();
                 Ok(holder == node)
             })
             .await
@@ -303,10 +305,8 @@ impl GatewayStore for SqliteEndpointStore {
         let (owner, node) = (owner.clone(), node.to_owned());
         self.db
             .write(move |tx| {
-                tx.execute(
-                    "DELETE FROM endpoint_leases WHERE owner = ?1 AND node = ?2",
-                    params![owner.digits(), node],
-                )?;
+                tx.prepare_cached("DELETE FROM endpoint_leases WHERE owner = ?1 AND node = ?2")?
+                    .execute(params![owner.digits(), node])?;
                 Ok(())
             })
             .await

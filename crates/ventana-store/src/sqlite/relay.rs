@@ -85,11 +85,10 @@ impl RelayStore for SqliteRelayStore {
         self.db
             .write(move |tx| {
                 let window: Option<(i64, u32)> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT window_start, issued FROM verifications WHERE phone = ?1",
-                        [phone.digits()],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
+                    )?
+                    .query_row([phone.digits()], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()?;
                 match window {
                     Some((start, issued)) if now.0 < start + VERIFICATION_WINDOW_SECS => {
@@ -97,19 +96,19 @@ impl RelayStore for SqliteRelayStore {
                             return Ok(false);
                         }
                         // A new code, but the attempts made in this window still count.
-                        tx.execute(
+                        tx.prepare_cached(
                             "UPDATE verifications SET code = ?2, expires_at = ?3, issued = issued + 1
                              WHERE phone = ?1",
-                            params![phone.digits(), code, expires_at.0],
-                        )?;
+                        )?
+                        .execute(params![phone.digits(), code, expires_at.0])?;
                     }
                     _ => {
-                        tx.execute(
+                        tx.prepare_cached(
                             "INSERT OR REPLACE INTO verifications
                                  (phone, code, expires_at, attempts, window_start, issued)
                              VALUES (?1, ?2, ?3, 0, ?4, 1)",
-                            params![phone.digits(), code, expires_at.0, now.0],
-                        )?;
+                        )?
+                        .execute(params![phone.digits(), code, expires_at.0, now.0])?;
                     }
                 }
                 Ok(true)
@@ -127,8 +126,10 @@ impl RelayStore for SqliteRelayStore {
         self.db
             .write(move |tx| {
                 let pending: Option<(String, i64, u32, i64)> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT code, expires_at, attempts, window_start FROM verifications WHERE phone = ?1",
+                    )?
+                    .query_row(
                         [phone.digits()],
                         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                     )
@@ -144,20 +145,22 @@ impl RelayStore for SqliteRelayStore {
                     return Ok(VerificationOutcome::NoneRequested);
                 }
                 let burn = |tx: &Connection| {
-                    tx.execute("UPDATE verifications SET code = '' WHERE phone = ?1", [phone.digits()])
+                    tx.prepare_cached("UPDATE verifications SET code = '' WHERE phone = ?1")?
+                        .execute([phone.digits()])
                 };
                 if now.0 >= expires_at {
                     burn(tx)?;
                     return Ok(VerificationOutcome::Expired);
                 }
                 if stored == code {
-                    tx.execute("DELETE FROM verifications WHERE phone = ?1", [phone.digits()])?;
+                    tx.prepare_cached("DELETE FROM verifications WHERE phone = ?1")?
+                        .execute([phone.digits()])?;
                     return Ok(VerificationOutcome::Verified);
                 }
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE verifications SET attempts = attempts + 1 WHERE phone = ?1",
-                    [phone.digits()],
-                )?;
+                )?
+                .execute([phone.digits()])?;
                 if attempts + 1 >= MAX_CODE_ATTEMPTS {
                     burn(tx)?;
                     return Ok(VerificationOutcome::TooManyAttempts);
@@ -176,11 +179,10 @@ impl RelayStore for SqliteRelayStore {
         self.db
             .read(move |tx| {
                 Ok(tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT code FROM verifications WHERE phone = ?1 AND expires_at > ?2 AND code <> ''",
-                        params![phone.digits(), now.0],
-                        |row| row.get(0),
-                    )
+                    )?
+                    .query_row(params![phone.digits(), now.0], |row| row.get(0))
                     .optional()?)
             })
             .await
@@ -190,10 +192,10 @@ impl RelayStore for SqliteRelayStore {
         let waba = waba.clone();
         self.db
             .write(move |tx| {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO businesses (waba_id, sandbox) VALUES (?1, ?2) ON CONFLICT (waba_id) DO NOTHING",
-                    params![waba.as_str(), sandbox],
-                )?;
+                )?
+                .execute(params![waba.as_str(), sandbox])?;
                 business_clock(tx, &waba)?
                     .ok_or_else(|| backend("the business row just ensured is missing"))
             })
@@ -209,12 +211,16 @@ impl RelayStore for SqliteRelayStore {
         let waba = waba.clone();
         self.db
             .write(move |tx| {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO businesses (waba_id, sandbox, offset_secs) VALUES (?1, ?2, ?3)
                      ON CONFLICT (waba_id) DO UPDATE
                      SET sandbox = excluded.sandbox, offset_secs = excluded.offset_secs",
-                    params![waba.as_str(), clock.sandbox, clock.offset_secs],
-                )?;
+                )?
+                .execute(params![
+                    waba.as_str(),
+                    clock.sandbox,
+                    clock.offset_secs
+                ])?;
                 Ok(())
             })
             .await
@@ -238,29 +244,31 @@ impl RelayStore for SqliteRelayStore {
                     }
                     Some(_) => {}
                     None => {
-                        tx.execute(
+                        tx.prepare_cached(
                             "INSERT INTO accounts (address, kind, waba_id, verified_name, created_at)
                              VALUES (?1, ?2, ?3, ?4, ?5)",
-                            params![
-                                new.address.digits(),
-                                new.kind.as_str(),
-                                new.waba_id.as_ref().map(WabaId::as_str),
-                                new.verified_name,
-                                new.created_at.0,
-                            ],
-                        )?;
+                        )?
+                        .execute(params![
+                            new.address.digits(),
+                            new.kind.as_str(),
+                            new.waba_id.as_ref().map(WabaId::as_str),
+                            new.verified_name,
+                            new.created_at.0,
+                        ])?;
                     }
                 }
-                let id: u32 = tx.query_row(
-                    "UPDATE accounts SET next_device_id = next_device_id + 1 WHERE address = ?1
-                     RETURNING next_device_id - 1",
-                    [new.address.digits()],
-                    |row| row.get(0),
-                )?;
+                let id: u32 = tx
+                    .prepare_cached(
+                        "UPDATE accounts SET next_device_id = next_device_id + 1 WHERE address = ?1
+                         RETURNING next_device_id - 1",
+                    )?
+                    .query_row([new.address.digits()], |row| row.get(0))?;
                 let id = DeviceId(id);
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO devices (account, device_id, token_hash, curve25519, ed25519)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(
                     params![new.address.digits(), id.0, device.token_hash, device.curve25519, device.ed25519],
                 )?;
                 add_one_time_keys(tx, &new.address, id, &device.one_time_keys)?;
@@ -280,10 +288,12 @@ impl RelayStore for SqliteRelayStore {
         self.db
             .read(move |tx| {
                 Ok(tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT a.address, a.kind, a.waba_id, a.verified_name, a.created_at, d.device_id
                          FROM devices d JOIN accounts a ON a.address = d.account
                          WHERE d.token_hash = ?1",
+                    )?
+                    .query_row(
                         [token_hash],
                         |row| Ok((account_from_row(row)?, DeviceId(row.get(5)?))),
                     )
@@ -442,7 +452,7 @@ impl RelayStore for SqliteRelayStore {
 
     async fn ping(&self) -> StoreResult<()> {
         self.db
-            .read(|tx| Ok(tx.query_row("SELECT 1", [], |_| Ok(()))?))
+            .read(|tx| Ok(tx.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?))
             .await
     }
 
@@ -474,16 +484,13 @@ impl RelayStore for SqliteRelayStore {
 
 fn business_clock(tx: &Connection, waba: &WabaId) -> TxResult<Option<BusinessClock>> {
     Ok(tx
-        .query_row(
-            "SELECT sandbox, offset_secs FROM businesses WHERE waba_id = ?1",
-            [waba.as_str()],
-            |row| {
-                Ok(BusinessClock {
-                    sandbox: row.get(0)?,
-                    offset_secs: row.get(1)?,
-                })
-            },
-        )
+        .prepare_cached("SELECT sandbox, offset_secs FROM businesses WHERE waba_id = ?1")?
+        .query_row([waba.as_str()], |row| {
+            Ok(BusinessClock {
+                sandbox: row.get(0)?,
+                offset_secs: row.get(1)?,
+            })
+        })
         .optional()?)
 }
 
@@ -576,19 +583,19 @@ fn replace_fallback_key(
     device: DeviceId,
     key: &SignedKey,
 ) -> TxResult<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO fallback_keys (account, device_id, key_id, key, signature, used) VALUES (?1, ?2, ?3, ?4, ?5, 0)
          ON CONFLICT (account, device_id) DO UPDATE
          SET key_id = excluded.key_id, key = excluded.key, signature = excluded.signature, used = 0",
-        params![account.digits(), device.0, key.key_id, key.key, key.signature],
-    )?;
+    )?
+    .execute(params![account.digits(), device.0, key.key_id, key.key, key.signature])?;
     Ok(())
 }
 
 fn unclaimed_count(tx: &Connection, account: &PhoneNumber, device: DeviceId) -> TxResult<u64> {
-    Ok(tx.query_row(
-        "SELECT count(*) FROM one_time_keys WHERE account = ?1 AND device_id = ?2 AND claimed = 0",
-        params![account.digits(), device.0],
-        |row| row.get(0),
-    )?)
+    Ok(tx
+        .prepare_cached(
+            "SELECT count(*) FROM one_time_keys WHERE account = ?1 AND device_id = ?2 AND claimed = 0",
+        )?
+        .query_row(params![account.digits(), device.0], |row| row.get(0))?)
 }

@@ -14,11 +14,12 @@ use ventana_core::{BusinessClock, DeviceId, PhoneNumber, Relationship, UnixTime}
 pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Accepted, Refusal>> {
     // A retry must get the first answer, even if the rules or the devices changed since.
     let earlier: Option<(String, i64)> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT fingerprint, accepted_at FROM submissions WHERE sender = ?1 AND id = ?2",
-            params![s.sender.digits(), s.id.as_str()],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
+        )?
+        .query_row(params![s.sender.digits(), s.id.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .optional()?;
     if let Some((fingerprint, accepted_at)) = earlier {
         if fingerprint != s.fingerprint {
@@ -91,10 +92,15 @@ pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Acce
             body,
         ])?;
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO submissions (sender, id, fingerprint, accepted_at) VALUES (?1, ?2, ?3, ?4)",
-        params![s.sender.digits(), s.id.as_str(), s.fingerprint, now.0],
-    )?;
+    )?
+    .execute(params![
+        s.sender.digits(),
+        s.id.as_str(),
+        s.fingerprint,
+        now.0
+    ])?;
     Ok(Ok(Accepted {
         accepted_at: now,
         devices: device_ids,
@@ -112,20 +118,19 @@ pub(super) fn relationship_between(
     user: &PhoneNumber,
 ) -> TxResult<Option<Relationship>> {
     Ok(tx
-        .query_row(
+        .prepare_cached(
             "SELECT r.first_contact_at, r.origin, r.last_inbound_at,
                     EXISTS (SELECT 1 FROM blocks b WHERE b.user = r.user AND b.business = r.business)
              FROM relationships r WHERE r.business = ?1 AND r.user = ?2",
-            params![business.digits(), user.digits()],
-            |row| {
-                Ok(Relationship {
-                    first_contact_at: UnixTime(row.get(0)?),
-                    origin: named(row, 1, parse_origin)?,
-                    window: ServiceWindow { last_inbound: UnixTime(row.get(2)?) },
-                    blocked: row.get(3)?,
-                })
-            },
-        )
+        )?
+        .query_row(params![business.digits(), user.digits()], |row| {
+            Ok(Relationship {
+                first_contact_at: UnixTime(row.get(0)?),
+                origin: named(row, 1, parse_origin)?,
+                window: ServiceWindow { last_inbound: UnixTime(row.get(2)?) },
+                blocked: row.get(3)?,
+            })
+        })
         .optional()?)
 }
 
@@ -145,25 +150,25 @@ fn record_relationship(
     is_new: bool,
 ) -> TxResult<()> {
     let (business, user) = (pair.business.address.digits(), pair.user.address.digits());
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO relationships (business, user, first_contact_at, origin, last_inbound_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (business, user) DO UPDATE
          SET first_contact_at = excluded.first_contact_at, origin = excluded.origin,
              last_inbound_at = excluded.last_inbound_at",
-        params![
-            business,
-            user,
-            rel.first_contact_at.0,
-            rel.origin.as_str(),
-            rel.window.last_inbound.0
-        ],
-    )?;
+    )?
+    .execute(params![
+        business,
+        user,
+        rel.first_contact_at.0,
+        rel.origin.as_str(),
+        rel.window.last_inbound.0
+    ])?;
     if is_new {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO consent_events (business, user, at, event, origin) VALUES (?1, ?2, ?3, 'contact', ?4)",
-            params![business, user, rel.first_contact_at.0, rel.origin.as_str()],
-        )?;
+        )?
+        .execute(params![business, user, rel.first_contact_at.0, rel.origin.as_str()])?;
     }
     Ok(())
 }
@@ -225,27 +230,25 @@ pub(super) fn set_blocked(
     at: UnixTime,
 ) -> TxResult<()> {
     let changed = if blocked {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO blocks (user, business, blocked_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (user, business) DO NOTHING",
-            params![user.digits(), business.digits(), at.0],
         )?
+        .execute(params![user.digits(), business.digits(), at.0])?
     } else {
-        tx.execute(
-            "DELETE FROM blocks WHERE user = ?1 AND business = ?2",
-            params![user.digits(), business.digits()],
-        )?
+        tx.prepare_cached("DELETE FROM blocks WHERE user = ?1 AND business = ?2")?
+            .execute(params![user.digits(), business.digits()])?
     };
     if changed > 0 {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO consent_events (business, user, at, event) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                business.digits(),
-                user.digits(),
-                at.0,
-                if blocked { "block" } else { "unblock" }
-            ],
-        )?;
+        )?
+        .execute(params![
+            business.digits(),
+            user.digits(),
+            at.0,
+            if blocked { "block" } else { "unblock" }
+        ])?;
     }
     Ok(())
 }
