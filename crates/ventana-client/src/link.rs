@@ -257,11 +257,18 @@ async fn connect_once(
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<ClientFrame>(1024);
     let writer = tokio::spawn(async move {
-        while let Some(frame) = out_rx.recv().await {
-            let Ok(text) = serde_json::to_string(&frame) else {
-                continue;
-            };
-            if sink.send(Message::Text(text.into())).await.is_err() {
+        // Every frame waiting is written before one flush: a burst costs one write, not one each.
+        'frames: while let Some(frame) = out_rx.recv().await {
+            let mut next = Some(frame);
+            while let Some(frame) = next {
+                if let Ok(text) = serde_json::to_string(&frame)
+                    && sink.feed(Message::Text(text.into())).await.is_err()
+                {
+                    break 'frames;
+                }
+                next = out_rx.try_recv().ok();
+            }
+            if sink.flush().await.is_err() {
                 break;
             }
         }

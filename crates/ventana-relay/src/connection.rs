@@ -32,6 +32,8 @@ const SOCKET_BUFFER: usize = 4 * 1024;
 /// At most this many envelopes are sent but not yet acknowledged on one connection. A device
 /// that stops acknowledging stops receiving; one that processes slowly is never flooded.
 const WINDOW: usize = 256;
+/// At most this many of one connection's frames are being handled at once.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// Flow control of one connection: permits for envelopes in flight, and their seqs so that
 /// only acks of envelopes actually in flight return permits.
@@ -116,11 +118,18 @@ async fn serve(
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<ServerFrame>(PAGE as usize);
     let writer = tokio::spawn(async move {
+        // Every frame waiting is written before one flush: a burst costs one write, not one each.
         while let Some(frame) = rx.recv().await {
-            let Ok(text) = serde_json::to_string(&frame) else {
-                continue;
-            };
-            if sink.send(Message::Text(text.into())).await.is_err() {
+            let mut next = Some(frame);
+            while let Some(frame) = next {
+                if let Ok(text) = serde_json::to_string(&frame)
+                    && sink.feed(Message::Text(text.into())).await.is_err()
+                {
+                    return;
+                }
+                next = rx.try_recv().ok();
+            }
+            if sink.flush().await.is_err() {
                 return;
             }
         }
@@ -144,6 +153,8 @@ async fn serve(
     tracing::debug!(account = %me.address, %device, "device connected");
 
     let flow = Arc::new(Flow::new());
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let me = Arc::new(me);
     let delivery = receive.then(|| {
         let signal = relay.signals.acquire(&me.address, device);
         tokio::spawn(deliver(
@@ -161,11 +172,21 @@ async fn serve(
         tokio::select! {
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(reply) = handle_frame(&relay, &me, device, &flow, text.as_str()).await
-                        && tx.send(reply).await.is_err()
-                    {
+                    // Frames are handled concurrently (answers carry the request's id), so a
+                    // client with many requests in flight shares the store's group commits
+                    // instead of queueing for one each. Waiting for a permit stops reading:
+                    // a client cannot make the relay hold more than MAX_IN_FLIGHT of its frames.
+                    let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
                         break;
-                    }
+                    };
+                    let (relay, me, flow, tx) =
+                        (Arc::clone(&relay), Arc::clone(&me), Arc::clone(&flow), tx.clone());
+                    tokio::spawn(async move {
+                        if let Some(reply) = handle_frame(&relay, &me, device, &flow, text.as_str()).await {
+                            let _ = tx.send(reply).await;
+                        }
+                        drop(permit);
+                    });
                 }
                 Some(Ok(Message::Binary(_))) => {
                     let error = ProtocolError::new(ErrorCode::BadRequest, "frames are JSON text");

@@ -12,15 +12,28 @@ use ventana_core::payload::{Header, Payload};
 use ventana_core::protocol::{Ciphertext, Envelope, Receipt, ReceiptStatus};
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::{DeviceId, PhoneNumber};
-use ventana_crypto::PeerSession;
+use ventana_crypto::{DeviceAccount, PeerSession};
 use ventana_store::StoreError;
 use ventana_store::endpoint::{
     AppRecord, Direction, InboundCommit, InboundOutcome, MessageRecord, SessionWrite,
 };
 use zeroize::Zeroizing;
 
-/// A decrypted message: plaintext, the session to write, the sealed account if it changed.
-type Decrypted = (Zeroizing<Vec<u8>>, Option<SessionWrite>, Option<Vec<u8>>);
+/// A decrypted message: plaintext, the session to write, the account if it changed.
+type Decrypted<'a> = (
+    Zeroizing<Vec<u8>>,
+    Option<SessionWrite>,
+    Option<AccountChange<'a>>,
+);
+
+/// A changed account (a new inbound session consumed a one-time key): sealed for the store,
+/// with the resident account locked until the change is committed or undone. Envelopes from
+/// different senders are processed concurrently; holding the lock keeps two new sessions
+/// from committing account states out of order.
+struct AccountChange<'a> {
+    sealed: Vec<u8>,
+    resident: tokio::sync::MutexGuard<'a, DeviceAccount>,
+}
 
 /// Why an inbound message was not decrypted. A transient failure leaves the envelope
 /// unacknowledged, so the relay sends it again; a permanent one is recorded and acknowledged.
@@ -204,11 +217,14 @@ impl Endpoint {
         &self,
         event: Inbound,
         session: Option<SessionWrite>,
-        account_sealed: Option<Vec<u8>>,
+        account: Option<AccountChange<'_>>,
         mut records: Vec<AppRecord>,
         app: &dyn Application,
     ) -> Result<(), ClientError> {
-        let account_changed = account_sealed.is_some();
+        let (account_sealed, mut resident) = match account {
+            Some(change) => (Some(change.sealed), Some(change.resident)),
+            None => (None, None),
+        };
         let result = async {
             records.extend(app.inbound(self, &event).await?);
             let meta = event.meta();
@@ -232,8 +248,8 @@ impl Endpoint {
             Err(e) => {
                 // Creating the session consumed a one-time key in memory only: go back to the
                 // stored account, so the redelivered message finds its key again.
-                if account_changed {
-                    self.reload_account().await?;
+                if let Some(resident) = resident.as_mut() {
+                    **resident = self.stored_account().await?;
                 }
                 Err(e)
             }
@@ -245,7 +261,7 @@ impl Endpoint {
         &self,
         meta: &InboundMeta,
         ciphertext: &Ciphertext,
-    ) -> Result<Decrypted, DecryptFailure> {
+    ) -> Result<Decrypted<'_>, DecryptFailure> {
         let sessions = self
             .store
             .sessions(&self.owner, &meta.from, meta.from_device)
@@ -298,8 +314,12 @@ impl Endpoint {
             sealed: session.seal(&self.sealer, &aad),
             expected_version: None,
         };
-        let account_sealed = account.seal(&self.sealer, &identity_aad(&self.owner));
-        Ok((plaintext, Some(write), Some(account_sealed)))
+        let sealed = account.seal(&self.sealer, &identity_aad(&self.owner));
+        let change = AccountChange {
+            sealed,
+            resident: account,
+        };
+        Ok((plaintext, Some(write), Some(change)))
     }
 
     /// The Curve25519 identity key of a peer device, from the relay's directory.

@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use ventana_core::payload::Payload;
-use ventana_core::protocol::{DeviceInfo, ErrorCode, Op, ProtocolError, ReceiptStatus, Reply};
+use ventana_core::protocol::{
+    DeviceInfo, Envelope, ErrorCode, Op, ProtocolError, ReceiptStatus, Reply,
+};
 use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
 use ventana_crypto::{DeviceAccount, Sealer, TARGET_ONE_TIME_KEYS};
 use ventana_store::EndpointStore;
@@ -221,22 +223,48 @@ impl Endpoint {
     }
 
     /// Processes link events until the link ends, and retries unsettled outbox rows.
+    ///
+    /// Envelopes are processed in [`INBOUND_LANES`] lanes by sender device: one sender's
+    /// envelopes stay in order (they share a ratchet), while different senders' are
+    /// decrypted and committed concurrently, so a busy business number shares the store's
+    /// group commits instead of queueing for one commit per message.
     pub async fn run(
         self: Arc<Self>,
         mut events: mpsc::Receiver<LinkEvent>,
         app: Arc<dyn Application>,
     ) {
+        let lanes: Vec<mpsc::Sender<Envelope>> = (0..INBOUND_LANES)
+            .map(|_| {
+                let (lane, mut queue) = mpsc::channel::<Envelope>(LANE_DEPTH);
+                let (endpoint, app) = (Arc::clone(&self), Arc::clone(&app));
+                tokio::spawn(async move {
+                    while let Some(envelope) = queue.recv().await {
+                        if let Err(e) = endpoint.handle_envelope(envelope, app.as_ref()).await {
+                            tracing::warn!(owner = %endpoint.owner, error = %e, "an envelope was not processed; it will come again");
+                        }
+                    }
+                });
+                lane
+            })
+            .collect();
         let mut retry = tokio::time::interval(OUTBOX_RETRY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { break };
+                    if let LinkEvent::Envelope(envelope) = event {
+                        let lane = &lanes[lane_of(&envelope.from, envelope.from_device)];
+                        if lane.send(envelope).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     if let Err(e) = self.handle(event, app.as_ref()).await {
                         tracing::warn!(owner = %self.owner, error = %e, "a relay event was not processed; it will come again");
                     }
                 }
-                                _ = retry.tick() => {
+                _ = retry.tick() => {
                     if self.link.is_connected()
                         && self.link.is_receiving()
                         && let Err(e) = self.flush_outbox(app.as_ref(), Some(SUBMIT_WAIT)).await
@@ -263,21 +291,30 @@ impl Endpoint {
             }
             LinkEvent::Connected { .. } => {}
             LinkEvent::KeysLow { remaining } => self.replenish(remaining).await?,
-            LinkEvent::Envelope(envelope) => {
-                let seq = envelope.seq;
-                if let Err(e) = self.receive(envelope, app).await {
-                    tokio::time::sleep(REDELIVERY_PAUSE).await;
-                    self.link.reconnect();
-                    return Err(e);
-                }
-                // If the ack is lost the relay redelivers, and the dedup marker absorbs it.
-                let _ = self.link.ack(vec![seq]).await;
-            }
+            LinkEvent::Envelope(envelope) => self.handle_envelope(envelope, app).await?,
             LinkEvent::Rejected(reason) => {
                 tracing::error!(owner = %self.owner, %reason, "the relay rejected this device");
             }
             LinkEvent::Drained | LinkEvent::Disconnected => {}
         }
+        Ok(())
+    }
+
+    /// Processes one envelope and acknowledges it. One that could not be processed is left
+    /// unacknowledged and the link reconnects, so the relay sends it again.
+    async fn handle_envelope(
+        &self,
+        envelope: Envelope,
+        app: &dyn Application,
+    ) -> Result<(), ClientError> {
+        let seq = envelope.seq;
+        if let Err(e) = self.receive(envelope, app).await {
+            tokio::time::sleep(REDELIVERY_PAUSE).await;
+            self.link.reconnect();
+            return Err(e);
+        }
+        // If the ack is lost the relay redelivers, and the dedup marker absorbs it.
+        let _ = self.link.ack(vec![seq]).await;
         Ok(())
     }
 
@@ -325,18 +362,22 @@ impl Endpoint {
     /// Replaces the resident account with the stored one (after a commit that would have
     /// changed it failed, so memory and store agree again).
     async fn reload_account(&self) -> Result<(), ClientError> {
+        let stored = self.stored_account().await?;
+        *self.account.lock().await = stored;
+        Ok(())
+    }
+
+    async fn stored_account(&self) -> Result<DeviceAccount, ClientError> {
         let identity = self
             .store
             .identity(&self.owner)
             .await?
             .ok_or_else(|| ClientError::NotRegistered(self.owner.to_string()))?;
-        let stored = DeviceAccount::open(
+        Ok(DeviceAccount::open(
             &self.sealer,
             &identity_aad(&self.owner),
             &identity.account_sealed,
-        )?;
-        *self.account.lock().await = stored;
-        Ok(())
+        )?)
     }
 
     async fn peer_devices(
@@ -377,6 +418,19 @@ impl Endpoint {
                 .or_default(),
         )
     }
+}
+
+/// How many envelopes one endpoint processes at once (each from a different sender device).
+const INBOUND_LANES: usize = 16;
+/// Envelopes waiting per lane; the relay's flow-control window bounds the total anyway.
+const LANE_DEPTH: usize = 64;
+
+/// The lane of a sender device: the same sender always gets the same lane.
+fn lane_of(from: &PhoneNumber, device: DeviceId) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (from, device).hash(&mut hasher);
+    (hasher.finish() % INBOUND_LANES as u64) as usize
 }
 
 /// Marks an outbox row as being handed to the relay for as long as it lives.
