@@ -7,8 +7,7 @@
 //! event, with the same `X-Ventana-Event-Id`.
 
 use super::sign::signature;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
+use futures_util::future::join_all;
 use rand::Rng;
 use reqwest::header::CONTENT_TYPE;
 use std::collections::HashSet;
@@ -43,10 +42,8 @@ pub(crate) fn app_secret_aad(waba: &WabaId) -> Vec<u8> {
 /// How long a node holds the jobs it took: long enough for one round of deliveries (each is
 /// bounded by the request timeout); if the node dies, another takes them over after this.
 const LEASE_SECS: i64 = 30;
-/// At most this many POSTs in flight at once.
-const IN_FLIGHT: usize = 64;
-/// Free slots that make it worth leasing more while POSTs are still in flight.
-const REFILL: usize = 16;
+/// Jobs taken from the store per round, and so at most this many POSTs in flight.
+const BATCH: u32 = 32;
 /// A receiver that has not answered by then is counted as failed; Meta asks for far less.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,53 +118,26 @@ impl WebhookDispatcher {
         })
     }
 
-    /// Delivers until `shutdown` turns true (or its sender is dropped). POSTs in flight are
-    /// finished first, so none is cut off halfway; each is bounded by the timeout.
-    ///
-    /// A sliding window, not rounds: up to [`IN_FLIGHT`] POSTs run concurrently, and as each
-    /// finishes its slot is refilled from the queue, so one slow receiver does not hold up
-    /// the others and a new event does not wait for a whole round. Jobs of one business may
-    /// then arrive out of order, as they may from Meta.
+    /// Delivers until `shutdown` turns true (or its sender is dropped). A round in progress
+    /// is finished first, so no POST is cut off halfway; each is bounded by the timeout.
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!("webhook dispatcher started");
-        let mut in_flight = FuturesUnordered::new();
-        // Whether the last lease filled every free slot: more may be due right now.
-        let mut more_due = true;
         loop {
             if *shutdown.borrow_and_update() {
                 break;
             }
-            let mut idle = None;
-            let room = IN_FLIGHT - in_flight.len();
-            // Refill in batches: a lease is a write, and one per finished POST would queue
-            // the dispatcher behind a commit for every event.
-            if more_due && (room >= REFILL || in_flight.is_empty()) {
-                match self.lease(room).await {
-                    Ok(jobs) => {
-                        more_due = jobs.len() == room;
-                        in_flight.extend(jobs.into_iter().map(|job| self.deliver(job)));
-                        if !more_due {
-                            idle = Some(self.idle_time().await);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "could not read due webhooks");
-                        more_due = false;
-                        idle = Some(MAX_IDLE);
-                    }
-                }
-                if more_due && IN_FLIGHT - in_flight.len() >= REFILL {
-                    continue;
-                }
+            let round = self.round().await;
+            if round == Round::Full {
+                // More may be due right now: go on without sleeping.
+                continue;
             }
+            let idle = match round {
+                Round::StoreTrouble => MAX_IDLE,
+                _ => self.idle_time().await,
+            };
             tokio::select! {
-                Some(recorded) = in_flight.next(), if !in_flight.is_empty() => {
-                    // Outcomes that were not recorded would be due again at once: pause
-                    // instead, until woken or the idle time passes.
-                    more_due |= recorded;
-                }
-                () = tokio::time::sleep(idle.unwrap_or(MAX_IDLE)) => more_due = true,
-                () = self.wake.notified() => more_due = true,
+                () = tokio::time::sleep(idle) => {}
+                () = self.wake.notified() => {}
                 changed = shutdown.changed() => {
                     if changed.is_err() {
                         break;
@@ -175,23 +145,37 @@ impl WebhookDispatcher {
                 }
             }
         }
-        while in_flight.next().await.is_some() {}
         tracing::info!("webhook dispatcher stopped");
     }
 
-    /// Takes up to `room` due jobs, each at most once.
-    async fn lease(&self, room: usize) -> Result<Vec<WebhookJob>, StoreError> {
-        let limit = u32::try_from(room).unwrap_or(u32::MAX);
-        let jobs = self
+    /// One round: deliver the jobs due now, concurrently so one slow business does not hold
+    /// up the others for longer than the request timeout. Jobs of one business may then
+    /// arrive out of order, as they may from Meta.
+    async fn round(&self) -> Round {
+        let jobs = match self
             .store
-            .lease_webhooks(&self.node, UnixTime::now(), LEASE_SECS, limit)
-            .await?;
+            .lease_webhooks(&self.node, UnixTime::now(), LEASE_SECS, BATCH)
+            .await
+        {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::error!(%error, "could not read due webhooks");
+                return Round::StoreTrouble;
+            }
+        };
+        let full = jobs.len() == BATCH as usize;
         // One POST per job id at a time, even if the store were to hand one out twice.
         let mut seen = HashSet::new();
-        Ok(jobs
-            .into_iter()
-            .filter(|job| seen.insert(job.id.clone()))
-            .collect())
+        let jobs = jobs.into_iter().filter(|job| seen.insert(job.id.clone()));
+        let recorded = join_all(jobs.map(|job| self.deliver(job))).await;
+        if recorded.contains(&false) {
+            // Outcomes that were not recorded would be due again at once: pause instead.
+            Round::StoreTrouble
+        } else if full {
+            Round::Full
+        } else {
+            Round::Partial
+        }
     }
 
     /// How long to sleep before the next job falls due.
@@ -286,6 +270,17 @@ impl WebhookDispatcher {
             Err(AttemptError::Status(response.status()))
         }
     }
+}
+
+/// What a round found, to decide how long to wait before the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The batch was full: more jobs may be due.
+    Full,
+    /// Every due job was handled.
+    Partial,
+    /// The store failed; wait before trying again.
+    StoreTrouble,
 }
 
 /// The upper bound of the wait after the `attempts`-th failed attempt: 1 s, 2 s, 4 s, …,
