@@ -6,6 +6,9 @@
 //! - [`rules`]: contact-first, blocking and the 24-hour [`ServiceWindow`], as pure functions.
 //! - [`protocol`]: the client protocol's frames (devices and gateways ↔ relay), version 1.
 //! - [`payload`]: what travels *inside* the ciphertext, with the clear header bound into it.
+//! - [`template`]: message templates: status and review transitions, categories, the
+//!   definition a business submits (validated as the Cloud API does), sends bound to it,
+//!   rendering on the device, and review lints.
 //! - [`user_id`]: business-scoped user ids (`US.8146…`) that do not reveal the phone number.
 
 pub mod ids;
@@ -13,6 +16,7 @@ pub mod payload;
 pub mod phone;
 pub mod protocol;
 pub mod rules;
+pub mod template;
 pub mod time;
 pub mod user_id;
 
