@@ -2,6 +2,10 @@
 //!
 //! - [`relay`]: [`RelayStore`], the platform's store: accounts, devices, the key directory,
 //!   envelopes (ciphertext and metadata only), relationships, blocks and test clocks.
+//! - [`template`]: [`TemplateStore`], the relay's registry of message templates per business:
+//!   every version kept immutable, review as compare-and-swap on the status, and an audit
+//!   trail of events the gateway follows for status webhooks. The relay's stores implement it
+//!   in the same file or schema.
 //! - [`endpoint`]: [`EndpointStore`], an end-to-end endpoint's store (a user device, or one
 //!   business number in a gateway): sealed Olm state, outbox, dedup markers, history; and
 //!   [`GatewayStore`], the business side's extra tables (businesses, numbers, tokens, webhooks).
@@ -30,9 +34,11 @@ pub mod endpoint;
 pub mod postgres;
 pub mod relay;
 pub mod sqlite;
+pub mod template;
 
 pub use endpoint::{EndpointStore, GatewayStore};
 pub use relay::RelayStore;
+pub use template::TemplateStore;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

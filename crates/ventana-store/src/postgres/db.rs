@@ -443,6 +443,19 @@ pub(crate) fn named<T>(row: &Row, idx: usize, parse: fn(&str) -> Option<T>) -> T
     parse(&text).ok_or_else(|| backend(format!("column {idx} holds unexpected value {text:?}")))
 }
 
+/// A nullable text column holding one of a closed set of names, like [`named`].
+pub(crate) fn named_opt<T>(
+    row: &Row,
+    idx: usize,
+    parse: fn(&str) -> Option<T>,
+) -> TxResult<Option<T>> {
+    let text: Option<String> = row.try_get(idx)?;
+    text.map(|text| {
+        parse(&text).ok_or_else(|| backend(format!("column {idx} holds unexpected value {text:?}")))
+    })
+    .transpose()
+}
+
 pub(crate) fn device_id(row: &Row, idx: usize) -> TxResult<DeviceId> {
     let id: i64 = row.try_get(idx)?;
     u32::try_from(id)

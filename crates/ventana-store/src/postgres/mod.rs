@@ -8,8 +8,8 @@
 //!   transaction per method with retries of deadlocks and serialization failures.
 //! - `wakeups`: the relay's wake-ups, published with `pg_notify` in the committing
 //!   transaction and received by every node through a dedicated `LISTEN` connection.
-//! - [`PgRelayStore`] (`relay`, with `relay/verification`, `relay/directory` and
-//!   `relay/envelopes`): the relay's store.
+//! - [`PgRelayStore`] (`relay`, with `relay/verification`, `relay/directory`,
+//!   `relay/envelopes` and `relay/templates`): the relay's store, and its template registry.
 //! - [`PgEndpointStore`] (`endpoint`, and `gateway` for the business tables): a gateway's
 //!   endpoints' store.
 

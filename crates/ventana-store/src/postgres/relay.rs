@@ -1,6 +1,7 @@
 //! [`RelayStore`] on PostgreSQL. This module holds the store and the trait's dispatch; the
 //! work is in `verification` (one-time codes), `directory` (business clocks, accounts,
-//! devices, keys) and `envelopes` (the rules at acceptance, the queues, blocking).
+//! devices, keys) and `envelopes` (the rules at acceptance, the queues, blocking). The
+//! template registry ([`TemplateStore`](crate::TemplateStore)) is in `templates`.
 //!
 //! Several nodes share one database: every method is one transaction whose decisions are
 //! protected by locks (see each function), and wake-ups are published with `pg_notify` in
@@ -8,6 +9,7 @@
 
 mod directory;
 mod envelopes;
+mod templates;
 mod verification;
 
 use super::db::{self, DEFAULT_POOL_SIZE, Db, Migration, TxResult, transaction};
@@ -24,10 +26,16 @@ use tokio::sync::broadcast;
 use ventana_core::protocol::SignedKey;
 use ventana_core::{BusinessClock, DeviceId, PhoneNumber, Relationship, UnixTime, WabaId};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_init",
-    sql: include_str!("../../migrations/postgres/relay/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_init",
+        sql: include_str!("../../migrations/postgres/relay/0001_init.sql"),
+    },
+    Migration {
+        name: "0002_templates",
+        sql: include_str!("../../migrations/postgres/relay/0002_templates.sql"),
+    },
+];
 
 /// The relay's store in one schema of a PostgreSQL database, shared by every relay node.
 #[derive(Clone, Debug)]

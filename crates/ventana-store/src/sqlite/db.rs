@@ -412,6 +412,18 @@ pub(crate) fn named<T>(
     })
 }
 
+/// A nullable text column holding one of a closed set of names, like [`named`].
+pub(crate) fn named_opt<T>(
+    row: &Row<'_>,
+    idx: usize,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<Option<T>> {
+    match row.get_ref(idx)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => named(row, idx, parse).map(Some),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,7 +1,9 @@
 //! [`RelayStore`] on SQLite: verification codes, business clocks, accounts, devices and keys
-//! here; envelopes and the rules in [`envelopes`].
+//! here; envelopes and the rules in [`envelopes`]; the template registry
+//! ([`TemplateStore`](crate::TemplateStore)) in [`templates`].
 
 mod envelopes;
+mod templates;
 
 use super::db::{Db, Migration, TxResult, backend, conflict, named, parsed, parsed_opt};
 use crate::StoreResult;
@@ -17,10 +19,16 @@ use ventana_core::protocol::SignedKey;
 use ventana_core::rules::AccountKind;
 use ventana_core::{BusinessClock, DeviceId, PhoneNumber, UnixTime, WabaId};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_init",
-    sql: include_str!("../../migrations/sqlite/relay/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_init",
+        sql: include_str!("../../migrations/sqlite/relay/0001_init.sql"),
+    },
+    Migration {
+        name: "0002_templates",
+        sql: include_str!("../../migrations/sqlite/relay/0002_templates.sql"),
+    },
+];
 
 /// Wrong guesses allowed per number per window, across reissued codes.
 const MAX_CODE_ATTEMPTS: u32 = 5;

@@ -347,6 +347,9 @@ async fn the_relay_and_the_gateway_keep_to_their_own_schemas() {
             "relationships",
             "schema_migrations",
             "submissions",
+            "template_events",
+            "template_versions",
+            "templates",
             "verifications",
         ]
     );

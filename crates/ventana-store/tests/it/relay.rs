@@ -1,5 +1,5 @@
 //! `RelayStore` conformance: verification codes, clocks, devices and keys, the rules at
-//! acceptance, the queues, blocking.
+//! acceptance, the queues, blocking. The relay's `TemplateStore` is in `templates`.
 
 use crate::{mid, phone, waba};
 use ventana_core::protocol::SignedKey;
@@ -14,6 +14,7 @@ use ventana_store::{RelayStore, StoreError};
 mod accounts;
 mod envelopes;
 mod nodes;
+mod templates;
 
 use accounts::*;
 use envelopes::*;
