@@ -70,7 +70,8 @@ enum AdminCommand {
     RevokeToken {
         #[arg(long)]
         waba_id: String,
-        #[arg(long)]
+        /// Token ids are base64url and may start with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         id: String,
     },
     /// Read the pending development verification code of a number.
