@@ -15,18 +15,22 @@ pub enum IdError {
     MessageId,
 }
 
-fn digits_id(s: &str, what: &'static str) -> Result<String, IdError> {
+fn digits_id(s: &str, what: &'static str) -> Result<(), IdError> {
     if (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(s.to_owned())
+        Ok(())
     } else {
         Err(IdError::NotNumeric(what))
     }
 }
 
-macro_rules! numeric_id {
-    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+/// A string type checked once, when it is made: `$check` (a `fn(&str) -> Result<(), $error>`)
+/// runs on parsing, on `TryFrom<String>` and on deserialising, so holding one means it passed.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $error:ty, $check:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+        )]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -35,15 +39,16 @@ macro_rules! numeric_id {
                 &self.0
             }
         }
-        impl FromStr for $name {
-            type Err = IdError;
-            fn from_str(s: &str) -> Result<Self, IdError> {
-                digits_id(s, $what).map(Self)
+        impl std::str::FromStr for $name {
+            type Err = $error;
+            fn from_str(s: &str) -> Result<Self, $error> {
+                let check: fn(&str) -> Result<(), $error> = $check;
+                check(s).map(|()| Self(s.to_owned()))
             }
         }
         impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
+            type Error = $error;
+            fn try_from(s: String) -> Result<Self, $error> {
                 s.parse()
             }
         }
@@ -52,11 +57,18 @@ macro_rules! numeric_id {
                 v.0
             }
         }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
+    };
+}
+pub(crate) use checked_string;
+
+macro_rules! numeric_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        checked_string!($(#[$doc])* $name, IdError, |s| digits_id(s, $what));
     };
 }
 

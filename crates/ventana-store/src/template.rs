@@ -231,13 +231,13 @@ pub(crate) fn category_named(text: &str) -> Option<Category> {
 }
 
 /// What both backends check before an edit: the template may be edited, and the caller saw
-/// its current version.
-pub(crate) fn check_editable(
+/// its current version. Answers the version the edit becomes.
+pub(crate) fn next_version(
     id: &str,
     version: u32,
     status: TemplateStatus,
     expected_version: u32,
-) -> Result<(), StoreError> {
+) -> Result<u32, StoreError> {
     if matches!(status, TemplateStatus::Deleted | TemplateStatus::Disabled) {
         return Err(StoreError::Conflict(format!(
             "template {id} is {status} and cannot be edited"
@@ -248,5 +248,18 @@ pub(crate) fn check_editable(
             "template {id} is at version {version}, not {expected_version}"
         )));
     }
-    Ok(())
+    version
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Backend(format!("template {id} has run out of version numbers")))
+}
+
+/// What both backends check before a review transition.
+pub(crate) fn check_review(expected: TemplateStatus, to: TemplateStatus) -> Result<(), StoreError> {
+    if expected.may_become(to) {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "review cannot move a template from {expected} to {to}"
+        )))
+    }
 }

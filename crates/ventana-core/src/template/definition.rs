@@ -9,24 +9,26 @@
 use super::Category;
 use super::placeholder;
 pub use super::placeholder::Variable;
+use crate::ids::checked_string;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use std::str::FromStr;
-
-/// `[a-z0-9_]`, 1 to 512 characters.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TemplateName(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a template name is 1 to 512 lowercase letters, digits and underscores")]
 pub struct TemplateNameError;
 
-/// A template language as the Cloud API spells it: `en`, `en_US`, `pt_BR`, `zh_Hant`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct LanguageCode(String);
+checked_string!(
+    /// `[a-z0-9_]`, 1 to 512 characters.
+    TemplateName,
+    TemplateNameError,
+    |s| {
+        let valid = (1..=512).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        valid.then_some(()).ok_or(TemplateNameError)
+    }
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -34,70 +36,32 @@ pub struct LanguageCode(String);
 )]
 pub struct LanguageCodeError;
 
-macro_rules! string_newtype {
-    ($name:ident, $error:ident, $valid:expr) => {
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-        impl FromStr for $name {
-            type Err = $error;
-            fn from_str(s: &str) -> Result<Self, $error> {
-                let valid: fn(&str) -> bool = $valid;
-                if valid(s) {
-                    Ok(Self(s.to_owned()))
-                } else {
-                    Err($error)
-                }
-            }
-        }
-        impl TryFrom<String> for $name {
-            type Error = $error;
-            fn try_from(s: String) -> Result<Self, $error> {
-                s.parse()
-            }
-        }
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.0
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-string_newtype!(TemplateName, TemplateNameError, |s| {
-    (1..=512).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-});
-
-string_newtype!(LanguageCode, LanguageCodeError, |s| {
-    let (language, rest) = match s.split_once('_') {
-        Some((language, rest)) => (language, Some(rest)),
-        None => (s, None),
-    };
-    let language_ok =
-        (2..=3).contains(&language.len()) && language.bytes().all(|b| b.is_ascii_lowercase());
-    let rest_ok = rest.is_none_or(|r| {
-        let region = r.len() == 2 && r.bytes().all(|b| b.is_ascii_uppercase());
-        let script = r.len() == 4
-            && r.bytes().enumerate().all(|(i, b)| {
-                if i == 0 {
-                    b.is_ascii_uppercase()
-                } else {
-                    b.is_ascii_lowercase()
-                }
-            });
-        region || script
-    });
-    language_ok && rest_ok
-});
+checked_string!(
+    /// A template language as the Cloud API spells it: `en`, `en_US`, `pt_BR`, `zh_Hant`.
+    LanguageCode,
+    LanguageCodeError,
+    |s| {
+        let (language, rest) = match s.split_once('_') {
+            Some((language, rest)) => (language, Some(rest)),
+            None => (s, None),
+        };
+        let language_ok =
+            (2..=3).contains(&language.len()) && language.bytes().all(|b| b.is_ascii_lowercase());
+        let rest_ok = rest.is_none_or(|r| {
+            let region = r.len() == 2 && r.bytes().all(|b| b.is_ascii_uppercase());
+            let script = r.len() == 4
+                && r.bytes().enumerate().all(|(i, b)| {
+                    if i == 0 {
+                        b.is_ascii_uppercase()
+                    } else {
+                        b.is_ascii_lowercase()
+                    }
+                });
+            region || script
+        });
+        (language_ok && rest_ok).then_some(()).ok_or(LanguageCodeError)
+    }
+);
 
 /// How the template's text spells variables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -26,7 +26,7 @@ use crate::postgres::db::{
 };
 use crate::template::{
     CreateRefusal, NewTemplate, TemplateEdit, TemplateEvent, TemplateFilter, TemplateRecord,
-    TemplateStore, TemplateVersion, category_named, check_editable, status_named,
+    TemplateStore, TemplateVersion, category_named, check_review, next_version, status_named,
 };
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -282,10 +282,7 @@ async fn apply_edit(
     .ok_or_else(|| conflict(format!("there is no template {id}")))?;
     let (version, status): (u32, TemplateStatus) =
         (unsigned(&row, 0)?, named(&row, 1, status_named)?);
-    check_editable(id, version, status, expected_version)?;
-    let next = version
-        .checked_add(1)
-        .ok_or_else(|| backend(format!("template {id} has run out of version numbers")))?;
+    let next = next_version(id, version, status, expected_version)?;
     insert_version(
         tx,
         id,
@@ -317,11 +314,7 @@ async fn set_status(
     reason: Option<&str>,
     now: UnixTime,
 ) -> TxResult<TemplateRecord> {
-    if !expected.may_become(to) {
-        return Err(conflict(format!(
-            "review cannot move a template from {expected} to {to}"
-        )));
-    }
+    check_review(expected, to)?;
     // A concurrent transition of the same row makes this wait for its commit, then re-check
     // the condition against the row as it left it.
     let moved = query_opt(

@@ -9,7 +9,7 @@ use crate::StoreResult;
 use crate::sqlite::db::{TxResult, backend, conflict, named, named_opt, parsed};
 use crate::template::{
     CreateRefusal, NewTemplate, TemplateEdit, TemplateEvent, TemplateFilter, TemplateRecord,
-    TemplateStore, TemplateVersion, category_named, check_editable, status_named,
+    TemplateStore, TemplateVersion, category_named, check_review, next_version, status_named,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -245,10 +245,7 @@ fn apply_edit(
     now: UnixTime,
 ) -> TxResult<TemplateRecord> {
     let (version, status) = current_state(tx, id)?;
-    check_editable(id, version, status, expected_version)?;
-    let next = version
-        .checked_add(1)
-        .ok_or_else(|| backend(format!("template {id} has run out of version numbers")))?;
+    let next = next_version(id, version, status, expected_version)?;
     insert_version(
         tx,
         id,
@@ -277,11 +274,7 @@ fn set_status(
     reason: Option<&str>,
     now: UnixTime,
 ) -> TxResult<TemplateRecord> {
-    if !expected.may_become(to) {
-        return Err(conflict(format!(
-            "review cannot move a template from {expected} to {to}"
-        )));
-    }
+    check_review(expected, to)?;
     let moved = tx
         .prepare_cached(
             "UPDATE templates SET status = ?3, reason = ?4, updated_at = ?5
