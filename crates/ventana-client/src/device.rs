@@ -51,6 +51,11 @@ impl Application for UserDevice {
 pub fn render(payload: &Payload) -> String {
     match &payload.content {
         Content::Text { body, .. } => body.clone(),
+        Content::Template { .. } => match &payload.header.template {
+            Some(t) => format!("(template {} {} v{})", t.name, t.language, t.version),
+            None => "(template)".into(),
+        },
+        Content::Button { text, .. } => format!("[{text}]"),
     }
 }
 

@@ -18,7 +18,9 @@ pub mod endpoint;
 pub mod link;
 pub mod registration;
 
-pub use endpoint::{Application, Endpoint, Inbound, InboundMeta, SendError, Sent, Settlement};
+pub use endpoint::{
+    Application, Endpoint, Inbound, InboundMeta, Outgoing, SendError, Sent, Settlement,
+};
 pub use link::{LinkError, LinkEvent, RelayLink};
 
 /// A failure of the device library.

@@ -3,6 +3,7 @@
 //! message whose inner header differs from the envelope the relay handed it.
 
 use crate::rules::EnvelopeKind;
+use crate::template::{BoundTemplate, TemplateHeader};
 use crate::{MessageId, PhoneNumber};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,9 @@ pub struct Header {
     pub from: PhoneNumber,
     pub to: PhoneNumber,
     pub kind: EnvelopeKind,
+    /// For kind `template`: must equal the envelope's clear template header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateHeader>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +29,11 @@ pub enum Content {
         #[serde(default)]
         preview_url: bool,
     },
+    /// A template's parameters; the text is the approved version named in the header.
+    Template { values: BoundTemplate },
+    /// A tap on a template's quick-reply button (the Cloud API's inbound `button` message):
+    /// the button's label and payload; `reply_to` names the template message.
+    Button { text: String, payload: String },
 }
 
 /// The plaintext of one message.
@@ -79,6 +88,7 @@ mod tests {
             from: "34600111222".parse().unwrap(),
             to: "15550001111".parse().unwrap(),
             kind: EnvelopeKind::Message,
+            template: None,
         }
     }
 

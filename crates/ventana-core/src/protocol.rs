@@ -5,8 +5,10 @@
 //! carrying JSON text frames: [`ClientFrame`] up, [`ServerFrame`] down.
 
 use crate::rules::{EnvelopeKind, RuleViolation};
+use crate::template::{Category, TemplateHeader, TemplateStatus};
 use crate::{DeviceId, MessageId, PhoneNumber, UnixTime, WabaId};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -111,6 +113,9 @@ pub struct Submission {
     pub id: MessageId,
     pub to: PhoneNumber,
     pub kind: EnvelopeKind,
+    /// For kind `template`: the template version the ciphertext fills, which the relay checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateHeader>,
     #[serde(default)]
     pub copies: Vec<DeviceCopy>,
     #[serde(default)]
@@ -153,6 +158,113 @@ pub enum Op {
     Unblock {
         business: PhoneNumber,
     },
+    /// The current time on this business's clock (a sandbox's test clock included).
+    Clock,
+    /// One approved version of a business's template, to render a message sent with it.
+    /// Any device may fetch it: template text is public to the platform.
+    TemplateVersion {
+        business: PhoneNumber,
+        id: String,
+        version: u32,
+    },
+    /// Submits a template for review, in the Cloud API's JSON (`name`, `language`,
+    /// `category`, `parameter_format`, `components`). Business devices only, for their WABA.
+    TemplateCreate {
+        definition: Value,
+    },
+    /// Lists the business's templates, filtered, `limit` at a time from a cursor.
+    TemplateList {
+        #[serde(default)]
+        query: TemplateQuery,
+    },
+    TemplateGet {
+        id: String,
+    },
+    /// Edits a template (`category` and/or `components`, in the Cloud API's JSON): a new
+    /// version, pending review.
+    TemplateEdit {
+        id: String,
+        edit: Value,
+    },
+    /// Deletes the business's templates named `name` (in every language), or only `id`.
+    TemplateDelete {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// The business's template status changes after `after` (an event `seq`), oldest first.
+    TemplateEvents {
+        after: i64,
+        limit: u32,
+    },
+}
+
+/// Which templates [`Op::TemplateList`] returns, and which page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateQuery {
+    /// A substring of the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TemplateStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Templates after this `seq` (the next page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    /// Templates before this `seq` (the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// A template as the registry holds it: identity, review status and current version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateInfo {
+    pub id: String,
+    /// The registry's order, the cursor of listings.
+    pub seq: i64,
+    pub name: String,
+    pub language: String,
+    pub category: Category,
+    pub status: TemplateStatus,
+    pub version: u32,
+    pub parameter_format: String,
+    /// The current version's components, in the Cloud API's JSON.
+    pub components: Value,
+    /// Why it was last rejected, paused or disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One version of a template, as a device renders it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateVersionInfo {
+    pub id: String,
+    pub name: String,
+    pub language: String,
+    pub version: u32,
+    pub category: Category,
+    pub parameter_format: String,
+    pub components: Value,
+}
+
+/// One status change of a business's template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateEventInfo {
+    pub seq: i64,
+    pub template_id: String,
+    pub name: String,
+    pub language: String,
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<TemplateStatus>,
+    pub to: TemplateStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub at: UnixTime,
 }
 
 /// Frames the relay sends.
@@ -190,6 +302,9 @@ pub struct Envelope {
     pub from: PhoneNumber,
     pub from_device: DeviceId,
     pub kind: EnvelopeKind,
+    /// For kind `template`: the template version, as the relay checked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateHeader>,
     /// When the relay accepted it, on the business's clock.
     pub ts: UnixTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,11 +331,37 @@ pub struct ClaimedKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
-    Sent { accepted_at: UnixTime },
-    Devices { devices: Vec<DeviceInfo> },
-    Claimed { keys: Vec<ClaimedKey> },
-    KeysUploaded { one_time_keys_remaining: u64 },
+    Sent {
+        accepted_at: UnixTime,
+    },
+    Devices {
+        devices: Vec<DeviceInfo>,
+    },
+    Claimed {
+        keys: Vec<ClaimedKey>,
+    },
+    KeysUploaded {
+        one_time_keys_remaining: u64,
+    },
     Done,
+    Clock {
+        now: UnixTime,
+    },
+    Template {
+        template: TemplateInfo,
+    },
+    /// A page of templates; `has_before`/`has_after` say whether more lie either side.
+    Templates {
+        templates: Vec<TemplateInfo>,
+        has_before: bool,
+        has_after: bool,
+    },
+    TemplateVersion {
+        template: TemplateVersionInfo,
+    },
+    TemplateEvents {
+        events: Vec<TemplateEventInfo>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,8 +374,13 @@ pub enum ErrorCode {
     Refused,
     /// The copies do not match the recipient's devices; `devices` lists the current ones.
     StaleDevices,
-    /// The id was already used for a different submission, or a key id for a different key.
+    /// The id was already used for a different submission, or a key id for a different key;
+    /// or a template of that name and language exists, or changed meanwhile.
     Conflict,
+    /// No such thing (a template id) for this account.
+    NotFound,
+    /// The business has as many templates as it may.
+    LimitReached,
     Internal,
 }
 

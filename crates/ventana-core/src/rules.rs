@@ -40,6 +40,9 @@ impl AccountKind {
 pub enum EnvelopeKind {
     /// A free-form message (text today; media, interactive and others later).
     Message,
+    /// An approved template, filled with parameters: the only message a business may send
+    /// outside the window. Its clear header names the template version.
+    Template,
     /// A delivery or read receipt for earlier messages.
     Receipt,
 }
@@ -48,6 +51,7 @@ impl EnvelopeKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Message => "message",
+            Self::Template => "template",
             Self::Receipt => "receipt",
         }
     }
@@ -55,6 +59,7 @@ impl EnvelopeKind {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "message" => Some(Self::Message),
+            "template" => Some(Self::Template),
             "receipt" => Some(Self::Receipt),
             _ => None,
         }
@@ -118,6 +123,15 @@ pub enum RuleViolation {
     WindowClosed { closed_at: UnixTime },
     #[error("Ventana carries messages between users and businesses only")]
     NotBusinessMessaging,
+    /// No approved template of that name, language and version (Cloud API 132001).
+    #[error("template {name} ({language}) does not exist or is not approved in that version")]
+    TemplateUnavailable { name: String, language: String },
+    /// The template is paused (Cloud API 132015).
+    #[error("template {name} ({language}) is paused")]
+    TemplatePaused { name: String, language: String },
+    /// The template is disabled (Cloud API 132016).
+    #[error("template {name} ({language}) is disabled")]
+    TemplateDisabled { name: String, language: String },
 }
 
 /// What storing an allowed envelope does to the relationship.
@@ -154,6 +168,8 @@ pub fn decide(
             })),
             // Receipts never open a window or create a contact.
             (EnvelopeKind::Receipt, _) => Ok(SendDecision::Deliver),
+            // Templates are the business's; a user never sends one.
+            (EnvelopeKind::Template, _) => Err(RuleViolation::NotBusinessMessaging),
         },
         (AccountKind::Business, AccountKind::User) => {
             let rel = existing.ok_or(RuleViolation::NoContact)?;
@@ -166,6 +182,7 @@ pub fn decide(
                         closed_at: rel.window.closes_at(),
                     })
                 }
+                // Templates (checked against the registry before) pass a closed window.
                 _ => Ok(SendDecision::Deliver),
             }
         }
@@ -177,7 +194,7 @@ pub fn decide(
 mod tests {
     use super::*;
     use AccountKind::{Business, User};
-    use EnvelopeKind::{Message, Receipt};
+    use EnvelopeKind::{Message, Receipt, Template};
 
     fn contact_at(t: i64) -> Relationship {
         Relationship {
@@ -221,7 +238,11 @@ mod tests {
             decide(Business, User, Message, Some(&rel), closed),
             Err(RuleViolation::WindowClosed { closed_at: closed })
         );
-        // Receipts still flow once the window has closed.
+        // Templates and receipts still flow once the window has closed.
+        assert_eq!(
+            decide(Business, User, Template, Some(&rel), closed),
+            Ok(SendDecision::Deliver)
+        );
         assert_eq!(
             decide(Business, User, Receipt, Some(&rel), closed),
             Ok(SendDecision::Deliver)
@@ -253,6 +274,26 @@ mod tests {
         assert_eq!(
             decide(Business, User, Receipt, Some(&rel), UnixTime(1)),
             Err(RuleViolation::Blocked)
+        );
+    }
+
+    #[test]
+    fn templates_still_need_contact_first_and_no_block() {
+        assert_eq!(
+            decide(Business, User, Template, None, UnixTime(0)),
+            Err(RuleViolation::NoContact)
+        );
+        let blocked = Relationship {
+            blocked: true,
+            ..contact_at(0)
+        };
+        assert_eq!(
+            decide(Business, User, Template, Some(&blocked), UnixTime(1)),
+            Err(RuleViolation::Blocked)
+        );
+        assert_eq!(
+            decide(User, Business, Template, Some(&contact_at(0)), UnixTime(1)),
+            Err(RuleViolation::NotBusinessMessaging)
         );
     }
 

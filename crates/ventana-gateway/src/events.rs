@@ -5,7 +5,7 @@
 
 use crate::webhook::delivery::webhook_body_aad;
 use crate::webhook::payload::{
-    self, DeliveryStatus, Pricing, StatusError, WebhookContact, WebhookContext,
+    self, DeliveryStatus, InboundContent, Pricing, StatusError, WebhookContact, WebhookContext,
 };
 use crate::webhook::sign::ascii_json;
 use crate::{Gateway, Hosted};
@@ -149,7 +149,14 @@ impl Application for GatewayEvents {
         let (gateway, hosted) = self.resolve(endpoint)?;
         Ok(match event {
             Inbound::Message { meta, payload } => {
-                let Content::Text { body, .. } = &payload.content;
+                let content = match &payload.content {
+                    Content::Text { body, .. } => InboundContent::Text(body),
+                    Content::Button { text, payload } => InboundContent::Button { text, payload },
+                    Content::Template { .. } => {
+                        tracing::warn!(from = %meta.from, id = %meta.id, "a user sent a template; dropped");
+                        return Ok(Vec::new());
+                    }
+                };
                 let business = hosted.record.address.to_string();
                 let reply_to = payload.reply_to.as_ref().map(|id| (business.as_str(), id));
                 let user_id = gateway.user_id(&hosted, &meta.from);
@@ -158,12 +165,12 @@ impl Application for GatewayEvents {
                     user_id: &user_id,
                     profile_name: payload.profile_name.as_deref().unwrap_or_default(),
                 };
-                let event = payload::inbound_text(
+                let event = payload::inbound_message(
                     &Gateway::context(&hosted),
                     contact,
                     &meta.id,
                     meta.ts,
-                    body,
+                    content,
                     reply_to,
                 );
                 // Message ids are chosen by senders, so the event id names the sender too.

@@ -325,6 +325,7 @@ fn to_frame(stored: StoredEnvelope) -> Option<Envelope> {
         from: stored.sender,
         from_device: stored.sender_device,
         kind: stored.kind,
+        template: body.template,
         ts: stored.ts,
         ciphertext: body.ciphertext,
         receipt: body.receipt,

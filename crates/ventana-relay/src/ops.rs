@@ -8,6 +8,7 @@ use ventana_core::protocol::{
     Ciphertext, ClaimedKey, DeviceInfo, ErrorCode, Op, ProtocolError, Receipt, Reply, Submission,
 };
 use ventana_core::rules::{AccountKind, EnvelopeKind, RuleViolation};
+use ventana_core::template::TemplateHeader;
 use ventana_core::{DeviceId, PhoneNumber, UnixTime};
 use ventana_store::StoreError;
 use ventana_store::relay::{AccountRecord, DeviceRecord, EnvelopeBody, NewSubmission, Refusal};
@@ -19,6 +20,8 @@ const MAX_RECEIPT_IDS: usize = 256;
 /// What the relay stores per envelope: the ciphertext, or a receipt. Nothing else.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct StoredBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) template: Option<TemplateHeader>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) ciphertext: Option<Ciphertext>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +116,7 @@ pub(crate) async fn handle(
         }
         Op::Block { business } => set_blocked(relay, me, &business, true).await,
         Op::Unblock { business } => set_blocked(relay, me, &business, false).await,
+        _ => Err(bad("not supported yet")),
     }
 }
 
@@ -208,7 +212,7 @@ async fn send(
         return Err(bad("an account cannot message itself"));
     }
     let body = match (submission.kind, &submission.receipt) {
-        (EnvelopeKind::Message, None) => {
+        (EnvelopeKind::Message | EnvelopeKind::Template, None) => {
             if submission.copies.is_empty() {
                 return Err(bad("a message needs one ciphertext per recipient device"));
             }
@@ -223,6 +227,7 @@ async fn send(
                 copies.push((
                     copy.device,
                     json(&StoredBody {
+                        template: submission.template.clone(),
                         ciphertext: Some(c.clone()),
                         receipt: None,
                     }),
@@ -235,6 +240,7 @@ async fn send(
                 return Err(bad("a receipt names 1 to 256 message ids"));
             }
             EnvelopeBody::Shared(json(&StoredBody {
+                template: None,
                 ciphertext: None,
                 receipt: Some(receipt.clone()),
             }))

@@ -60,12 +60,14 @@ impl Endpoint {
             from: envelope.from.clone(),
             from_device: envelope.from_device,
             ts: envelope.ts,
+            kind: envelope.kind,
+            template: envelope.template.clone(),
         };
         match (envelope.kind, envelope.receipt, envelope.ciphertext) {
             (EnvelopeKind::Receipt, Some(receipt), _) => {
                 self.receive_receipt(meta, receipt, app).await
             }
-            (EnvelopeKind::Message, _, Some(ciphertext)) => {
+            (EnvelopeKind::Message | EnvelopeKind::Template, _, Some(ciphertext)) => {
                 self.receive_message(meta, ciphertext, app).await
             }
             _ => {
@@ -160,7 +162,8 @@ impl Endpoint {
             id: meta.id.clone(),
             from: meta.from.clone(),
             to: self.owner.clone(),
-            kind: EnvelopeKind::Message,
+            kind: meta.kind,
+            template: meta.template.clone(),
         };
         let payload = match Payload::open(&plaintext, &header) {
             Ok(payload) => payload,
@@ -178,7 +181,7 @@ impl Endpoint {
             direction: Direction::Inbound,
             peer: meta.from.clone(),
             peer_device: Some(meta.from_device),
-            kind: EnvelopeKind::Message,
+            kind: meta.kind,
             ts: meta.ts,
             body_sealed: self.sealer.seal(
                 &body_aad(&self.owner, &meta.id, Direction::Inbound),

@@ -12,6 +12,8 @@
 mod inbound;
 mod outbound;
 
+pub use outbound::Outgoing;
+
 use crate::ClientError;
 use crate::link::{LinkError, LinkEvent, RelayLink};
 use crate::registration::{identity_aad, token_aad};
@@ -24,6 +26,8 @@ use ventana_core::payload::Payload;
 use ventana_core::protocol::{
     DeviceInfo, Envelope, ErrorCode, Op, ProtocolError, ReceiptStatus, Reply,
 };
+use ventana_core::rules::EnvelopeKind;
+use ventana_core::template::TemplateHeader;
 use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
 use ventana_crypto::{DeviceAccount, Sealer, TARGET_ONE_TIME_KEYS};
 use ventana_store::EndpointStore;
@@ -44,6 +48,10 @@ pub struct InboundMeta {
     pub from: PhoneNumber,
     pub from_device: DeviceId,
     pub ts: UnixTime,
+    /// `message` or `template` (receipts carry `receipt`).
+    pub kind: EnvelopeKind,
+    /// For a template message: the version it fills, as the relay checked it.
+    pub template: Option<TemplateHeader>,
 }
 
 /// An inbound envelope after decryption, as the host application sees it.

@@ -12,12 +12,24 @@ use ventana_core::protocol::{
     Reply, Submission,
 };
 use ventana_core::rules::EnvelopeKind;
+use ventana_core::template::TemplateHeader;
 use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
 use ventana_crypto::PeerSession;
 use ventana_store::StoreError;
 use ventana_store::endpoint::{
     AppRecord, Direction, MessageRecord, OutboundCommit, OutboxRow, SessionWrite,
 };
+
+/// A message to send: its id, recipient and content, and for a template the version it
+/// fills.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub id: MessageId,
+    pub to: PhoneNumber,
+    pub template: Option<TemplateHeader>,
+    pub content: Content,
+    pub reply_to: Option<MessageId>,
+}
 
 /// How often a message is encrypted again for a recipient whose devices keep changing.
 const STALE_RETRIES: usize = 3;
@@ -41,14 +53,42 @@ impl Endpoint {
         reply_to: Option<MessageId>,
         app: &dyn Application,
     ) -> Result<Sent, SendError> {
-        let id = MessageId::generate();
+        self.send(
+            Outgoing {
+                id: MessageId::generate(),
+                to: to.clone(),
+                template: None,
+                content,
+                reply_to,
+            },
+            app,
+        )
+        .await
+    }
+
+    /// Sends one message under the id it names (a scheduled send chose it ahead of time). A
+    /// template message carries its header, in clear for the relay and inside the ciphertext.
+    pub async fn send(&self, message: Outgoing, app: &dyn Application) -> Result<Sent, SendError> {
+        let Outgoing {
+            id,
+            to,
+            template,
+            content,
+            reply_to,
+        } = message;
+        let kind = if template.is_some() {
+            EnvelopeKind::Template
+        } else {
+            EnvelopeKind::Message
+        };
         let payload = Payload {
             v: 1,
             header: Header {
                 id: id.clone(),
                 from: self.owner.clone(),
-                to: to.clone(),
-                kind: EnvelopeKind::Message,
+                to,
+                kind,
+                template,
             },
             profile_name: Some(self.display_name.clone()),
             content,
@@ -208,7 +248,8 @@ impl Endpoint {
         let submission = Submission {
             id: id.clone(),
             to: to.clone(),
-            kind: EnvelopeKind::Message,
+            kind: payload.header.kind,
+            template: payload.header.template.clone(),
             copies,
             receipt: None,
         };
@@ -224,7 +265,7 @@ impl Endpoint {
             direction: Direction::Outbound,
             peer: to.clone(),
             peer_device: None,
-            kind: EnvelopeKind::Message,
+            kind: payload.header.kind,
             ts: now,
             body_sealed: self
                 .sealer
@@ -396,6 +437,7 @@ impl Endpoint {
             id: MessageId::generate(),
             to: to.clone(),
             kind: EnvelopeKind::Receipt,
+            template: None,
             copies: Vec::new(),
             receipt: Some(Receipt { status, ids }),
         };

@@ -152,6 +152,19 @@ impl Category {
 
 spelled!(Category, "template category");
 
+/// The clear part of a template message, in the envelope for the relay and inside the
+/// ciphertext for the device: which approved version the parameters fill. The relay checks it
+/// against the registry; the device fetches that version and renders it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateHeader {
+    /// The template's id in the registry.
+    pub id: String,
+    pub name: String,
+    pub language: String,
+    pub version: u32,
+    pub category: Category,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

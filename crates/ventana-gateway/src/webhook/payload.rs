@@ -79,14 +79,24 @@ impl Pricing<'static> {
     };
 }
 
-/// A text message from a user. `reply_to` is the replied-to message and its sender, the
-/// business number's digits (`context.from`).
-pub(crate) fn inbound_text(
+/// What a user sent, as the Cloud API's inbound message types.
+pub(crate) enum InboundContent<'a> {
+    Text(&'a str),
+    /// A tap on a template's quick-reply button: its label and payload.
+    Button {
+        text: &'a str,
+        payload: &'a str,
+    },
+}
+
+/// A message from a user. `reply_to` is the replied-to message and its sender, the business
+/// number's digits (`context.from`); a button tap always names its template message there.
+pub(crate) fn inbound_message(
     ctx: &WebhookContext,
     from: WebhookContact<'_>,
     id: &MessageId,
     timestamp: UnixTime,
-    body: &str,
+    content: InboundContent<'_>,
     reply_to: Option<(&str, &MessageId)>,
 ) -> Value {
     let mut message = json!({
@@ -94,9 +104,17 @@ pub(crate) fn inbound_text(
         "from_user_id": from.user_id,
         "id": id.as_str(),
         "timestamp": timestamp.0.to_string(),
-        "type": "text",
-        "text": { "body": body },
     });
+    match content {
+        InboundContent::Text(body) => {
+            message["type"] = "text".into();
+            message["text"] = json!({ "body": body });
+        }
+        InboundContent::Button { text, payload } => {
+            message["type"] = "button".into();
+            message["button"] = json!({ "payload": payload, "text": text });
+        }
+    }
     if let Some((business, replied)) = reply_to {
         message["context"] = json!({ "from": business, "id": replied.as_str() });
     }
@@ -222,12 +240,12 @@ mod tests {
     #[test]
     fn an_inbound_text_is_one_message_in_metas_envelope() {
         let user = user();
-        let event = inbound_text(
+        let event = inbound_message(
             &ctx(),
             contact(&user),
             &IN.parse().unwrap(),
             UnixTime(1749416383),
-            "Another color?",
+            InboundContent::Text("Another color?"),
             None,
         );
         assert_eq!(
@@ -250,18 +268,50 @@ mod tests {
     fn an_inbound_reply_carries_the_replied_message_in_context() {
         let user = user();
         let out: MessageId = OUT.parse().unwrap();
-        let event = inbound_text(
+        let event = inbound_message(
             &ctx(),
             contact(&user),
             &IN.parse().unwrap(),
             UnixTime(1),
-            "yes",
+            InboundContent::Text("yes"),
             Some(("15550783881", &out)),
         );
         let message = &event["entry"][0]["changes"][0]["value"]["messages"][0];
         assert_eq!(
             message["context"],
             json!({"from": "15550783881", "id": OUT})
+        );
+    }
+
+    #[test]
+    fn a_quick_reply_tap_is_a_button_message_naming_the_template_message() {
+        let user = user();
+        let out: MessageId = OUT.parse().unwrap();
+        let event = inbound_message(
+            &ctx(),
+            contact(&user),
+            &IN.parse().unwrap(),
+            UnixTime(1749416383),
+            InboundContent::Button {
+                text: "Reschedule",
+                payload: "RESCHEDULE_42",
+            },
+            Some(("15550783881", &out)),
+        );
+        assert_eq!(
+            event,
+            expected(
+                "messages",
+                json!({
+                    "from": "16505551234",
+                    "from_user_id": "US.1349120865530274",
+                    "id": IN,
+                    "timestamp": "1749416383",
+                    "type": "button",
+                    "button": {"payload": "RESCHEDULE_42", "text": "Reschedule"},
+                    "context": {"from": "15550783881", "id": OUT},
+                })
+            )
         );
     }
 

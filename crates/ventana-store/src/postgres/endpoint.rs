@@ -26,6 +26,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_leases",
         sql: include_str!("../../migrations/postgres/endpoint/0002_leases.sql"),
     },
+    Migration {
+        name: "0003_templates_schedules",
+        sql: include_str!("../../migrations/postgres/endpoint/0003_templates_schedules.sql"),
+    },
 ];
 
 /// An endpoint's store (in practice a gateway's, with its business tables) in one schema of

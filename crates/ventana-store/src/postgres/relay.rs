@@ -35,6 +35,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_templates",
         sql: include_str!("../../migrations/postgres/relay/0002_templates.sql"),
     },
+    Migration {
+        name: "0003_template_envelopes",
+        sql: include_str!("../../migrations/postgres/relay/0003_template_envelopes.sql"),
+    },
 ];
 
 /// The relay's store in one schema of a PostgreSQL database, shared by every relay node.

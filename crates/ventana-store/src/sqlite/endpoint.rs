@@ -22,6 +22,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_leases",
         sql: include_str!("../../migrations/sqlite/endpoint/0002_leases.sql"),
     },
+    Migration {
+        name: "0003_templates_schedules",
+        sql: include_str!("../../migrations/sqlite/endpoint/0003_templates_schedules.sql"),
+    },
 ];
 
 /// An endpoint's store (a user device, or a gateway with its business tables) in one file.

@@ -28,6 +28,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_templates",
         sql: include_str!("../../migrations/sqlite/relay/0002_templates.sql"),
     },
+    Migration {
+        name: "0003_template_envelopes",
+        sql: include_str!("../../migrations/sqlite/relay/0003_template_envelopes.sql"),
+    },
 ];
 
 /// Wrong guesses allowed per number per window, across reissued codes.

@@ -441,6 +441,8 @@ impl Device {
 }
 
 pub fn text_of(payload: &Payload) -> &str {
-    let Content::Text { body, .. } = &payload.content;
-    body
+    match &payload.content {
+        Content::Text { body, .. } => body,
+        other => panic!("expected a text message, got {other:?}"),
+    }
 }

@@ -259,8 +259,9 @@ impl Application for BenchApp {
     }
 
     fn committed(&self, _: &Endpoint, event: &Inbound) {
-        if let Inbound::Message { payload, .. } = event {
-            let Content::Text { body, .. } = &payload.content;
+        if let Inbound::Message { payload, .. } = event
+            && let Content::Text { body, .. } = &payload.content
+        {
             let _ = self.arrivals.send(Arrival {
                 user: self.user,
                 seq: seq_of(body),
