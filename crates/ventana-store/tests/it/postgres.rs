@@ -365,8 +365,11 @@ async fn the_relay_and_the_gateway_keep_to_their_own_schemas() {
             "outbox",
             "phone_numbers",
             "processed",
+            "schedules",
             "schema_migrations",
             "sessions",
+            "template_cache",
+            "template_cursors",
             "webhooks",
         ]
     );
