@@ -7,7 +7,9 @@
 //!   outbox committed with the ratchet state before anything is sent, inbound envelopes
 //!   decrypted and committed with their effects before they are acknowledged. The host
 //!   application (a user's device, a business gateway) adds its own effects through
-//!   [`Application`].
+//!   [`Application`]. Template messages are rendered from the relay's public registry
+//!   (cached in the store) and checked against their header ([`Endpoint::render_template`]);
+//!   a quick-reply tap goes back as a button message ([`Endpoint::tap_button`]).
 //!
 //! - [`device`]: the application of a person's device ([`device::UserDevice`]) and rendering.
 //!
@@ -19,7 +21,8 @@ pub mod link;
 pub mod registration;
 
 pub use endpoint::{
-    Application, Endpoint, Inbound, InboundMeta, Outgoing, SendError, Sent, Settlement,
+    Application, Endpoint, Inbound, InboundMeta, Outgoing, SendError, Sent, Settlement, TapError,
+    Tapped, TemplateRenderError,
 };
 pub use link::{LinkError, LinkEvent, RelayLink};
 

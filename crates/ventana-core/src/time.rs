@@ -21,6 +21,25 @@ impl UnixTime {
     pub fn plus_secs(self, secs: i64) -> Self {
         Self(self.0.saturating_add(secs))
     }
+
+    /// Reads an RFC 3339 timestamp (`2026-12-01T09:30:00Z`, `2026-12-01T10:30:00+01:00`);
+    /// fractions of a second are dropped.
+    pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map(|t| Self(t.unix_timestamp()))
+            .map_err(|e| format!("{text:?} is not an RFC 3339 timestamp: {e}"))
+    }
+
+    /// The time as RFC 3339 in UTC (`2026-12-01T09:30:00Z`).
+    pub fn to_rfc3339(self) -> String {
+        time::OffsetDateTime::from_unix_timestamp(self.0)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| self.0.to_string())
+    }
 }
 
 /// A business's view of time. Live businesses follow the wall clock; a sandbox business has a
@@ -83,5 +102,14 @@ mod tests {
         let later = sandbox.advanced(3600).unwrap();
         assert_eq!(later.now(UnixTime(100)), UnixTime(3700));
         assert_eq!(sandbox.advanced(0), Err(ClockError::BadStep));
+    }
+
+    #[test]
+    fn rfc3339_round_trips_through_unix_seconds() {
+        let t = UnixTime::parse_rfc3339("2026-12-01T10:30:00+01:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-12-01T09:30:00Z");
+        assert_eq!(UnixTime::parse_rfc3339("2026-12-01T09:30:00.75Z"), Ok(t));
+        assert!(UnixTime::parse_rfc3339("tomorrow").is_err());
+        assert!(UnixTime::parse_rfc3339("2026-12-01 09:30").is_err());
     }
 }

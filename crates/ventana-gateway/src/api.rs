@@ -1,15 +1,18 @@
 //! The Cloud-API-compatible REST API: Graph-style paths under any `vN.M` prefix (or none).
 //!
-//! - `POST /{phone_number_id}/messages`: text messages and mark-as-read.
+//! - `POST /{phone_number_id}/messages`: text and template messages (now, or later with
+//!   Ventana's `schedule` extension, see `schedules`) and mark-as-read.
+//! - `GET`/`DELETE /{phone_number_id}/schedules`: list and cancel scheduled sends.
 //! - `GET /{phone_number_id}`: the phone number.
+//! - `GET`/`POST`/`DELETE /{waba_id}/message_templates` and `GET`/`POST /{template_id}`:
+//!   message templates (see `templates`).
 
-use crate::events::{GatewayEvents, cloud_error};
 use crate::graph::auth::presented_token;
 use crate::graph::error::GraphError;
 use crate::graph::path::GraphPath;
 use crate::graph::response;
 use crate::graph::send::SendRequest;
-use crate::{Gateway, Hosted};
+use crate::{Gateway, Hosted, outbound, schedules, templates};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -17,9 +20,8 @@ use axum::http::Method;
 use serde_json::Value;
 use std::sync::Arc;
 use ventana_client::SendError;
-use ventana_core::PhoneNumberId;
-use ventana_core::payload::Content;
-use ventana_core::protocol::{ErrorCode, ReceiptStatus};
+use ventana_core::protocol::ReceiptStatus;
+use ventana_core::{MessageId, PhoneNumberId};
 use ventana_crypto::Token;
 use ventana_store::endpoint::{AppRecord, Direction};
 
@@ -49,14 +51,17 @@ async fn graph(
         .ok_or_else(|| {
             GraphError::bad_token("Invalid OAuth access token - Cannot parse access token")
         })?;
-    // A number of another business is indistinguishable from one that does not exist.
+    // A number of another business is indistinguishable from one that does not exist; a
+    // node that is no number of the business may be its WABA or one of its templates.
     let hosted = path
         .node
         .parse::<PhoneNumberId>()
         .ok()
         .and_then(|id| gateway.hosted(&id))
-        .filter(|h| h.record.waba_id == record.waba_id)
-        .ok_or_else(|| GraphError::unknown_node(&path.node))?;
+        .filter(|h| h.record.waba_id == record.waba_id);
+    let Some(hosted) = hosted else {
+        return templates::route(&gateway, &record.waba_id, &path, &parts, body).await;
+    };
     match (parts.method.clone(), path.edge.as_deref()) {
         (Method::GET, None) => Ok(Json(response::phone_number(
             &hosted.record.id,
@@ -69,7 +74,15 @@ async fn graph(
                 .map_err(|_| GraphError::payload_too_large(MAX_BODY))?;
             messages(&gateway, &hosted, &bytes).await
         }
-        (method, Some("messages")) | (method, None) => Err(GraphError::method_not_allowed(&method)),
+        (Method::GET, Some("schedules")) => {
+            schedules::list(&gateway, &hosted, parts.uri.query()).await
+        }
+        (Method::DELETE, Some("schedules")) => {
+            schedules::cancel(&gateway, &hosted, parts.uri.query()).await
+        }
+        (method, Some("messages" | "schedules")) | (method, None) => {
+            Err(GraphError::method_not_allowed(&method))
+        }
         (_, Some(_)) => Err(GraphError::unknown_node(&path.node)),
     }
 }
@@ -84,38 +97,31 @@ async fn messages(
     hosted: &Hosted,
     body: &[u8],
 ) -> Result<Json<Value>, GraphError> {
-    match SendRequest::parse(body)? {
+    let request = SendRequest::parse(body)?;
+    match &request {
         SendRequest::Text {
             to,
             input,
-            body,
-            preview_url,
-            reply_to,
+            schedule,
+            ..
+        }
+        | SendRequest::Template {
+            to,
+            input,
+            schedule,
             ..
         } => {
-            let app = GatewayEvents {
-                gateway: Arc::downgrade(gateway),
-            };
-            let sent = hosted
-                .endpoint
-                .send_message(&to, Content::Text { body, preview_url }, reply_to, &app)
-                .await
-                .map_err(|e| match e {
-                    SendError::Refused(error) => refusal(&error),
-                    SendError::UnknownRecipient(_) => {
-                        GraphError::undeliverable("The recipient is not on Ventana.")
-                    }
-                    SendError::Client(e) => {
-                        tracing::warn!(error = %e, "send failed before reaching the relay");
-                        GraphError::unavailable(
-                            "The platform is temporarily unavailable; retry later.",
-                        )
-                    }
-                })?;
-            gateway.webhooks_due.notify_one();
-            Ok(Json(response::sent(&input, &to, &sent.id)))
+            let prepared = outbound::prepare(hosted, &request).await?;
+            if let Some(send_at) = schedule {
+                let scheduled =
+                    schedules::create(gateway, hosted, &request, body, *send_at).await?;
+                return Ok(Json(response::scheduled(input, to, &scheduled)));
+            }
+            let sent = outbound::send(gateway, hosted, MessageId::generate(), prepared).await?;
+            Ok(Json(response::sent(input, to, &sent.id)))
         }
         SendRequest::MarkRead { message_id, .. } => {
+            let message_id = message_id.clone();
             let owner = hosted.endpoint.owner();
             let message = gateway
                 .store
@@ -133,7 +139,7 @@ async fn messages(
                 .send_receipt(&message.peer, ReceiptStatus::Read, vec![message_id.clone()])
                 .await
                 .map_err(|e| match e {
-                    SendError::Refused(error) => refusal(&error),
+                    SendError::Refused(error) => outbound::refusal(&error),
                     other => {
                         tracing::warn!(error = %other, "read receipt not sent");
                         GraphError::unavailable(
@@ -153,21 +159,6 @@ async fn messages(
                 .await
                 .map_err(internal)?;
             Ok(Json(response::success()))
-        }
-    }
-}
-
-fn refusal(error: &ventana_core::protocol::ProtocolError) -> GraphError {
-    let (code, _, details) = cloud_error(error);
-    match code {
-        131047 => GraphError::outside_window(details),
-        131026 => GraphError::undeliverable(details),
-        _ if error.code == ErrorCode::BadRequest => {
-            GraphError::invalid_parameter(error.message.clone())
-        }
-        _ => {
-            tracing::error!(%error, "the relay refused unexpectedly");
-            GraphError::internal()
         }
     }
 }

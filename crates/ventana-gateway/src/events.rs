@@ -18,7 +18,7 @@ use ventana_core::payload::Content;
 use ventana_core::protocol::{ErrorCode, ProtocolError, ReceiptStatus};
 use ventana_core::rules::RuleViolation;
 use ventana_core::user_id::business_scoped_user_id;
-use ventana_core::{PhoneNumber, UnixTime};
+use ventana_core::{PhoneNumber, UnixTime, WabaId};
 use ventana_store::endpoint::{AppRecord, WebhookJob};
 
 /// A relay refusal in Cloud API terms: (code, title, details).
@@ -33,6 +33,21 @@ pub(crate) fn cloud_error(error: &ProtocolError) -> (i64, &'static str, String) 
             131026,
             "Message undeliverable",
             "The recipient has never messaged this business number; businesses may only contact users who wrote first.".into(),
+        ),
+        (ErrorCode::Refused, Some(RuleViolation::TemplateUnavailable { name, language })) => (
+            132001,
+            "Template name does not exist in the translation",
+            format!("No template named {name} is approved in language {language} in the version sent."),
+        ),
+        (ErrorCode::Refused, Some(RuleViolation::TemplatePaused { name, language })) => (
+            132015,
+            "Template is Paused",
+            format!("Template {name} ({language}) is paused and cannot be sent now."),
+        ),
+        (ErrorCode::Refused, Some(RuleViolation::TemplateDisabled { name, language })) => (
+            132016,
+            "Template is Disabled",
+            format!("Template {name} ({language}) is disabled and can no longer be sent."),
         ),
         (ErrorCode::UnknownAccount, _) => (131026, "Message undeliverable", "The recipient is not on Ventana.".into()),
         (ErrorCode::Refused, _) => (
@@ -61,7 +76,8 @@ impl Gateway {
         business_scoped_user_id(&self.user_id_secret, &hosted.record.waba_id, user)
     }
 
-    /// A webhook job with a stable id, its exact ASCII-escaped body sealed.
+    /// A webhook job of a hosted number's event with a stable id, its exact ASCII-escaped
+    /// body sealed, as a record to commit with the state change it reports.
     pub(crate) fn webhook_job(
         &self,
         hosted: &Hosted,
@@ -69,15 +85,27 @@ impl Gateway {
         event: &Value,
         now: UnixTime,
     ) -> AppRecord {
+        AppRecord::Webhook(self.business_webhook_job(&hosted.record.waba_id, id, event, now))
+    }
+
+    /// A webhook job of a business's event (one of no particular number, such as a template
+    /// status change) with a stable id, its exact ASCII-escaped body sealed.
+    pub(crate) fn business_webhook_job(
+        &self,
+        waba: &WabaId,
+        id: String,
+        event: &Value,
+        now: UnixTime,
+    ) -> WebhookJob {
         let body = ascii_json(event);
-        AppRecord::Webhook(WebhookJob {
+        WebhookJob {
             body_sealed: self.sealer.seal(&webhook_body_aad(&id), &body),
             id,
-            waba_id: hosted.record.waba_id.clone(),
+            waba_id: waba.clone(),
             attempts: 0,
             next_attempt_at: now,
             created_at: now,
-        })
+        }
     }
 
     async fn profile_name(&self, endpoint: &Endpoint, user: &PhoneNumber) -> String {

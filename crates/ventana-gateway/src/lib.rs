@@ -6,6 +6,12 @@
 //!   - `admin`: operator routes (businesses, numbers, access tokens);
 //! - `ownership`: which node receives for each number (a lease in the shared store);
 //! - `events`: how inbound messages, receipts and relay answers become webhook events;
+//! - `outbound`: a send request resolved (template lookup and binding) and handed to the
+//!   number's endpoint;
+//! - `schedules`: Ventana's scheduled sends (kept, listed, cancelled, fired once);
+//! - `templates`: message templates on the Graph API (`/{waba_id}/message_templates`,
+//!   `/{template_id}`), answered by the relay, and the follower of the relay's template
+//!   events that queues `message_template_status_update` webhooks;
 //! - `graph`: Graph API conventions (paths, tokens, the error envelope, request parsing);
 //! - `webhook`: event payloads, ASCII-escaped signed bodies, the durable delivery worker.
 //!
@@ -16,7 +22,10 @@ mod admin;
 mod api;
 mod events;
 mod graph;
+mod outbound;
 mod ownership;
+mod schedules;
+mod templates;
 mod webhook;
 
 use std::collections::HashMap;
@@ -66,6 +75,10 @@ pub struct Gateway {
     pub(crate) numbers: RwLock<HashMap<PhoneNumberId, Hosted>>,
     pub(crate) by_address: RwLock<HashMap<PhoneNumber, PhoneNumberId>>,
     pub(crate) webhooks_due: Arc<Notify>,
+    /// A schedule was added: the scheduler looks at once.
+    pub(crate) schedules_due: Notify,
+    /// This node changed a template: the template event follower looks at once.
+    pub(crate) template_events_due: Notify,
     pub(crate) http: reqwest::Client,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Secret for business-scoped user ids, derived from the seal key.
@@ -107,6 +120,8 @@ impl Gateway {
             numbers: RwLock::new(HashMap::new()),
             by_address: RwLock::new(HashMap::new()),
             webhooks_due: Arc::new(Notify::new()),
+            schedules_due: Notify::new(),
+            template_events_due: Notify::new(),
             http: reqwest::Client::new(),
             shutdown: shutdown.clone(),
             user_id_secret,
@@ -124,10 +139,17 @@ impl Gateway {
         )
         .map_err(|e| GatewayError::Http(e.to_string()))?;
         let webhooks = tokio::spawn(dispatcher.run(shutdown.clone()));
+        let scheduler = tokio::spawn(schedules::run(Arc::clone(&gateway), shutdown.clone()));
+        let template_events = tokio::spawn(templates::follow::follow(
+            Arc::clone(&gateway),
+            shutdown.clone(),
+        ));
         let ownership = tokio::spawn(ownership::keep(Arc::clone(&gateway), shutdown));
         let background = tokio::spawn(async move {
             let _ = webhooks.await;
             let _ = ownership.await;
+            let _ = scheduler.await;
+            let _ = template_events.await;
         });
         Ok((gateway, background))
     }

@@ -1,4 +1,5 @@
-//! Operator routes of the relay: reading a development verification code, test clocks.
+//! Operator routes of the relay: reading a development verification code, test clocks. The
+//! review of templates is in `templates::admin`.
 
 use crate::Relay;
 use crate::error::{HttpError, bearer};
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use ventana_core::time::ClockError;
 use ventana_core::{BusinessClock, PhoneNumber, UnixTime, WabaId};
 
-fn operator(relay: &Relay, headers: &HeaderMap) -> Result<(), HttpError> {
+pub(crate) fn operator(relay: &Relay, headers: &HeaderMap) -> Result<(), HttpError> {
     if relay.is_operator(bearer(headers)) {
         Ok(())
     } else {

@@ -30,6 +30,14 @@ impl HttpError {
         )
     }
 
+    /// No such thing (a template) for the operator.
+    pub(crate) fn missing(message: impl Into<String>) -> Self {
+        Self(
+            StatusCode::NOT_FOUND,
+            ProtocolError::new(ErrorCode::NotFound, message),
+        )
+    }
+
     pub(crate) fn too_many(message: impl Into<String>) -> Self {
         Self(
             StatusCode::TOO_MANY_REQUESTS,

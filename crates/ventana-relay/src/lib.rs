@@ -4,8 +4,16 @@
 //!   builds the HTTP [`Relay::router`]:
 //!   - `registration`: `POST /relay/v1/verifications`, `POST /relay/v1/devices`;
 //!   - `connection`: `GET /relay/v1/ws`, the authenticated WebSocket (push, ack, requests);
-//!   - `ops`: what a device may ask over the socket (send, devices, claim, keys, block);
-//!   - `admin`: operator routes (read a development code, test clocks).
+//!   - `ops`: what a device may ask over the socket (send, devices, claim, keys, block,
+//!     clock), dispatching template requests to `templates`;
+//!   - `admin`: operator routes (read a development code, test clocks);
+//!   - `templates::admin`: the operator's review of templates: `GET /relay/v1/admin/templates`
+//!     (the queue, filtered and paged), `GET /relay/v1/admin/templates/{id}` (with its audit
+//!     trail), `POST /relay/v1/admin/templates/{id}/{approve|reject|pause|disable}`.
+//! - `templates`: the template registry as devices see it: a business's create, edit, list,
+//!   get, delete and status events; any device's fetch of an approved version; the check of a
+//!   template envelope's header before the store's rules. [`TemplatePolicy`] is the
+//!   operator's limit per business and automatic (lint) review.
 //! - [`verifier`]: proving control of a phone number ([`NumberVerifier`]).
 //! - `signals`: wakes a device's connections when something is queued for it.
 
@@ -15,6 +23,7 @@ mod error;
 mod ops;
 mod registration;
 mod signals;
+mod templates;
 pub mod verifier;
 
 use axum::Router;
@@ -24,6 +33,7 @@ use tokio::sync::watch;
 use ventana_crypto::{Token, TokenHash};
 use ventana_store::RelayStore;
 
+pub use templates::{OnFindings, Review, TemplatePolicy, UnknownChoice};
 pub use verifier::{DevVerifier, NumberVerifier};
 
 /// How long a verification code stays valid.
@@ -36,23 +46,27 @@ pub struct Relay {
     store: Arc<dyn RelayStore>,
     verifier: Arc<dyn NumberVerifier>,
     operator: TokenHash,
+    templates: TemplatePolicy,
     signals: signals::Signals,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Relay {
     /// `operator_token` authorises business-number registration and the admin routes;
-    /// `shutdown` turning true closes every device connection.
+    /// `templates` is the operator's policy for templates; `shutdown` turning true closes
+    /// every device connection.
     pub fn new(
         store: Arc<dyn RelayStore>,
         verifier: Arc<dyn NumberVerifier>,
         operator_token: &Token,
+        templates: TemplatePolicy,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let relay = Arc::new(Self {
             store,
             verifier,
             operator: operator_token.hash(),
+            templates,
             signals: signals::Signals::default(),
             shutdown,
         });
@@ -73,6 +87,15 @@ impl Relay {
             .route(
                 "/relay/v1/admin/businesses/{waba}/clock/advance",
                 post(admin::advance_clock),
+            )
+            .route("/relay/v1/admin/templates", get(templates::admin::list))
+            .route(
+                "/relay/v1/admin/templates/{id}",
+                get(templates::admin::show),
+            )
+            .route(
+                "/relay/v1/admin/templates/{id}/{action}",
+                post(templates::admin::review),
             )
             .with_state(Arc::clone(self))
     }

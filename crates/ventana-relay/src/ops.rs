@@ -1,7 +1,7 @@
 //! Requests a connected device may make.
 
-use crate::Relay;
 use crate::registration::check_keys;
+use crate::{Relay, templates};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ventana_core::protocol::{
@@ -9,7 +9,7 @@ use ventana_core::protocol::{
 };
 use ventana_core::rules::{AccountKind, EnvelopeKind, RuleViolation};
 use ventana_core::template::TemplateHeader;
-use ventana_core::{DeviceId, PhoneNumber, UnixTime};
+use ventana_core::{BusinessClock, DeviceId, PhoneNumber, UnixTime, WabaId};
 use ventana_store::StoreError;
 use ventana_store::relay::{AccountRecord, DeviceRecord, EnvelopeBody, NewSubmission, Refusal};
 
@@ -28,11 +28,11 @@ pub(crate) struct StoredBody {
     pub(crate) receipt: Option<Receipt>,
 }
 
-fn bad(message: impl Into<String>) -> ProtocolError {
+pub(crate) fn bad(message: impl Into<String>) -> ProtocolError {
     ProtocolError::new(ErrorCode::BadRequest, message)
 }
 
-fn internal(error: StoreError) -> ProtocolError {
+pub(crate) fn internal(error: StoreError) -> ProtocolError {
     match error {
         StoreError::Conflict(what) => ProtocolError::new(ErrorCode::Conflict, what),
         StoreError::Backend(what) => {
@@ -116,8 +116,50 @@ pub(crate) async fn handle(
         }
         Op::Block { business } => set_blocked(relay, me, &business, true).await,
         Op::Unblock { business } => set_blocked(relay, me, &business, false).await,
-        _ => Err(bad("not supported yet")),
+        Op::Clock => clock(relay, me).await,
+        Op::TemplateVersion {
+            business,
+            id,
+            version,
+        } => templates::version(relay, &business, &id, version).await,
+        Op::TemplateCreate { definition } => {
+            templates::create(relay, business_of(me)?, &definition).await
+        }
+        Op::TemplateList { query } => templates::list(relay, business_of(me)?, query).await,
+        Op::TemplateGet { id } => templates::get(relay, business_of(me)?, &id).await,
+        Op::TemplateEdit { id, edit } => templates::edit(relay, business_of(me)?, &id, &edit).await,
+        Op::TemplateDelete { name, id } => {
+            templates::delete(relay, business_of(me)?, &name, id.as_deref()).await
+        }
+        Op::TemplateEvents { after, limit } => {
+            templates::events(relay, business_of(me)?, after, limit).await
+        }
     }
+}
+
+/// The business whose templates `me` manages: business numbers only.
+fn business_of(me: &AccountRecord) -> Result<&WabaId, ProtocolError> {
+    match (me.kind, &me.waba_id) {
+        (AccountKind::Business, Some(waba)) => Ok(waba),
+        _ => Err(bad("only a business has templates")),
+    }
+}
+
+/// The time the rules apply to `me`: its business's clock (a sandbox's test clock included),
+/// or the wall clock for a user.
+async fn clock(relay: &Relay, me: &AccountRecord) -> Result<Reply, ProtocolError> {
+    let wall = UnixTime::now();
+    let now = match (me.kind, &me.waba_id) {
+        (AccountKind::Business, Some(waba)) => relay
+            .store
+            .business_clock(waba)
+            .await
+            .map_err(internal)?
+            .unwrap_or(BusinessClock::LIVE)
+            .now(wall),
+        _ => wall,
+    };
+    Ok(Reply::Clock { now })
 }
 
 /// Whether `me` may look up `target`'s devices (and, for `claim`, start sessions with them):
@@ -211,6 +253,21 @@ async fn send(
     if submission.to == me.address {
         return Err(bad("an account cannot message itself"));
     }
+    let template_of = match (submission.kind, &submission.template) {
+        (EnvelopeKind::Template, _) if me.kind != AccountKind::Business => {
+            return Err(bad("users do not send templates"));
+        }
+        (EnvelopeKind::Template, Some(header)) => Some((business_of(me)?, header)),
+        (EnvelopeKind::Template, None) => {
+            return Err(bad(
+                "a template message names its template version in `template`",
+            ));
+        }
+        (EnvelopeKind::Message | EnvelopeKind::Receipt, Some(_)) => {
+            return Err(bad("only a template message carries a `template` header"));
+        }
+        (EnvelopeKind::Message | EnvelopeKind::Receipt, None) => None,
+    };
     let body = match (submission.kind, &submission.receipt) {
         (EnvelopeKind::Message | EnvelopeKind::Template, None) => {
             if submission.copies.is_empty() {
@@ -258,6 +315,18 @@ async fn send(
             .map(|b| format!("{b:02x}"))
             .collect()
     };
+    if let Some((waba, header)) = template_of
+        && let Err(rule) = templates::check_header(relay, waba, header).await?
+        // The relay answers a retry as the first time: a template paused since the store
+        // accepted this id must not turn that acceptance into a refusal.
+        && !relay
+            .store
+            .submitted(&me.address, &submission.id)
+            .await
+            .map_err(internal)?
+    {
+        return Err(ProtocolError::refused(rule));
+    }
     let outcome = relay
         .store
         .accept(NewSubmission {

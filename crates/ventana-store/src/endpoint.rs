@@ -189,6 +189,26 @@ pub trait EndpointStore: Send + Sync {
         owner: &PhoneNumber,
         peer: &PhoneNumber,
     ) -> StoreResult<Option<Vec<u8>>>;
+
+    /// A template version this endpoint fetched earlier from the relay (the definition JSON
+    /// it was rendered with), if it is cached.
+    async fn cached_template(
+        &self,
+        owner: &PhoneNumber,
+        business: &PhoneNumber,
+        id: &str,
+        version: u32,
+    ) -> StoreResult<Option<String>>;
+    /// Caches a fetched template version. Versions never change, so an entry already there
+    /// is kept as it is.
+    async fn cache_template(
+        &self,
+        owner: &PhoneNumber,
+        business: &PhoneNumber,
+        id: &str,
+        version: u32,
+        definition: String,
+    ) -> StoreResult<()>;
 }
 
 /// A business as the gateway knows it. Secrets are sealed.
@@ -226,7 +246,7 @@ pub struct AccessTokenRecord {
 }
 
 #[async_trait]
-pub trait GatewayStore: EndpointStore {
+pub trait GatewayStore: EndpointStore + crate::schedule::ScheduleStore {
     /// `Conflict` if the WABA id exists.
     async fn create_business(&self, business: BusinessRecord) -> StoreResult<()>;
     async fn business(&self, waba: &WabaId) -> StoreResult<Option<BusinessRecord>>;

@@ -9,6 +9,10 @@
 //! - [`endpoint`]: [`EndpointStore`], an end-to-end endpoint's store (a user device, or one
 //!   business number in a gateway): sealed Olm state, outbox, dedup markers, history; and
 //!   [`GatewayStore`], the business side's extra tables (businesses, numbers, tokens, webhooks).
+//! - [`schedule`]: [`ScheduleStore`], part of every [`GatewayStore`]: messages a business
+//!   scheduled ahead of time, claimed when due by exactly one node and taken over from a node
+//!   that died; and the cursor over the relay's template events, moved forward together with
+//!   the webhooks it queued.
 //! - [`sqlite`]: the embedded default. Each store is its own file, so the relay's can be
 //!   inspected for plaintext independently of the gateway's:
 //!   [`SqliteRelayStore`](sqlite::SqliteRelayStore) and
@@ -33,11 +37,13 @@
 pub mod endpoint;
 pub mod postgres;
 pub mod relay;
+pub mod schedule;
 pub mod sqlite;
 pub mod template;
 
 pub use endpoint::{EndpointStore, GatewayStore};
 pub use relay::RelayStore;
+pub use schedule::ScheduleStore;
 pub use template::TemplateStore;
 
 /// A storage failure.

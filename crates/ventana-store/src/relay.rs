@@ -203,8 +203,10 @@ impl WakeReason {
     }
 }
 
+/// The relay's whole store: the methods below and, in the same file or schema, the template
+/// registry ([`TemplateStore`](crate::TemplateStore)).
 #[async_trait]
-pub trait RelayStore: Send + Sync {
+pub trait RelayStore: crate::TemplateStore + Send + Sync {
     /// Wake-ups from every node sharing this store: `accept` publishes `Envelopes` for each
     /// recipient device, `claim_pre_keys` `KeysClaimed` for each claimed device, and an
     /// unblocking `set_blocked` `Rescan` for each of the user's devices. A receiver that lags
@@ -277,6 +279,9 @@ pub trait RelayStore: Send + Sync {
     /// relationship and the business's clock, and if allowed records its effects and queues
     /// one envelope per recipient device, all in one transaction.
     async fn accept(&self, submission: NewSubmission) -> StoreResult<Result<Accepted, Refusal>>;
+    /// Whether a submission with this id was accepted from `sender`: `accept` will answer a
+    /// retry of it as the first time (or `IdReused`), whatever changed since.
+    async fn submitted(&self, sender: &PhoneNumber, id: &MessageId) -> StoreResult<bool>;
     /// Envelopes queued for a device after `after_seq`, oldest first. Envelopes from a business
     /// the recipient has blocked are held back.
     async fn pending(

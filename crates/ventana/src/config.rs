@@ -4,6 +4,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use ventana_relay::TemplatePolicy;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -12,6 +13,22 @@ pub struct Config {
     pub storage: StorageConfig,
     pub security: SecurityConfig,
     pub cluster: ClusterConfig,
+    /// `[templates]`: how many templates a business may keep and who reviews them:
+    ///
+    /// ```toml
+    /// [templates]
+    /// limit_per_business = 250  # templates per business, deleted ones aside
+    /// review = "manual"         # "manual": an operator decides; "lint": the rules below first
+    /// on_findings = "reject"    # with "lint": "reject" at the first finding, or "hold" for an operator
+    /// approve_clean = true      # with "lint": approve a template without findings
+    ///
+    /// [templates.lint]
+    /// variable_at_edge = true   # the body starts or ends with a variable
+    /// variable_density = true   # too few words of fixed text per variable
+    /// category_mismatch = true  # promotional words outside MARKETING, or no code variable
+    /// forbidden_words = []      # words refused anywhere in the template's text
+    /// ```
+    pub templates: TemplatePolicy,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -88,7 +105,10 @@ impl Default for StorageConfig {
 
 impl Config {
     /// Loads `file` (or `$VENTANA_CONFIG`, or `./ventana.toml` if present), then applies
-    /// `VENTANA_LISTEN`, `VENTANA_DATA_DIR`, `VENTANA_SEAL_KEY` and `VENTANA_ADMIN_TOKEN`.
+    /// `VENTANA_LISTEN`, `VENTANA_DATA_DIR`, `VENTANA_DATABASE_URL`, `VENTANA_NODE_ID`,
+    /// `VENTANA_SEAL_KEY`, `VENTANA_ADMIN_TOKEN`, and for `[templates]`
+    /// `VENTANA_TEMPLATES_LIMIT_PER_BUSINESS`, `VENTANA_TEMPLATES_REVIEW`,
+    /// `VENTANA_TEMPLATES_ON_FINDINGS` and `VENTANA_TEMPLATES_APPROVE_CLEAN`.
     pub fn load(file: Option<&Path>) -> Result<Self> {
         let env_file = std::env::var_os("VENTANA_CONFIG").map(PathBuf::from);
         let default_file = PathBuf::from("ventana.toml");
@@ -134,6 +154,29 @@ impl Config {
         if let Some(token) = var("VENTANA_ADMIN_TOKEN") {
             self.security.admin_token = Some(token);
         }
+        self.apply_template_env(&var)
+    }
+
+    fn apply_template_env(&mut self, var: &impl Fn(&str) -> Option<String>) -> Result<()> {
+        let templates = &mut self.templates;
+        if let Some(limit) = var("VENTANA_TEMPLATES_LIMIT_PER_BUSINESS") {
+            templates.limit_per_business = limit.trim().parse().with_context(|| {
+                format!("VENTANA_TEMPLATES_LIMIT_PER_BUSINESS={limit} is not a count")
+            })?;
+        }
+        if let Some(review) = var("VENTANA_TEMPLATES_REVIEW") {
+            templates.review = review.parse().context("VENTANA_TEMPLATES_REVIEW")?;
+        }
+        if let Some(on_findings) = var("VENTANA_TEMPLATES_ON_FINDINGS") {
+            templates.on_findings = on_findings
+                .parse()
+                .context("VENTANA_TEMPLATES_ON_FINDINGS")?;
+        }
+        if let Some(approve) = var("VENTANA_TEMPLATES_APPROVE_CLEAN") {
+            templates.approve_clean = approve.trim().parse().with_context(|| {
+                format!("VENTANA_TEMPLATES_APPROVE_CLEAN={approve} is not true or false")
+            })?;
+        }
         Ok(())
     }
 
@@ -169,6 +212,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ventana_relay::{OnFindings, Review};
 
     #[test]
     fn environment_overrides_the_file() {
@@ -206,6 +250,39 @@ mod tests {
                 url: "postgres://postgres@127.0.0.1/ventana".into()
             }
         );
+    }
+
+    #[test]
+    fn templates_are_reviewed_by_hand_unless_configured_otherwise() {
+        let config = Config::default();
+        assert_eq!(config.templates.review, Review::Manual);
+        assert_eq!(config.templates.limit_per_business, 250);
+
+        let mut config: Config = toml::from_str(
+            "[templates]\nreview = \"lint\"\non_findings = \"hold\"\n\
+             [templates.lint]\nforbidden_words = [\"casino\"]\nvariable_density = false\n",
+        )
+        .unwrap();
+        assert_eq!(config.templates.review, Review::Lint);
+        assert_eq!(config.templates.on_findings, OnFindings::Hold);
+        assert_eq!(config.templates.lint.forbidden_words, ["casino"]);
+        assert!(!config.templates.lint.variable_density);
+        assert!(config.templates.lint.variable_at_edge);
+
+        let env = |name: &str| match name {
+            "VENTANA_TEMPLATES_REVIEW" => Some("manual".to_owned()),
+            "VENTANA_TEMPLATES_LIMIT_PER_BUSINESS" => Some("1000".to_owned()),
+            _ => None,
+        };
+        config.apply_env(env).unwrap();
+        assert_eq!(config.templates.review, Review::Manual);
+        assert_eq!(config.templates.limit_per_business, 1000);
+
+        let wrong = config
+            .apply_env(|name| (name == "VENTANA_TEMPLATES_REVIEW").then(|| "auto".to_owned()))
+            .unwrap_err();
+        assert!(format!("{wrong:#}").contains("manual, lint"), "{wrong:#}");
+        assert!(toml::from_str::<Config>("[templates]\nreveiw = \"lint\"\n").is_err());
     }
 
     #[test]

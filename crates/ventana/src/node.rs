@@ -109,6 +109,7 @@ pub async fn run(
         relay_store,
         Arc::new(DevVerifier),
         &Token::from_presented(&admin_token),
+        config.templates.clone(),
         stop_rx.clone(),
     );
     let mut local = listener.local_addr()?;

@@ -2,6 +2,7 @@
 //! state and every effect at once; the caller acknowledges afterwards.
 
 use super::outbound::CONFLICT_RETRIES;
+use super::templates::check_template_shape;
 use super::{
     Application, Endpoint, Inbound, InboundMeta, SendError, body_aad, contact_aad, session_aad,
 };
@@ -165,13 +166,19 @@ impl Endpoint {
             kind: meta.kind,
             template: meta.template.clone(),
         };
-        let payload = match Payload::open(&plaintext, &header) {
+        // A template message must be one in its kind, its header and its content alike, or
+        // it could show text the relay never checked; it is refused like a forged header.
+        let opened = Payload::open(&plaintext, &header)
+            .map_err(|e| e.to_string())
+            .and_then(|payload| match check_template_shape(&payload) {
+                Ok(()) => Ok(payload),
+                Err(reason) => Err(reason.to_owned()),
+            });
+        let payload = match opened {
             Ok(payload) => payload,
-            Err(e) => {
-                let event = Inbound::Undecryptable {
-                    meta,
-                    reason: e.to_string(),
-                };
+            Err(reason) => {
+                tracing::warn!(owner = %self.owner, from = %meta.from, %reason, "message refused");
+                let event = Inbound::Undecryptable { meta, reason };
                 // The session did advance: keep it, or the next message cannot be read.
                 return self.commit(event, session, account, Vec::new(), app).await;
             }
@@ -198,6 +205,7 @@ impl Endpoint {
             });
         }
         let (from, id) = (meta.from.clone(), meta.id.clone());
+        let template = payload.header.template.clone();
         self.commit(
             Inbound::Message { meta, payload },
             session,
@@ -206,6 +214,11 @@ impl Endpoint {
             app,
         )
         .await?;
+        // Fetch the template's text now, while the relay is reachable, so the message still
+        // renders when it is not; in the background, so the acknowledgement does not wait.
+        if let Some(template) = &template {
+            self.prefetch_template(&from, template);
+        }
         // Double ticks for the sender; if this is lost the message still arrived.
         if let Err(e) = self
             .send_receipt(&from, ReceiptStatus::Delivered, vec![id])

@@ -2,6 +2,8 @@
 //!
 //! - `outbound`: sending — sessions per recipient device, the outbox, the relay's answer.
 //! - `inbound`: receiving — finding or creating the session, committing, acknowledging.
+//! - `templates`: template messages — the approved text fetched from the relay and cached,
+//!   checked against the message's header and rendered; quick-reply taps.
 //!
 //! Crash safety: an outbound message's ratchet state and ciphertext are committed together
 //! (with the message in the history) before the relay sees it, and a retry resends the stored
@@ -11,8 +13,10 @@
 
 mod inbound;
 mod outbound;
+mod templates;
 
 pub use outbound::Outgoing;
+pub use templates::{TapError, Tapped, TemplateRenderError};
 
 use crate::ClientError;
 use crate::link::{LinkError, LinkEvent, RelayLink};
@@ -55,6 +59,9 @@ pub struct InboundMeta {
 }
 
 /// An inbound envelope after decryption, as the host application sees it.
+// One lives per envelope being processed and is handed around by reference: boxing the
+// payload would only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Inbound {
     Message {
@@ -158,6 +165,8 @@ pub struct Endpoint {
     /// Outbox rows being handed to the relay right now, so the retry loop leaves them alone.
     in_flight: Mutex<HashSet<MessageId>>,
     link: RelayLink,
+    /// Template versions fetched to render messages; shared with background prefetches.
+    templates: Arc<templates::TemplateCache>,
 }
 
 impl Endpoint {
@@ -179,6 +188,8 @@ impl Endpoint {
         let token = sealer.open(&token_aad(owner), &identity.relay_token_sealed)?;
         let token = String::from_utf8_lossy(&token).into_owned();
         let (link, events) = RelayLink::start(relay_url, &token, receive, shutdown);
+        let templates =
+            templates::TemplateCache::new(owner.clone(), Arc::clone(&store), link.clone());
         let endpoint = Arc::new(Self {
             owner: owner.clone(),
             device_id: identity.device_id,
@@ -190,6 +201,7 @@ impl Endpoint {
             peers: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
             link,
+            templates: Arc::new(templates),
         });
         Ok((endpoint, events))
     }

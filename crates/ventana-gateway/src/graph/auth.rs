@@ -2,6 +2,7 @@
 //! `access_token` query parameter (Graph accepts both and pywa uses the query form for
 //! `/{app_id}/subscriptions`). Checking the token is the caller's job.
 
+use super::query::Query;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 
@@ -20,44 +21,9 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 
 /// The first non-empty `access_token` in a query string, form-decoded.
 fn access_token_param(query: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(key, _)| form_decode(key).as_deref() == Some("access_token"))
-        .filter_map(|(_, value)| form_decode(value))
+    Query::new(Some(query))
+        .values("access_token")
         .find(|token| !token.is_empty())
-}
-
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte. `None` if the
-/// result is not UTF-8. A `%` not followed by two hex digits stays as it is, like browsers do.
-fn form_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let digit = |at: usize| bytes.get(at).copied().and_then(hex_value);
-                match (digit(i + 1), digit(i + 2)) {
-                    (Some(high), Some(low)) => {
-                        out.push(high << 4 | low);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-fn hex_value(digit: u8) -> Option<u8> {
-    char::from(digit)
-        .to_digit(16)
-        .and_then(|v| u8::try_from(v).ok())
 }
 
 #[cfg(test)]
@@ -134,12 +100,5 @@ mod tests {
                 "{query:?}"
             );
         }
-    }
-
-    #[test]
-    fn a_stray_percent_is_kept_as_it_is() {
-        assert_eq!(form_decode("a%2").as_deref(), Some("a%2"));
-        assert_eq!(form_decode("100%").as_deref(), Some("100%"));
-        assert_eq!(form_decode("%zz").as_deref(), Some("%zz"));
     }
 }

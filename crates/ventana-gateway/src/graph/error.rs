@@ -50,6 +50,27 @@ impl GraphError {
         Self::new(StatusCode::BAD_REQUEST, 100, "Invalid parameter", details)
     }
 
+    /// A template send the Cloud API refuses with its own code: 131008/131009 (the
+    /// `template` object is malformed), 132000/132012 (parameters do not fit), 132015/132016
+    /// (paused/disabled). 132001 (no such approved template) is [`Self::no_template`].
+    pub(crate) fn template_parameter(
+        code: u32,
+        title: impl Into<String>,
+        details: impl Into<String>,
+    ) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, i64::from(code), title, details)
+    }
+
+    /// 132001, HTTP 404: no template of that name is approved in that language.
+    pub(crate) fn no_template(details: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            132001,
+            "Template name does not exist in the translation",
+            details,
+        )
+    }
+
     /// 190: no token, or one this server does not know (or has revoked).
     pub(crate) fn bad_token(details: impl Into<String>) -> Self {
         Self::new(
@@ -120,6 +141,64 @@ impl GraphError {
             100,
             format!("Unsupported {lower} request"),
             format!("This path does not support the {method} method."),
+        )
+    }
+
+    /// 100: the business already has a template of this name in this language. Meta answers
+    /// a duplicate with code 100 too, and shows its user this title; editing that template,
+    /// or another name, is how to go on.
+    pub(crate) fn template_exists(details: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            100,
+            "Content in this language already exists",
+            details,
+        )
+    }
+
+    /// 100: the business has as many templates as the platform allows; `details` says how
+    /// many that is.
+    pub(crate) fn template_limit(details: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            100,
+            "Message template limit reached",
+            details,
+        )
+    }
+
+    /// 100 with HTTP 404: the parameters name no template of this business (a delete by
+    /// name or `hsm_id`). A template id in the path that names none is [`Self::unknown_node`].
+    pub(crate) fn template_not_found(details: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            100,
+            "Message template not found",
+            details,
+        )
+    }
+
+    /// 100 with HTTP 409: the template changed while the request was handled (an edit racing
+    /// another, or a review), or its status does not allow the change; read it and retry.
+    pub(crate) fn template_changed(details: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            100,
+            "Message template changed",
+            details,
+        )
+    }
+
+    /// 133010: the WABA has no phone number on this server. Templates live at the platform,
+    /// which the gateway reaches as one of the business's numbers, so one must be added first.
+    pub(crate) fn no_business_number(waba: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            133010,
+            "Account not registered",
+            format!(
+                "The WhatsApp Business Account {waba} has no phone number on this server; an operator must add one before its message templates can be managed."
+            ),
         )
     }
 
@@ -306,5 +385,20 @@ mod tests {
         assert_eq!(error.status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(error.code, 100);
         assert_eq!(error.title, "Unsupported delete request");
+    }
+
+    #[test]
+    fn template_errors_are_code_100_but_for_a_business_without_a_number() {
+        for (error, status) in [
+            (GraphError::template_exists("x"), StatusCode::BAD_REQUEST),
+            (GraphError::template_limit("x"), StatusCode::BAD_REQUEST),
+            (GraphError::template_not_found("x"), StatusCode::NOT_FOUND),
+            (GraphError::template_changed("x"), StatusCode::CONFLICT),
+        ] {
+            assert_eq!((error.code, error.status), (100, status), "{error}");
+        }
+        let error = GraphError::no_business_number("102290129340398");
+        assert_eq!(error.code, 133010);
+        assert!(error.details.contains("102290129340398"));
     }
 }

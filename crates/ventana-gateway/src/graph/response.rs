@@ -1,6 +1,8 @@
 //! The success bodies of the business API, in the exact shapes SDKs read.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use ventana_core::protocol::TemplateInfo;
+use ventana_core::template::TemplateStatus;
 use ventana_core::{MessageId, PhoneNumber, PhoneNumberId};
 
 /// The answer to an accepted send (`MessageResponsePayload`). pywa reads `contacts[0].input`,
@@ -10,6 +12,21 @@ pub(crate) fn sent(input: &str, wa_id: &PhoneNumber, message_id: &MessageId) -> 
         "messaging_product": "whatsapp",
         "contacts": [{ "input": input, "wa_id": wa_id.digits() }],
         "messages": [{ "id": message_id.as_str(), "message_status": "accepted" }],
+    })
+}
+
+/// The answer to a send with Ventana's `schedule` extension: the send's usual shape, with
+/// `message_status: "scheduled"` and the id the message will carry, plus the schedule.
+pub(crate) fn scheduled(
+    input: &str,
+    wa_id: &PhoneNumber,
+    schedule: &ventana_store::schedule::ScheduleRecord,
+) -> Value {
+    json!({
+        "messaging_product": "whatsapp",
+        "contacts": [{ "input": input, "wa_id": wa_id.digits() }],
+        "messages": [{ "id": schedule.id.as_str(), "message_status": "scheduled" }],
+        "schedule": { "id": schedule.id.as_str(), "send_at": schedule.send_at.to_rfc3339() },
     })
 }
 
@@ -35,6 +52,101 @@ pub(crate) fn phone_number(
         "platform_type": "CLOUD_API",
         "throughput": { "level": "STANDARD" },
     })
+}
+
+/// The answer to `POST /{waba_id}/message_templates`: the new template's id, and its status
+/// and category as they stand after the platform's automatic review.
+pub(crate) fn template_created(template: &TemplateInfo) -> Value {
+    json!({
+        "id": template.id,
+        "status": template.status.as_str(),
+        "category": template.category.as_str(),
+    })
+}
+
+/// The fields of a template a request may name in `fields=`. `id` is always returned.
+pub(crate) const TEMPLATE_FIELDS: [&str; 8] = [
+    "id",
+    "name",
+    "language",
+    "status",
+    "category",
+    "parameter_format",
+    "components",
+    "rejected_reason",
+];
+
+/// What `GET /{waba_id}/message_templates` returns of each template without `fields=`.
+const LISTED_FIELDS: [&str; 7] = [
+    "name",
+    "parameter_format",
+    "components",
+    "language",
+    "status",
+    "category",
+    "id",
+];
+
+/// A template as Graph returns it: the fields named in `fields` (and `id`), or by default
+/// those a listing shows, plus `rejected_reason` when `single` (`GET /{template_id}`) and the
+/// template is rejected. `rejected_reason` is `NONE` for a template that is not rejected, as
+/// Meta writes it.
+pub(crate) fn template(template: &TemplateInfo, fields: Option<&[String]>, single: bool) -> Value {
+    let rejected = template.status == TemplateStatus::Rejected;
+    let wanted = |field: &str| match fields {
+        Some(named) => field == "id" || named.iter().any(|n| n == field),
+        None => {
+            LISTED_FIELDS.contains(&field) || (field == "rejected_reason" && single && rejected)
+        }
+    };
+    let mut object = Map::new();
+    for field in TEMPLATE_FIELDS.into_iter().filter(|f| wanted(f)) {
+        let value: Value = match field {
+            "id" => template.id.as_str().into(),
+            "name" => template.name.as_str().into(),
+            "language" => template.language.as_str().into(),
+            "status" => template.status.as_str().into(),
+            "category" => template.category.as_str().into(),
+            "parameter_format" => template.parameter_format.as_str().into(),
+            "components" => template.components.clone(),
+            _ => match (&template.reason, rejected) {
+                (Some(reason), true) => reason.as_str().into(),
+                _ => "NONE".into(),
+            },
+        };
+        object.insert(field.to_owned(), value);
+    }
+    Value::Object(object)
+}
+
+/// Where a page of a listing lies: Graph's `paging`. The cursors name the first and last
+/// item of the page; `previous` and `next` are full URLs, present only when more lies that
+/// way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Paging {
+    pub(crate) before: String,
+    pub(crate) after: String,
+    pub(crate) previous: Option<String>,
+    pub(crate) next: Option<String>,
+}
+
+/// A page of a Graph listing: `{"data":[…],"paging":{…}}`. An empty page has no `paging`,
+/// as Graph writes it.
+pub(crate) fn listing(data: Vec<Value>, paging: Option<Paging>) -> Value {
+    let mut body = json!({ "data": data });
+    if let Some(paging) = paging {
+        let mut links = json!({
+            "cursors": { "before": paging.before, "after": paging.after },
+        });
+        if let Some(previous) = paging.previous {
+            links["previous"] = previous.into();
+        }
+        if let Some(next) = paging.next {
+            links["next"] = next.into();
+        }
+        body["paging"] = links;
+    }
+    body
 }
 
 #[cfg(test)]
@@ -80,6 +192,66 @@ mod tests {
                 "platform_type": "CLOUD_API",
                 "throughput": {"level": "STANDARD"},
             })
+        );
+    }
+
+    fn rejected() -> TemplateInfo {
+        TemplateInfo {
+            id: "1689556908129832".into(),
+            seq: 3,
+            name: "order_update".into(),
+            language: "en_US".into(),
+            category: ventana_core::template::Category::Marketing,
+            status: TemplateStatus::Rejected,
+            version: 2,
+            parameter_format: "POSITIONAL".into(),
+            components: json!([{"type": "BODY", "text": "Big sale!"}]),
+            reason: Some("PROMOTIONAL".into()),
+        }
+    }
+
+    #[test]
+    fn a_created_template_answers_its_id_status_and_category() {
+        assert_eq!(
+            template_created(&rejected()),
+            json!({"id": "1689556908129832", "status": "REJECTED", "category": "MARKETING"})
+        );
+    }
+
+    #[test]
+    fn one_template_adds_the_rejected_reason_that_a_listing_leaves_out() {
+        let single = template(&rejected(), None, true);
+        assert_eq!(single["rejected_reason"], "PROMOTIONAL");
+        assert_eq!(single["components"][0]["text"], "Big sale!");
+        let listed = template(&rejected(), None, false);
+        assert!(listed.get("rejected_reason").is_none());
+        assert_eq!(listed.as_object().unwrap().len(), 7);
+        let approved = TemplateInfo {
+            status: TemplateStatus::Approved,
+            reason: None,
+            ..rejected()
+        };
+        assert!(
+            template(&approved, None, true)
+                .get("rejected_reason")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn fields_restrict_a_template_to_those_named_and_its_id() {
+        let fields = ["status".to_owned(), "rejected_reason".to_owned()];
+        assert_eq!(
+            template(&rejected(), Some(&fields), false),
+            json!({"id": "1689556908129832", "status": "REJECTED", "rejected_reason": "PROMOTIONAL"})
+        );
+        let approved = TemplateInfo {
+            status: TemplateStatus::Approved,
+            ..rejected()
+        };
+        assert_eq!(
+            template(&approved, Some(&fields), false)["rejected_reason"],
+            "NONE"
         );
     }
 }

@@ -8,7 +8,8 @@
 use super::error::GraphError;
 use serde_json::{Map, Value};
 use ventana_core::payload::MAX_TEXT_CHARS;
-use ventana_core::{MessageId, PhoneNumber};
+use ventana_core::template::SendTemplate;
+use ventana_core::{MessageId, PhoneNumber, UnixTime};
 
 /// Message types of the Cloud API this server does not send yet. Anything else that is not
 /// `text` is not a Cloud API type at all; both are refused with 131051.
@@ -22,7 +23,6 @@ const NOT_YET_SUPPORTED: &[&str] = &[
     "contacts",
     "interactive",
     "reaction",
-    "template",
 ];
 
 /// Meta's limit on `biz_opaque_callback_data`, in characters.
@@ -43,6 +43,17 @@ pub(crate) enum SendRequest {
         reply_to: Option<MessageId>,
         /// Opaque data of the business, echoed in this message's status webhooks.
         biz_opaque_callback_data: Option<String>,
+        /// Ventana's extension: send later, at this time on the business's clock.
+        schedule: Option<UnixTime>,
+    },
+    /// Send an approved template with its parameters.
+    Template {
+        to: PhoneNumber,
+        input: String,
+        template: SendTemplate,
+        reply_to: Option<MessageId>,
+        biz_opaque_callback_data: Option<String>,
+        schedule: Option<UnixTime>,
     },
     /// Mark a received message (and those before it) as read.
     MarkRead {
@@ -95,17 +106,66 @@ impl SendRequest {
 
         let (to, input) = recipient(&request)?;
 
+        let reply_to = match object(&request, "context", "context")? {
+            None => None,
+            Some(context) => {
+                let id = string(context, "message_id", "context.message_id")?
+                    .ok_or_else(|| required("context.message_id"))?;
+                Some(message_id(id, "context.message_id")?)
+            }
+        };
+
+        let biz_opaque_callback_data = string(
+            &request,
+            "biz_opaque_callback_data",
+            "biz_opaque_callback_data",
+        )?;
+        if biz_opaque_callback_data
+            .is_some_and(|data| data.chars().count() > MAX_CALLBACK_DATA_CHARS)
+        {
+            return Err(GraphError::invalid_parameter(format!(
+                "Param biz_opaque_callback_data must be at most {MAX_CALLBACK_DATA_CHARS} characters long."
+            )));
+        }
+        let biz_opaque_callback_data = biz_opaque_callback_data.map(str::to_owned);
+        let schedule = schedule(&request)?;
+
         // Meta treats a body without `type` as text, and some SDKs rely on it.
         match string(&request, "type", "type")?.unwrap_or("text") {
             "text" => {}
+            "template" => {
+                let template = field(&request, "template").ok_or_else(|| {
+                    GraphError::template_parameter(
+                        131008,
+                        "Required parameter is missing",
+                        "The parameter template is required.",
+                    )
+                })?;
+                let template = SendTemplate::parse(template).map_err(|e| {
+                    let title = if e.code() == 131008 {
+                        "Required parameter is missing"
+                    } else {
+                        "Parameter value is not valid"
+                    };
+                    GraphError::template_parameter(e.code(), title, format!("template.{e}"))
+                })?;
+                return Ok(Self::Template {
+                    to,
+                    input,
+                    template,
+                    reply_to,
+                    biz_opaque_callback_data,
+                    schedule,
+                });
+            }
             known if NOT_YET_SUPPORTED.contains(&known) => {
                 return Err(GraphError::unsupported_type(format!(
-                    "Message type '{known}' is not supported by this server yet; only 'text' messages can be sent."
+                    "Message type '{known}' is not supported by this server yet; only 'text' and 'template' messages can be sent."
                 )));
             }
             unknown => {
                 return Err(GraphError::unsupported_type(format!(
-                    "Param type '{unknown}' is not a known message type; only 'text' messages can be sent."
+                    "Param type '{unknown}' is not a known message type; only 'text' and 'template' messages can be sent."
                 )));
             }
         }
@@ -130,37 +190,30 @@ impl SendRequest {
             None => boolean(&request, "preview_url", "preview_url")?.unwrap_or(false),
         };
 
-        let reply_to = match object(&request, "context", "context")? {
-            None => None,
-            Some(context) => {
-                let id = string(context, "message_id", "context.message_id")?
-                    .ok_or_else(|| required("context.message_id"))?;
-                Some(message_id(id, "context.message_id")?)
-            }
-        };
-
-        let biz_opaque_callback_data = string(
-            &request,
-            "biz_opaque_callback_data",
-            "biz_opaque_callback_data",
-        )?;
-        if biz_opaque_callback_data
-            .is_some_and(|data| data.chars().count() > MAX_CALLBACK_DATA_CHARS)
-        {
-            return Err(GraphError::invalid_parameter(format!(
-                "Param biz_opaque_callback_data must be at most {MAX_CALLBACK_DATA_CHARS} characters long."
-            )));
-        }
-
         Ok(Self::Text {
             to,
             input,
             body: body.to_owned(),
             preview_url,
             reply_to,
-            biz_opaque_callback_data: biz_opaque_callback_data.map(str::to_owned),
+            biz_opaque_callback_data,
+            schedule,
         })
     }
+}
+
+/// Ventana's extension `"schedule": {"send_at": "<RFC 3339>"}`: when to send, on the
+/// business's clock. Old clients never send it; whether the time lies ahead is checked
+/// against that clock by the caller.
+fn schedule(request: &Map<String, Value>) -> Result<Option<UnixTime>, GraphError> {
+    let Some(schedule) = object(request, "schedule", "schedule")? else {
+        return Ok(None);
+    };
+    let send_at = string(schedule, "send_at", "schedule.send_at")?
+        .ok_or_else(|| required("schedule.send_at"))?;
+    UnixTime::parse_rfc3339(send_at)
+        .map(Some)
+        .map_err(|e| GraphError::invalid_parameter(format!("Param schedule.send_at: {e}.")))
 }
 
 /// `{"status":"read","message_id":…,"typing_indicator"?:{"type":"text"}}`.
@@ -301,6 +354,7 @@ mod tests {
                 preview_url: false,
                 reply_to: None,
                 biz_opaque_callback_data: None,
+                schedule: None,
             }
         );
     }
@@ -554,5 +608,27 @@ mod tests {
             parse(body),
             SendRequest::Text { reply_to: None, .. }
         ));
+    }
+
+    /// The send forms SDKs use (tests/golden/template_send_forms.json) all read as the same
+    /// template send, pinned there as `expected`.
+    #[test]
+    fn every_sdk_form_of_a_template_send_reads_the_same() {
+        let golden: Value =
+            serde_json::from_str(include_str!("../../tests/golden/template_send_forms.json"))
+                .unwrap();
+        for (name, form) in golden["forms"].as_object().unwrap() {
+            let SendRequest::Template { to, template, .. } = parse(form.clone()) else {
+                panic!("{name} is not a template send");
+            };
+            assert_eq!(to.digits(), "16505551234", "{name}");
+            let read = serde_json::to_value(&template).unwrap();
+            assert_eq!(
+                read,
+                golden["expected"],
+                "{name} reads as\n{}\nnot as pinned",
+                serde_json::to_string_pretty(&read).unwrap()
+            );
+        }
     }
 }

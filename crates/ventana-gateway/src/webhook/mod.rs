@@ -1,6 +1,7 @@
 //! Events out to the business, as Cloud API webhooks.
 //!
-//! - [`payload`]: the JSON of one event (an inbound message, a status), in Meta's envelope.
+//! - [`payload`]: the JSON of one event (an inbound message, a status, a template status
+//!   change), in Meta's envelope.
 //! - [`sign`]: ASCII-only JSON bytes and their `X-Hub-Signature-256`.
 //! - [`delivery`]: the durable queue's worker: POSTs each job until the business answers
 //!   2xx, with exponential backoff, for up to seven days.

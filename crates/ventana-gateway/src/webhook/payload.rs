@@ -2,9 +2,11 @@
 //!
 //! One event per POST: the envelope allows batching, but whatsapp-api-js reads only
 //! `entry[0].changes[0]` and its first message or status. `contacts` is on statuses too,
-//! with `user_id`, because pywa fails on either without it.
+//! with `user_id`, because pywa fails on either without it. Template status changes are
+//! the business's, not a number's: their entry has no `metadata` and no `contacts`.
 
 use serde_json::{Map, Value, json};
+use ventana_core::protocol::TemplateEventInfo;
 use ventana_core::{MessageId, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
 
 /// Where Meta's error codes are documented; statuses carry it in `errors[].href`.
@@ -191,6 +193,67 @@ fn envelope(ctx: &WebhookContext, contact: WebhookContact<'_>, list: &str, item:
         "entry": [{
             "id": ctx.waba_id.as_str(),
             "changes": [{ "field": "messages", "value": value }],
+        }],
+    })
+}
+
+/// A change of a template's status, as `message_template_status_update` reports it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TemplateStatusUpdate<'a> {
+    /// Meta's event name (`APPROVED`, `REJECTED`, `PAUSED`, `PENDING_DELETION`, …).
+    pub(crate) event: &'a str,
+    /// The template's id: a numeric string, written as a number as Meta does.
+    pub(crate) template_id: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) language: &'a str,
+    /// Why (a rejection or pause reason), if the reviewer gave one.
+    pub(crate) reason: Option<&'a str>,
+    /// When the change happened: the entry's `time`.
+    pub(crate) at: UnixTime,
+}
+
+impl<'a> TemplateStatusUpdate<'a> {
+    /// The update announcing the relay's `event` as `name`.
+    pub(crate) fn of(event: &'a TemplateEventInfo, name: &'a str) -> Self {
+        Self {
+            event: name,
+            template_id: &event.template_id,
+            name: &event.name,
+            language: &event.language,
+            reason: event.reason.as_deref(),
+            at: event.at,
+        }
+    }
+}
+
+/// `{"object":"whatsapp_business_account","entry":[{"id":<waba>,"time":<unix>,"changes":
+/// [{"value":{"event",…},"field":"message_template_status_update"}]}]}`. `reason` is `NONE`
+/// when none was given, and `null` for a deletion, as Meta writes them.
+pub(crate) fn template_status_update(waba: &WabaId, update: TemplateStatusUpdate<'_>) -> Value {
+    let template_id = update
+        .template_id
+        .parse::<u64>()
+        .map_or_else(|_| Value::from(update.template_id), Value::from);
+    let reason = match (update.event, update.reason) {
+        ("PENDING_DELETION", _) => Value::Null,
+        (_, Some(reason)) => reason.into(),
+        (_, None) => "NONE".into(),
+    };
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": waba.as_str(),
+            "time": update.at.0,
+            "changes": [{
+                "value": {
+                    "event": update.event,
+                    "message_template_id": template_id,
+                    "message_template_name": update.name,
+                    "message_template_language": update.language,
+                    "reason": reason,
+                },
+                "field": "message_template_status_update",
+            }],
         }],
     })
 }
@@ -403,5 +466,60 @@ mod tests {
             assert_eq!(item["status"], name);
             assert_eq!(item["pricing"]["pricing_model"], "PMP");
         }
+    }
+
+    fn template_event(
+        from: ventana_core::template::TemplateStatus,
+        to: ventana_core::template::TemplateStatus,
+        reason: Option<&str>,
+    ) -> TemplateEventInfo {
+        TemplateEventInfo {
+            seq: 57,
+            template_id: "1689556908129832".into(),
+            name: "order_update".into(),
+            language: "en_US".into(),
+            version: 1,
+            from: Some(from),
+            to,
+            reason: reason.map(str::to_owned),
+            at: UnixTime(1751247548),
+        }
+    }
+
+    fn template_update(event: &TemplateEventInfo) -> Value {
+        let name = crate::templates::follow::announced_as(event).unwrap();
+        template_status_update(
+            &"102290129340398".parse().unwrap(),
+            TemplateStatusUpdate::of(event, name),
+        )
+    }
+
+    #[test]
+    fn a_template_approval_is_pinned_by_its_golden_file() {
+        use ventana_core::template::TemplateStatus::{Approved, Pending};
+        let built = template_update(&template_event(Pending, Approved, None));
+        let pinned: Value = serde_json::from_str(include_str!(
+            "../../tests/golden/template_status_update.json"
+        ))
+        .unwrap();
+        assert!(
+            built == pinned,
+            "template_status_update.json differs.\nbuilt:\n{}\npinned:\n{}",
+            serde_json::to_string_pretty(&built).unwrap(),
+            serde_json::to_string_pretty(&pinned).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_rejection_carries_its_reason_and_a_deletion_a_null_one() {
+        use ventana_core::template::TemplateStatus::{Approved, Deleted, Pending, Rejected};
+        let rejected = template_update(&template_event(Pending, Rejected, Some("PROMOTIONAL")));
+        let value = &rejected["entry"][0]["changes"][0]["value"];
+        assert_eq!(value["event"], "REJECTED");
+        assert_eq!(value["reason"], "PROMOTIONAL");
+        let deleted = template_update(&template_event(Approved, Deleted, None));
+        let value = &deleted["entry"][0]["changes"][0]["value"];
+        assert_eq!(value["event"], "PENDING_DELETION");
+        assert_eq!(value["reason"], Value::Null);
     }
 }

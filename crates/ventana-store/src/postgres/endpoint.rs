@@ -6,11 +6,11 @@ use super::db::{
     self, DEFAULT_POOL_SIZE, Db, Migration, TxResult, backend, conflict, device_id, execute, get,
     named, parsed, query, query_opt, time, transaction,
 };
-use crate::StoreResult;
 use crate::endpoint::{
     AppRecord, Direction, EndpointStore, IdentityRecord, InboundCommit, InboundOutcome,
     MessageRecord, OutboundCommit, OutboxRow, SessionRecord, SessionWrite,
 };
+use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -329,6 +329,63 @@ impl EndpointStore for PgEndpointStore {
             })
             .await
     }
+
+    async fn cached_template(
+        &self,
+        owner: &PhoneNumber,
+        business: &PhoneNumber,
+        id: &str,
+        version: u32,
+    ) -> StoreResult<Option<String>> {
+        // The column is an INTEGER: a version beyond it was never cached.
+        let Ok(version) = i32::try_from(version) else {
+            return Ok(None);
+        };
+        self.db
+            .read(async |c| {
+                let row = query_opt(
+                    c,
+                    "SELECT definition FROM template_cache
+                     WHERE owner = $1 AND business = $2 AND id = $3 AND version = $4",
+                    &[&owner.digits(), &business.digits(), &id, &version],
+                )
+                .await?;
+                row.map(|row| get(&row, 0)).transpose()
+            })
+            .await
+    }
+
+    async fn cache_template(
+        &self,
+        owner: &PhoneNumber,
+        business: &PhoneNumber,
+        id: &str,
+        version: u32,
+        definition: String,
+    ) -> StoreResult<()> {
+        let version = i32::try_from(version).map_err(|_| {
+            StoreError::Backend(format!(
+                "template version {version} is beyond the cache's range"
+            ))
+        })?;
+        transaction!(self.db, |tx| {
+            execute(
+                tx,
+                "INSERT INTO template_cache (owner, business, id, version, definition)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &owner.digits(),
+                    &business.digits(),
+                    &id,
+                    &version,
+                    &definition,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
 }
 
 async fn save_account(
@@ -451,24 +508,7 @@ async fn apply(
                 .await?;
             }
             AppRecord::Status { id, status } => advance_status(tx, owner, id, status).await?,
-            AppRecord::Webhook(job) => {
-                execute(
-                    tx,
-                    "INSERT INTO webhooks
-                         (id, waba_id, body_sealed, attempts, next_attempt_at, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT DO NOTHING",
-                    &[
-                        &job.id,
-                        &job.waba_id.as_str(),
-                        &job.body_sealed,
-                        &i64::from(job.attempts),
-                        &job.next_attempt_at.0,
-                        &job.created_at.0,
-                    ],
-                )
-                .await?;
-            }
+            AppRecord::Webhook(job) => super::gateway::queue_webhook(tx, job).await?,
             AppRecord::Contact {
                 peer,
                 profile_sealed,

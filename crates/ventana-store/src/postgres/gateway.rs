@@ -10,6 +10,7 @@ use crate::endpoint::{
     AccessTokenRecord, BusinessRecord, GatewayStore, PhoneNumberRecord, WebhookJob,
 };
 use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use ventana_core::{PhoneNumber, PhoneNumberId, UnixTime, WabaId};
 
@@ -302,6 +303,27 @@ impl GatewayStore for PgEndpointStore {
             Ok(())
         })
     }
+}
+
+/// Queues a webhook job, in the caller's transaction. A job already queued under its id is
+/// left as it is: the same event reported again (a record applied twice) is delivered once.
+pub(super) async fn queue_webhook(tx: &impl GenericClient, job: &WebhookJob) -> TxResult<()> {
+    execute(
+        tx,
+        "INSERT INTO webhooks (id, waba_id, body_sealed, attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT DO NOTHING",
+        &[
+            &job.id,
+            &job.waba_id.as_str(),
+            &job.body_sealed,
+            &i64::from(job.attempts),
+            &job.next_attempt_at.0,
+            &job.created_at.0,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 fn business_from_row(row: &Row) -> TxResult<BusinessRecord> {

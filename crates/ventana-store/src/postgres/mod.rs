@@ -11,12 +11,13 @@
 //! - [`PgRelayStore`] (`relay`, with `relay/verification`, `relay/directory`,
 //!   `relay/envelopes` and `relay/templates`): the relay's store, and its template registry.
 //! - [`PgEndpointStore`] (`endpoint`, and `gateway` for the business tables): a gateway's
-//!   endpoints' store.
+//!   endpoints' store. Its scheduled sends and template cursor are in `schedules`.
 
 mod db;
 mod endpoint;
 mod gateway;
 mod relay;
+mod schedules;
 mod wakeups;
 
 pub use endpoint::PgEndpointStore;

@@ -24,7 +24,9 @@ use deadpool_postgres::GenericClient;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use ventana_core::protocol::SignedKey;
-use ventana_core::{BusinessClock, DeviceId, PhoneNumber, Relationship, UnixTime, WabaId};
+use ventana_core::{
+    BusinessClock, DeviceId, MessageId, PhoneNumber, Relationship, UnixTime, WabaId,
+};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -222,6 +224,12 @@ impl RelayStore for PgRelayStore {
             }
             Ok(outcome)
         })
+    }
+
+    async fn submitted(&self, sender: &PhoneNumber, id: &MessageId) -> StoreResult<bool> {
+        self.db
+            .read(async |c| envelopes::submitted(c, sender, id).await)
+            .await
     }
 
     async fn pending(

@@ -108,9 +108,9 @@ const MAX_BATCH: usize = 256;
 
 /// Prepared statements kept per connection. It must hold every distinct statement a store
 /// runs, or the LRU cache evicts and re-parses on the hot path. Today the endpoint file (with
-/// the gateway tables) runs 44 distinct statements and the relay's 42, counting the 7 of
-/// transaction control in this file; 128 leaves room to grow. A cached statement costs a few
-/// kilobytes, on a handful of connections.
+/// the gateway tables and scheduled sends) runs 57 distinct statements and the relay's 42,
+/// counting the 7 of transaction control in this file; 128 leaves room to grow. A cached
+/// statement costs a few kilobytes, on a handful of connections.
 const STATEMENT_CACHE: usize = 128;
 
 /// Read connections: one per core the runtime may read from at once (clamped). A read holds

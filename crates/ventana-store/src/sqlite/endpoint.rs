@@ -295,6 +295,58 @@ impl EndpointStore for SqliteEndpointStore {
             })
             .await
     }
+
+    async fn cached_template(
+        &self,
+        owner: &PhoneNumber,
+        business: &PhoneNumber,
+        id: &str,
+        version: u32,
+    ) -> StoreResult<Option<String>> {
+        let (owner, business, id) = (owner.clone(), business.clone(), id.to_owned());
+        self.db
+            .read(move |tx| {
+                Ok(tx
+                    .prepare_cached(
+                        "SELECT definition FROM template_cache
+                         WHERE owner = ?1 AND business = ?2 AND id = ?3 AND version = ?4",
+                    )?
+                    .query_row(
+                        params![owner.digits(), business.digits(), id, version],
+                        |row| row.get(0),
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn cache_template(
+        &self,
+        owner: &PhoneNumber,
+        business: &PhoneNumber,
+        id: &str,
+        version: u32,
+        definition: String,
+    ) -> StoreResult<()> {
+        let (owner, business, id) = (owner.clone(), business.clone(), id.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO template_cache (owner, business, id, version, definition)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![
+                    owner.digits(),
+                    business.digits(),
+                    id,
+                    version,
+                    definition
+                ])?;
+                Ok(())
+            })
+            .await
+    }
 }
 
 fn save_account(tx: &Connection, owner: &PhoneNumber, account_sealed: &[u8]) -> TxResult<()> {
@@ -383,21 +435,7 @@ fn apply(tx: &Connection, owner: &PhoneNumber, records: &[AppRecord]) -> TxResul
                 ])?;
             }
             AppRecord::Status { id, status } => advance_status(tx, owner, id, status)?,
-            AppRecord::Webhook(job) => {
-                tx.prepare_cached(
-                    "INSERT INTO webhooks (id, waba_id, body_sealed, attempts, next_attempt_at, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![
-                    job.id,
-                    job.waba_id.as_str(),
-                    job.body_sealed,
-                    job.attempts,
-                    job.next_attempt_at.0,
-                    job.created_at.0,
-                ])?;
-            }
+            AppRecord::Webhook(job) => super::gateway::queue_webhook(tx, job)?,
             AppRecord::Contact {
                 peer,
                 profile_sealed,

@@ -1,14 +1,14 @@
 //! [`GatewayStore`] on SQLite: the business side's tables, in the endpoint's own file so a
 //! webhook job commits in the same transaction as the message it reports.
 
-use super::db::parsed;
+use super::db::{TxResult, parsed};
 use super::endpoint::SqliteEndpointStore;
 use crate::StoreResult;
 use crate::endpoint::{
     AccessTokenRecord, BusinessRecord, GatewayStore, PhoneNumberRecord, WebhookJob,
 };
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use ventana_core::{PhoneNumber, PhoneNumberId, UnixTime, WabaId};
 
 const BUSINESS_COLUMNS: &str =
@@ -311,6 +311,25 @@ impl GatewayStore for SqliteEndpointStore {
             })
             .await
     }
+}
+
+/// Queues a webhook job, in the caller's transaction. A job already queued under its id is
+/// left as it is: the same event reported again (a record applied twice) is delivered once.
+pub(super) fn queue_webhook(tx: &Connection, job: &WebhookJob) -> TxResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO webhooks (id, waba_id, body_sealed, attempts, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![
+        job.id,
+        job.waba_id.as_str(),
+        job.body_sealed,
+        job.attempts,
+        job.next_attempt_at.0,
+        job.created_at.0,
+    ])?;
+    Ok(())
 }
 
 fn business_from_row(row: &Row<'_>) -> rusqlite::Result<BusinessRecord> {

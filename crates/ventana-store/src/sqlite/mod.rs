@@ -4,12 +4,14 @@
 //! - [`SqliteRelayStore`] (`relay`, with `relay/envelopes` and `relay/templates`): the
 //!   relay's store, and its template registry.
 //! - [`SqliteEndpointStore`] (`endpoint`, and `gateway` for the business tables): an
-//!   endpoint's store; a user device's file simply leaves the gateway tables empty.
+//!   endpoint's store; a user device's file simply leaves the gateway tables empty. Its
+//!   scheduled sends and template cursor are in `schedules`.
 
 mod db;
 mod endpoint;
 mod gateway;
 mod relay;
+mod schedules;
 
 pub use endpoint::SqliteEndpointStore;
 pub use relay::SqliteRelayStore;

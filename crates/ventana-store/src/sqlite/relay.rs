@@ -17,7 +17,7 @@ use std::path::Path;
 use tokio::sync::broadcast;
 use ventana_core::protocol::SignedKey;
 use ventana_core::rules::AccountKind;
-use ventana_core::{BusinessClock, DeviceId, PhoneNumber, UnixTime, WabaId};
+use ventana_core::{BusinessClock, DeviceId, MessageId, PhoneNumber, UnixTime, WabaId};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -428,6 +428,13 @@ impl RelayStore for SqliteRelayStore {
             );
         }
         Ok(outcome)
+    }
+
+    async fn submitted(&self, sender: &PhoneNumber, id: &MessageId) -> StoreResult<bool> {
+        let (sender, id) = (sender.clone(), id.clone());
+        self.db
+            .read(move |tx| envelopes::submitted(tx, &sender, &id))
+            .await
     }
 
     async fn pending(

@@ -43,6 +43,7 @@ macro_rules! endpoint_cases {
                 a_token_is_revoked_once_and_only_by_its_business,
                 webhooks_are_leased_oldest_first_to_one_node_at_a_time,
                 an_endpoint_is_owned_by_one_node_until_its_lease_runs_out,
+                a_cached_template_version_is_kept_as_first_written,
             ]
         );
     };
@@ -147,6 +148,44 @@ async fn versions(store: &dyn EndpointStore) -> Vec<(String, i64, Vec<u8>)> {
 async fn statuses(store: &dyn EndpointStore) -> Vec<(u32, String)> {
     let all = store.messages(&me(), 100).await.unwrap();
     all.into_iter().map(|m| (m.ts.0 as u32, m.status)).collect()
+}
+
+// --- template cache ------------------------------------------------------------------------
+
+async fn a_cached_template_version_is_kept_as_first_written(store: &dyn EndpointStore) {
+    let (business, other_business) = (phone(PEER), phone("34600999888"));
+    let cached = |owner: PhoneNumber, business: PhoneNumber, id: &'static str, version| async move {
+        store
+            .cached_template(&owner, &business, id, version)
+            .await
+            .unwrap()
+    };
+    assert_eq!(cached(me(), business.clone(), "17", 1).await, None);
+    store
+        .cache_template(&me(), &business, "17", 1, "{\"v\":1}".into())
+        .await
+        .unwrap();
+    // A version never changes: a second write of the same key leaves the first.
+    store
+        .cache_template(&me(), &business, "17", 1, "{\"v\":\"other\"}".into())
+        .await
+        .unwrap();
+    store
+        .cache_template(&me(), &business, "17", 2, "{\"v\":2}".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        cached(me(), business.clone(), "17", 1).await.as_deref(),
+        Some("{\"v\":1}")
+    );
+    assert_eq!(
+        cached(me(), business.clone(), "17", 2).await.as_deref(),
+        Some("{\"v\":2}")
+    );
+    assert_eq!(cached(me(), business.clone(), "17", 3).await, None);
+    assert_eq!(cached(me(), business.clone(), "18", 1).await, None);
+    assert_eq!(cached(me(), other_business, "17", 1).await, None);
+    assert_eq!(cached(phone("16505550199"), business, "17", 1).await, None);
 }
 
 // --- gateway fixtures ----------------------------------------------------------------------

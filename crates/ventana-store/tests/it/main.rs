@@ -38,6 +38,7 @@ macro_rules! conformance {
 mod endpoint;
 mod postgres;
 mod relay;
+mod schedules;
 
 /// What the conformance macros open each case's store with.
 pub(crate) mod open {

@@ -47,6 +47,7 @@ macro_rules! relay_cases {
                 a_free_form_message_outside_the_window_is_refused,
                 a_sandbox_clock_moves_the_window_and_the_timestamps,
                 resubmitting_the_same_id_is_answered_as_the_first_time,
+                only_accepted_ids_count_as_submitted,
                 reusing_an_id_for_different_content_is_refused,
                 a_stale_device_list_is_refused_with_the_current_devices,
                 a_business_learns_nothing_of_numbers_it_may_not_write_to,

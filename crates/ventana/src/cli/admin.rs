@@ -91,6 +91,78 @@ enum AdminCommand {
         #[arg(long, value_parser = parse_duration)]
         by: i64,
     },
+    /// Review message templates: list the queue, show one, approve, reject, pause, disable.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TemplatesCommand {
+    /// List templates in submission order (`--status PENDING`: those waiting for review).
+    List {
+        /// PENDING, APPROVED, REJECTED, PAUSED, DISABLED or DELETED (default: all but DELETED).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        waba_id: Option<String>,
+        /// A part of the name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A language code, e.g. en_US.
+        #[arg(long)]
+        language: Option<String>,
+        /// UTILITY, MARKETING or AUTHENTICATION.
+        #[arg(long)]
+        category: Option<String>,
+        /// The next page: the `next_after` of the previous one.
+        #[arg(long)]
+        after: Option<i64>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Show a template: its components, its audit trail and what the lint rules find.
+    Show { id: String },
+    /// Approve a PENDING or REJECTED template, or reinstate a PAUSED one.
+    Approve {
+        #[command(flatten)]
+        review: Review,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a PENDING template; the reason is shown to the business.
+    Reject {
+        #[command(flatten)]
+        review: Review,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Pause an APPROVED template: it cannot be sent until approved again.
+    Pause {
+        #[command(flatten)]
+        review: Review,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Disable an APPROVED or PAUSED template for good.
+    Disable {
+        #[command(flatten)]
+        review: Review,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// Which template a review decision is about, and who takes it.
+#[derive(Args, Debug)]
+struct Review {
+    /// The template's id.
+    id: String,
+    /// Who decides; the audit trail records `operator:<name>`.
+    #[arg(long)]
+    by: Option<String>,
+    /// The version reviewed: refused if the template was edited since.
+    #[arg(long)]
+    version: Option<u32>,
 }
 
 fn parse_duration(text: &str) -> Result<i64, String> {
@@ -141,6 +213,20 @@ impl AdminClient {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        self.send(request).await
+    }
+
+    /// A GET with query parameters (encoded by the HTTP client).
+    pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
+        let request = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .query(query)
+            .bearer_auth(&self.token);
+        self.send(request).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
         let response = request
             .send()
             .await
@@ -333,8 +419,140 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
                 )
             });
         }
+        AdminCommand::Templates(command) => templates(&client, json, command).await?,
     }
     Ok(())
+}
+
+async fn templates(client: &AdminClient, json: bool, command: TemplatesCommand) -> Result<()> {
+    let (review, action, reason) = match command {
+        TemplatesCommand::List {
+            status,
+            waba_id,
+            name,
+            language,
+            category,
+            after,
+            limit,
+        } => {
+            let query: Vec<(&str, String)> = [
+                ("status", status),
+                ("waba_id", waba_id),
+                ("name", name),
+                ("language", language),
+                ("category", category),
+                ("after", after.map(|a| a.to_string())),
+                ("limit", limit.map(|l| l.to_string())),
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?)))
+            .collect();
+            let v = client.get("/relay/v1/admin/templates", &query).await?;
+            output(json, &v, || {
+                let mut listed = lines(&v, template_line);
+                if !v["next_after"].is_null() {
+                    listed.push_str(&format!("\n(more: --after {})", text(&v["next_after"])));
+                }
+                listed
+            });
+            return Ok(());
+        }
+        TemplatesCommand::Show { id } => {
+            let v = client
+                .call(
+                    Method::GET,
+                    &format!("/relay/v1/admin/templates/{id}"),
+                    None,
+                )
+                .await?;
+            output(json, &v, || show_template(&v));
+            return Ok(());
+        }
+        TemplatesCommand::Approve { review, reason } => (review, "approve", reason),
+        TemplatesCommand::Reject { review, reason } => (review, "reject", Some(reason)),
+        TemplatesCommand::Pause { review, reason } => (review, "pause", reason),
+        TemplatesCommand::Disable { review, reason } => (review, "disable", reason),
+    };
+    let body = json!({ "reason": reason, "by": review.by, "version": review.version });
+    let v = client
+        .call(
+            Method::POST,
+            &format!("/relay/v1/admin/templates/{}/{action}", review.id),
+            Some(body),
+        )
+        .await?;
+    output(json, &v, || {
+        format!(
+            "template {} ({}, {}) is now {}",
+            text(&v["id"]),
+            text(&v["name"]),
+            text(&v["language"]),
+            text(&v["status"])
+        )
+    });
+    Ok(())
+}
+
+fn template_line(t: &Value) -> String {
+    format!(
+        "{}  {}  {}  {}  {}  {}  v{}",
+        text(&t["id"]),
+        text(&t["waba_id"]),
+        text(&t["name"]),
+        text(&t["language"]),
+        text(&t["category"]),
+        text(&t["status"]),
+        text(&t["version"])
+    )
+}
+
+/// A template as an operator reviews it: identity, text, findings, history.
+fn show_template(v: &Value) -> String {
+    let mut shown = vec![template_line(v)];
+    if !v["reason"].is_null() {
+        shown.push(format!("reason: {}", text(&v["reason"])));
+    }
+    for component in v["components"].as_array().into_iter().flatten() {
+        let kind = text(&component["type"]);
+        match component["text"].as_str() {
+            Some(body) => shown.push(format!("{kind}: {body}")),
+            None if kind == "BUTTONS" => {
+                for button in component["buttons"].as_array().into_iter().flatten() {
+                    shown.push(format!(
+                        "BUTTON {}: {}",
+                        text(&button["type"]),
+                        text(&button["text"])
+                    ));
+                }
+            }
+            None => shown.push(format!("{kind}: {}", text(&component["format"]))),
+        }
+    }
+    for finding in v["lint"].as_array().into_iter().flatten() {
+        shown.push(format!(
+            "lint {}: {}: {}",
+            text(&finding["rule"]),
+            text(&finding["field"]),
+            text(&finding["reason"])
+        ));
+    }
+    shown.push("audit:".into());
+    for event in v["audit"].as_array().into_iter().flatten() {
+        let reason = match &event["reason"] {
+            Value::Null => String::new(),
+            reason => format!(": {}", text(reason)),
+        };
+        shown.push(format!(
+            "  #{} at {}  {} -> {}  v{}  by {}{reason}",
+            text(&event["seq"]),
+            text(&event["at"]),
+            text(&event["from"]),
+            text(&event["to"]),
+            text(&event["version"]),
+            text(&event["actor"])
+        ));
+    }
+    shown.join("\n")
 }
 
 /// A JSON value as a person reads it: strings without quotes.

@@ -7,10 +7,11 @@ use clap::Args;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
-use ventana_client::device::{UserDevice, render};
-use ventana_client::{Application, Inbound};
-use ventana_core::payload::Content;
+use ventana_client::device::{UserDevice, indent, show};
+use ventana_client::{Application, Endpoint, Inbound, TapError};
+use ventana_core::payload::{Content, Payload};
 use ventana_core::protocol::ReceiptStatus;
+use ventana_core::rules::EnvelopeKind;
 use ventana_core::{MessageId, PhoneNumber};
 use ventana_store::endpoint::{AppRecord, Direction};
 
@@ -23,8 +24,11 @@ pub(crate) struct ChatArgs {
     with: String,
 }
 
-const HELP: &str =
-    "type a message and press Enter; /read marks their last message read, /block, /unblock, /quit";
+const HELP: &str = "type a message and press Enter; /read marks their last message read, \
+     /tap N taps quick-reply button N of their last template, /block, /unblock, /quit";
+
+/// Where a message's continuation lines start, under the `  them: ` label.
+const CONTINUATION: &str = "        ";
 
 pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
     let business: PhoneNumber = args.with.parse()?;
@@ -39,6 +43,7 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
         endpoint.owner()
     );
     let mut last_inbound: Option<MessageId> = None;
+    let mut last_template: Option<MessageId> = None;
     for record in endpoint
         .store()
         .messages(endpoint.owner(), 200)
@@ -46,13 +51,16 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
         .iter()
         .filter(|r| r.peer == business)
     {
-        let text = endpoint
-            .open_body(record)
-            .map(|p| render(&p))
-            .unwrap_or_default();
+        let text = match endpoint.open_body(record) {
+            Some(payload) => shown(&endpoint, &payload).await,
+            None => String::new(),
+        };
         match record.direction {
             Direction::Inbound => {
                 last_inbound = Some(record.id.clone());
+                if record.kind == EnvelopeKind::Template {
+                    last_template = Some(record.id.clone());
+                }
                 println!("  them: {text}");
             }
             Direction::Outbound => println!("   you: {text}  [{}]", record.status),
@@ -65,7 +73,13 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
             event = live.recv() => match event {
                 Some(Inbound::Message { meta, payload }) if meta.from == business => {
                     last_inbound = Some(meta.id.clone());
-                    println!("  them: {}", render(&payload));
+                    if meta.kind == EnvelopeKind::Template {
+                        last_template = Some(meta.id.clone());
+                    }
+                    println!("  them: {}", shown(&endpoint, &payload).await);
+                }
+                Some(Inbound::Undecryptable { meta, reason }) if meta.from == business => {
+                    println!("  them: (a message that cannot be shown: {reason})");
                 }
                 Some(Inbound::Receipt { meta, status, ids }) if meta.from == business => {
                     println!("        ({} {})", match status { ReceiptStatus::Delivered => "delivered", ReceiptStatus::Read => "read" }, ids.len());
@@ -90,6 +104,20 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
                             Err(e) => println!("        ! {e}"),
                         }
                     },
+                    tap if tap == "/tap" || tap.starts_with("/tap ") => {
+                        let number = tap["/tap".len()..].trim().parse::<usize>().ok().filter(|n| *n > 0);
+                        match (number, &last_template) {
+                            (None, _) => println!("        ! usage: /tap N (a button number of their last template)"),
+                            (Some(_), None) => println!("        ! they have sent no template to tap on"),
+                            (Some(n), Some(id)) => match endpoint.tap_button(&business, id, n - 1, &sender).await {
+                                Ok(tapped) if tapped.sent.accepted_at.is_some() => println!("        (tapped \"{}\")", tapped.text),
+                                Ok(tapped) => println!("        (tapped \"{}\"; queued, will send when the relay is back)", tapped.text),
+                                Err(TapError::NoSuchButton(_)) => println!("        ! their template has no button {n}"),
+                                Err(TapError::NotQuickReply(_)) => println!("        ! button {n} is not a quick reply"),
+                                Err(e) => println!("        ! {e}"),
+                            },
+                        }
+                    }
                     "/block" | "/unblock" => match endpoint.set_blocked(&business, line == "/block").await {
                         Ok(()) => println!("        ({}ed)", &line[1..]),
                         Err(e) => println!("        ! {e}"),
@@ -108,4 +136,9 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
     }
     let _ = stop.send(true);
     Ok(())
+}
+
+/// A message as the chat shows it, its further lines under the first.
+async fn shown(endpoint: &Endpoint, payload: &Payload) -> String {
+    indent(&show(endpoint, payload).await, CONTINUATION)
 }

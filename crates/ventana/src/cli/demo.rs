@@ -1,5 +1,8 @@
 //! `ventana demo`: a throwaway node with a demo business and a demo user, showing a message
-//! going each way, receipts, and the 24-hour window on the sandbox test clock.
+//! going each way, receipts, the 24-hour window on the sandbox test clock, and templates:
+//! submitted, approved by the operator, sent outside the window (a shipping confirmation),
+//! scheduled (an appointment reminder 24 h before the appointment, an event ticket), rendered
+//! on the user's device, and a quick-reply tap coming back as a `button` webhook.
 
 use super::admin::AdminClient;
 use crate::config::Config;
@@ -10,12 +13,12 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use ventana_client::device::{UserDevice, render};
+use ventana_client::device::{UserDevice, indent, render, show};
 use ventana_client::registration::{Proof, register, request_code};
 use ventana_client::{Application, Inbound};
-use ventana_core::PhoneNumber;
 use ventana_core::payload::Content;
 use ventana_core::protocol::ReceiptStatus;
+use ventana_core::{PhoneNumber, UnixTime};
 use ventana_crypto::{SealKey, Sealer, Token};
 use ventana_store::sqlite::SqliteEndpointStore;
 
@@ -219,6 +222,18 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
         late["error"]["message"]
     );
 
+    templates(
+        &admin,
+        &http,
+        &url,
+        &token,
+        &mut hooks,
+        &endpoint,
+        &mut live,
+        device_app.as_ref(),
+    )
+    .await?;
+
     if keep {
         println!(
             "\nThe node keeps running. Try the API:\n  curl -s {url}/v23.0/{PHONE_NUMBER_ID}/messages -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n    -d '{{\"messaging_product\":\"whatsapp\",\"to\":\"{USER}\",\"type\":\"text\",\"text\":{{\"body\":\"hi\"}}}}'\nAdmin token: {admin_token}\nCtrl-C to stop."
@@ -234,4 +249,245 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
         "\ndone: messages went both ways end-to-end encrypted; the relay stored only ciphertext."
     );
     Ok(())
+}
+
+/// The three templates of the demo, in the Cloud API's JSON.
+fn demo_templates() -> [Value; 3] {
+    [
+        json!({
+            "name": "shipping_confirmation", "language": "en_US", "category": "UTILITY",
+            "components": [
+                {"type": "HEADER", "format": "TEXT", "text": "Order {{1}} shipped",
+                 "example": {"header_text": ["A-1001"]}},
+                {"type": "BODY", "text": "Hi {{1}}, your parcel left our warehouse and should arrive by {{2}}. Thank you for your order.",
+                 "example": {"body_text": [["Ana", "Friday"]]}},
+                {"type": "FOOTER", "text": "Demo Shop"},
+                {"type": "BUTTONS", "buttons": [
+                    {"type": "QUICK_REPLY", "text": "Where is it?"},
+                    {"type": "URL", "text": "Track", "url": "https://shop.example/track/{{1}}",
+                     "example": ["https://shop.example/track/A-1001"]}
+                ]}
+            ]
+        }),
+        json!({
+            "name": "appointment_reminder", "language": "en_US", "category": "UTILITY",
+            "components": [
+                {"type": "BODY", "text": "Reminder: your fitting is tomorrow, {{1}}, at our {{2}} store. See you there.",
+                 "example": {"body_text": [["3 December at 10:00", "Gran Via"]]}},
+                {"type": "BUTTONS", "buttons": [
+                    {"type": "QUICK_REPLY", "text": "Confirm"},
+                    {"type": "QUICK_REPLY", "text": "Reschedule"}
+                ]}
+            ]
+        }),
+        json!({
+            "name": "event_ticket", "language": "en_US", "category": "UTILITY",
+            "components": [
+                {"type": "HEADER", "format": "TEXT", "text": "Your ticket"},
+                {"type": "BODY", "text": "Thanks {{1}}, here is your ticket for the {{2}} on {{3}}. Show this code at the door.",
+                 "example": {"body_text": [["Ana", "winter sample sale", "5 December"]]}},
+                {"type": "BUTTONS", "buttons": [
+                    {"type": "COPY_CODE", "example": "TICKET-7781"}
+                ]}
+            ]
+        }),
+    ]
+}
+
+/// The templates part: submit, approve, send outside the window, schedule, fire, tap.
+#[allow(clippy::too_many_arguments)]
+async fn templates(
+    admin: &AdminClient,
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    hooks: &mut mpsc::UnboundedReceiver<Delivery>,
+    endpoint: &ventana_client::Endpoint,
+    live: &mut mpsc::UnboundedReceiver<Inbound>,
+    app: &dyn Application,
+) -> Result<()> {
+    let graph = |method: Method, path: String, body: Option<Value>| {
+        let mut request = http
+            .request(method, format!("{url}/v23.0/{path}"))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let value: Value = request.send().await?.json().await?;
+            if value.get("error").is_some() {
+                bail!("{value}");
+            }
+            Ok::<Value, anyhow::Error>(value)
+        }
+    };
+
+    println!(
+        "\n4. Templates. Demo Shop submits three through POST /v23.0/{WABA}/message_templates:"
+    );
+    let mut ids = Vec::new();
+    for definition in demo_templates() {
+        let created = graph(
+            Method::POST,
+            format!("{WABA}/message_templates"),
+            Some(definition.clone()),
+        )
+        .await?;
+        println!(
+            "   {} → {created}",
+            definition["name"].as_str().unwrap_or_default()
+        );
+        ids.push(created["id"].as_str().context("template id")?.to_owned());
+    }
+    for id in &ids {
+        admin
+            .call(
+                Method::POST,
+                &format!("/relay/v1/admin/templates/{id}/approve"),
+                Some(json!({ "by": "demo-operator" })),
+            )
+            .await?;
+    }
+    let mut approved = 0;
+    while approved < ids.len() {
+        let event = next_webhook(hooks, "template status").await?;
+        let value = value_of(&event);
+        if value["event"] == "APPROVED" {
+            approved += 1;
+            println!(
+                "   the operator approved it; webhook message_template_status_update: {} {}",
+                value["message_template_name"], value["event"]
+            );
+        }
+    }
+
+    // A shipping confirmation, now, although the window closed (the clock is +25 h).
+    let shipping = json!({ "messaging_product": "whatsapp", "to": USER, "type": "template", "template": {
+        "name": "shipping_confirmation", "language": { "code": "en_US" },
+        "components": [
+            { "type": "header", "parameters": [{ "type": "text", "text": "A-1001" }] },
+            { "type": "body", "parameters": [{ "type": "text", "text": "Ana" },
+                { "type": "date_time", "date_time": { "fallback_value": "Friday, 4 December" } }] },
+            { "type": "button", "sub_type": "url", "index": "1", "parameters": [{ "type": "text", "text": "A-1001" }] }
+        ] } });
+    let sent = graph(
+        Method::POST,
+        format!("{PHONE_NUMBER_ID}/messages"),
+        Some(shipping),
+    )
+    .await?;
+    println!(
+        "\n   outside the window, a template is still allowed: {}",
+        sent["messages"][0]
+    );
+    let shipping_id = receive_and_show(endpoint, live).await?;
+
+    // A quick-reply tap comes back to the business as a `button` message.
+    let tapped = endpoint
+        .tap_button(&SHOP.parse()?, &shipping_id, 0, app)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    loop {
+        let event = next_webhook(hooks, "button").await?;
+        let message = &value_of(&event)["messages"][0];
+        if message["type"] == "button" {
+            println!(
+                "   Ana taps {:?}; the business gets a `button` webhook: {}",
+                tapped.text, message["button"]
+            );
+            break;
+        }
+    }
+
+    // Scheduled: the reminder 24 h before an appointment 48 h from now, and a ticket.
+    let clock = admin
+        .call(
+            Method::GET,
+            &format!("/relay/v1/admin/businesses/{WABA}/clock"),
+            None,
+        )
+        .await?;
+    let now = UnixTime(clock["now"].as_i64().context("clock")?);
+    let appointment = now.plus_secs(48 * 3600);
+    let reminder_at = appointment.plus_secs(-24 * 3600);
+    let reminder = json!({ "messaging_product": "whatsapp", "to": USER, "type": "template",
+        "schedule": { "send_at": reminder_at.to_rfc3339() },
+        "template": { "name": "appointment_reminder", "language": { "code": "en_US" },
+        "components": [{ "type": "body", "parameters": [
+            { "type": "date_time", "date_time": { "fallback_value": spoken(appointment) } },
+            { "type": "text", "text": "Gran Via" }] }] } });
+    let ticket_at = now.plus_secs(30 * 3600);
+    let ticket = json!({ "messaging_product": "whatsapp", "to": USER, "type": "template",
+        "schedule": { "send_at": ticket_at.to_rfc3339() },
+        "template": { "name": "event_ticket", "language": { "code": "en_US" },
+        "components": [
+            { "type": "body", "parameters": [{ "type": "text", "text": "Ana" },
+                { "type": "text", "text": "winter sample sale" }, { "type": "text", "text": "5 December" }] },
+            { "type": "button", "sub_type": "copy_code", "index": 0,
+              "parameters": [{ "type": "coupon_code", "coupon_code": "TICKET-7781" }] }] } });
+    for (what, request) in [("appointment reminder", reminder), ("event ticket", ticket)] {
+        let scheduled = graph(
+            Method::POST,
+            format!("{PHONE_NUMBER_ID}/messages"),
+            Some(request),
+        )
+        .await?;
+        println!(
+            "\n   scheduled the {what} for {}: {}",
+            scheduled["schedule"]["send_at"], scheduled["messages"][0]
+        );
+    }
+    let listed = graph(Method::GET, format!("{PHONE_NUMBER_ID}/schedules"), None).await?;
+    for item in listed["data"].as_array().into_iter().flatten() {
+        println!(
+            "   GET /{PHONE_NUMBER_ID}/schedules: {} {} {}",
+            item["send_at"], item["state"], item["template"]["name"]
+        );
+    }
+    for hours in [24, 6] {
+        admin
+            .call(
+                Method::POST,
+                &format!("/relay/v1/admin/businesses/{WABA}/clock/advance"),
+                Some(json!({ "seconds": hours * 3600 })),
+            )
+            .await?;
+        println!("\n   test clock +{hours} h:");
+        receive_and_show(endpoint, live).await?;
+    }
+    Ok(())
+}
+
+/// `2026-11-28 05:34 UTC`, as a date_time parameter's fallback value.
+fn spoken(at: UnixTime) -> String {
+    let text = at.to_rfc3339();
+    match text.split_once('T') {
+        Some((date, time)) => format!("{date} {} UTC", time.get(..5).unwrap_or(time)),
+        None => text,
+    }
+}
+
+/// Waits for the next template message on Ana's device and prints it as she sees it.
+async fn receive_and_show(
+    endpoint: &ventana_client::Endpoint,
+    live: &mut mpsc::UnboundedReceiver<Inbound>,
+) -> Result<ventana_core::MessageId> {
+    let (id, payload) = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = live.recv().await {
+            if let Inbound::Message { meta, payload } = event {
+                return Some((meta.id, payload));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| anyhow!("the template did not reach Ana's device"))?;
+    let shown = show(endpoint, &payload).await;
+    println!(
+        "   Ana's device renders it:\n     {}",
+        indent(&shown, "     ")
+    );
+    Ok(id)
 }

@@ -4,6 +4,7 @@ mod admin;
 pub mod bench;
 mod chat;
 mod demo;
+mod schedules;
 mod user;
 
 use crate::config::Config;
@@ -39,6 +40,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// End-user commands for one device kept in a local directory.
     User(user::UserArgs),
+    /// A business's scheduled sends: list and cancel, with its access token.
+    Schedules(schedules::SchedulesArgs),
     /// Interactive chat with a business, for a device registered with `ventana user register`.
     Chat(chat::ChatArgs),
     /// Measure throughput and latency through the real path
@@ -66,6 +69,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Admin(args) => admin::run(&config, args).await,
         Command::User(args) => user::run(&config, args).await,
         Command::Chat(args) => chat::run(&config, args).await,
+        Command::Schedules(args) => schedules::run(&config, args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -10,11 +10,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use ventana_client::device::{UserDevice, render, render_line};
+use ventana_client::device::{UserDevice, message_line, render, show_rendering};
 use ventana_client::registration::{Proof, register, request_code};
-use ventana_client::{Endpoint, Inbound, LinkEvent, SendError};
+use ventana_client::{Endpoint, Inbound, LinkEvent, SendError, TapError, TemplateRenderError};
 use ventana_core::payload::Content;
 use ventana_core::protocol::ReceiptStatus;
+use ventana_core::template::render::{RenderedButtonKind, RenderedHeader};
+use ventana_core::template::{Rendered, TemplateHeader};
 use ventana_core::{MessageId, PhoneNumber};
 use ventana_crypto::{SealKey, Sealer};
 use ventana_store::endpoint::{AppRecord, Direction};
@@ -74,6 +76,16 @@ enum UserCommand {
         wait: u64,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// Tap a quick-reply button of a template message received (the business gets a
+    /// `button` message replying to it).
+    Tap {
+        /// The template message's id.
+        #[arg(long)]
+        message: String,
+        /// The button's number, as `inbox` shows it (from 1).
+        #[arg(long)]
+        button: usize,
     },
     /// Mark a received message as read (the business gets a `read` status).
     Read {
@@ -258,33 +270,79 @@ pub(crate) async fn run(config: &Config, args: UserArgs) -> Result<()> {
                 .await;
             }
             let records = endpoint.store().messages(endpoint.owner(), limit).await?;
-            let list: Vec<Value> = records
-                .iter()
-                .map(|r| {
-                    let payload = endpoint.open_body(r);
-                    json!({
-                        "id": r.id, "direction": r.direction.as_str(), "peer": r.peer, "timestamp": r.ts,
-                        "status": r.status, "text": payload.as_ref().map(render),
-                    })
-                })
-                .collect();
+            let mut list: Vec<Value> = Vec::with_capacity(records.len());
+            let mut lines: Vec<String> = Vec::with_capacity(records.len());
+            for r in &records {
+                let payload = endpoint.open_body(r);
+                let mut entry = json!({
+                    "id": r.id, "direction": r.direction.as_str(), "peer": r.peer, "timestamp": r.ts,
+                    "status": r.status, "kind": r.kind.as_str(),
+                });
+                // A template is rendered once, for both forms (it may take a trip to the relay).
+                let text = match &payload {
+                    Some(payload) if matches!(payload.content, Content::Template { .. }) => {
+                        let header = payload.header.template.as_ref();
+                        let rendering = endpoint.render_template(payload).await;
+                        entry["template"] = template_json(header, &rendering);
+                        Some(show_rendering(header, &rendering))
+                    }
+                    Some(payload) => Some(render(payload)),
+                    None => None,
+                };
+                lines.push(format!("{}  {}", r.id, message_line(r, text.as_deref())));
+                entry["text"] = json!(text);
+                list.push(entry);
+            }
             output(json, &json!({ "messages": list }), || {
                 if records.is_empty() {
                     return "(no messages)".into();
                 }
-                records
-                    .iter()
-                    .map(|r| {
-                        format!(
-                            "{}  {}",
-                            r.id,
-                            render_line(r, endpoint.open_body(r).as_ref())
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                lines.join("\n")
             });
             Ok(())
+        }
+        UserCommand::Tap { message, button } => {
+            let id: MessageId = message.parse()?;
+            let index = button
+                .checked_sub(1)
+                .ok_or_else(|| anyhow!("buttons are numbered from 1"))?;
+            let app = UserDevice::default();
+            let (endpoint, _events) = home.connect(&app, shutdown).await?;
+            let business = endpoint
+                .store()
+                .message(endpoint.owner(), &id)
+                .await?
+                .filter(|r| r.direction == Direction::Inbound)
+                .map(|r| r.peer)
+                .ok_or_else(|| anyhow!("no received message {id}"))?;
+            match endpoint.tap_button(&business, &id, index, &app).await {
+                Ok(tapped) => {
+                    let sent = &tapped.sent;
+                    let v = json!({
+                        "id": sent.id, "to": business, "reply_to": id, "button": button,
+                        "text": tapped.text, "payload": tapped.payload,
+                        "accepted_at": sent.accepted_at, "queued": sent.accepted_at.is_none(),
+                    });
+                    output(json, &v, || match sent.accepted_at {
+                        Some(_) => format!("tapped \"{}\": sent {}", tapped.text, sent.id),
+                        None => format!(
+                            "tapped \"{}\": queued {} (the relay did not answer yet)",
+                            tapped.text, sent.id
+                        ),
+                    });
+                    Ok(())
+                }
+                Err(TapError::NoSuchButton(_)) => {
+                    Err(anyhow!("the template has no button {button}"))
+                }
+                Err(TapError::NotQuickReply(_)) => {
+                    Err(anyhow!("button {button} is not a quick reply"))
+                }
+                Err(TapError::Send(SendError::Refused(e))) => {
+                    Err(anyhow!("refused: {}", e.message))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         UserCommand::Read { message_id } => {
             let id: MessageId = message_id.parse()?;
@@ -346,4 +404,62 @@ async fn set_blocked(
         || format!("{verb} +{business}"),
     );
     Ok(())
+}
+
+/// A template message's `template` object for `--json`: which version it fills and, rendered,
+/// its parts and buttons (numbered as `tap --button` takes them), or why it cannot be shown
+/// (`retry`: whether it may show later).
+fn template_json(
+    header: Option<&TemplateHeader>,
+    rendering: &Result<Rendered, TemplateRenderError>,
+) -> Value {
+    let mut template = match header {
+        Some(h) => json!({
+            "id": h.id, "name": h.name, "language": h.language,
+            "version": h.version, "category": h.category,
+        }),
+        None => json!({}),
+    };
+    match rendering {
+        Ok(rendered) => {
+            let buttons: Vec<Value> = rendered
+                .buttons
+                .iter()
+                .enumerate()
+                .map(|(n, b)| {
+                    let (kind, field, target) = match &b.kind {
+                        RenderedButtonKind::QuickReply { payload } => {
+                            ("quick_reply", "payload", json!(payload))
+                        }
+                        RenderedButtonKind::Url { url } => ("url", "url", json!(url)),
+                        RenderedButtonKind::PhoneNumber { phone } => {
+                            ("phone_number", "phone_number", json!(phone))
+                        }
+                        RenderedButtonKind::CopyCode { code } => ("copy_code", "code", json!(code)),
+                    };
+                    let mut button = json!({ "number": n + 1, "type": kind, "text": b.text });
+                    button[field] = target;
+                    button
+                })
+                .collect();
+            let header = rendered.header.as_ref().map(|h| match h {
+                RenderedHeader::Text(text) => json!({ "type": "text", "text": text }),
+                RenderedHeader::Media(media) => {
+                    json!({ "type": media.kind.as_str(), "media": media })
+                }
+                RenderedHeader::Location(location) => {
+                    json!({ "type": "location", "location": location })
+                }
+            });
+            template["rendered"] = json!({
+                "header": header, "body": rendered.body, "footer": rendered.footer,
+                "buttons": buttons,
+            });
+        }
+        Err(e) => {
+            template["error"] = json!(e.to_string());
+            template["retry"] = json!(e.is_transient());
+        }
+    }
+    template
 }

@@ -386,8 +386,16 @@ impl Device {
 
     /// The next inbound message's payload.
     pub async fn next_message(&mut self) -> (ventana_client::InboundMeta, Payload) {
+        self.next_message_within(WAIT).await
+    }
+
+    /// [`Self::next_message`] with a longer wait (for a takeover between nodes).
+    pub async fn next_message_within(
+        &mut self,
+        wait: Duration,
+    ) -> (ventana_client::InboundMeta, Payload) {
         loop {
-            match tokio::time::timeout(WAIT, self.live.recv())
+            match tokio::time::timeout(wait, self.live.recv())
                 .await
                 .expect("a message in time")
                 .unwrap()

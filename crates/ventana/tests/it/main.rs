@@ -10,3 +10,8 @@ mod conversation;
 mod harness;
 mod restart;
 mod rules;
+mod schedules;
+mod template_device;
+mod template_review;
+mod template_send;
+mod templates_api;

@@ -31,6 +31,24 @@ const BODY_TEXT_MAX: usize = 1024;
 const FOOTER_TEXT_MAX: usize = 60;
 
 impl TemplateDefinition {
+    /// Rebuilds a definition from what the registry keeps of one version: its identity and
+    /// category, its parameter format's spelling and its components' JSON.
+    pub fn from_parts(
+        name: &str,
+        language: &str,
+        category: Category,
+        parameter_format: &str,
+        components: &Value,
+    ) -> Result<Self, DefinitionError> {
+        Self::parse(&serde_json::json!({
+            "name": name,
+            "language": language,
+            "category": category,
+            "parameter_format": parameter_format,
+            "components": components,
+        }))
+    }
+
     /// Reads what a business posts to `/{waba_id}/message_templates`, applying every rule.
     pub fn parse(json: &Value) -> Result<Self, DefinitionError> {
         let root = Node::root(json);

@@ -42,7 +42,9 @@ CREATE TABLE schedules (
     updated_at      INTEGER NOT NULL
 ) STRICT;
 
-CREATE INDEX schedules_due ON schedules (owner, state, send_at);
+-- `schedules_due` finds what is due or stale, and pages one state in listing order without
+-- stepping over the rows of the others (sent and cancelled ones pile up).
+CREATE INDEX schedules_due ON schedules (owner, state, send_at, id);
 CREATE INDEX schedules_listing ON schedules (owner, send_at, id);
 
 -- How far the gateway has turned each business's template events (at the relay) into

@@ -10,7 +10,7 @@ use deadpool_postgres::GenericClient;
 use ventana_core::rules::{
     self, AccountKind, ContactOrigin, EnvelopeKind, RuleViolation, SendDecision, ServiceWindow,
 };
-use ventana_core::{BusinessClock, DeviceId, PhoneNumber, Relationship, UnixTime};
+use ventana_core::{BusinessClock, DeviceId, MessageId, PhoneNumber, Relationship, UnixTime};
 
 /// Decides and records one submission, in the same order as the SQLite store: idempotency,
 /// the two accounts, the rules, the device list, then the effects. Two locks make the
@@ -135,6 +135,20 @@ pub(super) async fn accept(
         devices: device_ids,
         duplicate: false,
     }))
+}
+
+pub(super) async fn submitted(
+    c: &impl GenericClient,
+    sender: &PhoneNumber,
+    id: &MessageId,
+) -> TxResult<bool> {
+    let row = query_opt(
+        c,
+        "SELECT 1 FROM submissions WHERE sender = $1 AND id = $2",
+        &[&sender.digits(), &id.as_str()],
+    )
+    .await?;
+    Ok(row.is_some())
 }
 
 pub(super) async fn relationship_between(

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use ventana_core::rules::{
     self, AccountKind, ContactOrigin, EnvelopeKind, RuleViolation, SendDecision, ServiceWindow,
 };
-use ventana_core::{BusinessClock, DeviceId, PhoneNumber, Relationship, UnixTime};
+use ventana_core::{BusinessClock, DeviceId, MessageId, PhoneNumber, Relationship, UnixTime};
 
 /// Decides and records one submission. The caller runs it in an immediate transaction, so
 /// the relationship read for the decision is the one the decision's effects are written over.
@@ -106,6 +106,14 @@ pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Acce
         devices: device_ids,
         duplicate: false,
     }))
+}
+
+pub(super) fn submitted(tx: &Connection, sender: &PhoneNumber, id: &MessageId) -> TxResult<bool> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM submissions WHERE sender = ?1 AND id = ?2")?
+        .query_row(params![sender.digits(), id.as_str()], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 fn relationship(tx: &Connection, pair: &BusinessPair<'_>) -> TxResult<Option<Relationship>> {

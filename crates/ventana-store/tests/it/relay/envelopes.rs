@@ -116,6 +116,22 @@ pub(super) async fn resubmitting_the_same_id_is_answered_as_the_first_time(store
     assert!(queued(store, &b, 2).await.is_empty());
 }
 
+pub(super) async fn only_accepted_ids_count_as_submitted(store: &dyn RelayStore) {
+    let (u, b) = (user(store, USER, 1).await, business(store, 1).await);
+    assert!(!store.submitted(&u, &mid(1)).await.unwrap());
+    accepted(store, message(1, &u, &b, &[1], 1000)).await;
+    assert!(store.submitted(&u, &mid(1)).await.unwrap());
+    // Per sender: the same id from the business is another submission.
+    assert!(!store.submitted(&b, &mid(1)).await.unwrap());
+    // A refused submission leaves nothing to retry.
+    let stale = message(2, &u, &b, &[1, 2], 1000);
+    assert!(matches!(
+        refused(store, stale).await,
+        Refusal::StaleDevices(_)
+    ));
+    assert!(!store.submitted(&u, &mid(2)).await.unwrap());
+}
+
 pub(super) async fn reusing_an_id_for_different_content_is_refused(store: &dyn RelayStore) {
     let (u, b) = (user(store, USER, 1).await, business(store, 1).await);
     accepted(store, message(1, &u, &b, &[1], 1000)).await;
