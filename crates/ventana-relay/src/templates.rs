@@ -67,18 +67,13 @@ pub(crate) fn stored_definition(
             "template {name} ({language}) has unreadable components: {e}"
         )))
     })?;
-    TemplateDefinition::parse(&serde_json::json!({
-        "name": name,
-        "language": language,
-        "category": category,
-        "parameter_format": parameter_format,
-        "components": components,
-    }))
-    .map_err(|e| {
-        internal(StoreError::Backend(format!(
-            "stored template {name} ({language}) no longer passes the rules: {e}"
-        )))
-    })
+    TemplateDefinition::from_parts(name, language, category, parameter_format, &components).map_err(
+        |e| {
+            internal(StoreError::Backend(format!(
+                "stored template {name} ({language}) no longer passes the rules: {e}"
+            )))
+        },
+    )
 }
 
 /// The current version of a stored template as a definition.
