@@ -225,6 +225,27 @@ async fn outside_the_window(node: &Node, tmp: &std::path::Path, waba: &str) {
 
     shop.wait_status(&id, "sent").await;
     shop.wait_status(&id, "delivered").await;
+
+    // A tap on the quick reply comes back to the business as the Cloud API's `button` message.
+    let tapped = dolores
+        .endpoint
+        .tap_button(
+            &shop.number,
+            &meta.id,
+            0,
+            &ventana_client::device::UserDevice::default(),
+        )
+        .await
+        .unwrap();
+    let value = shop.next_message().await;
+    let message = &value["messages"][0];
+    assert_eq!(message["id"], tapped.sent.id.as_str());
+    assert_eq!(message["type"], "button");
+    assert_eq!(
+        message["button"],
+        json!({"payload": "TRACK-ORD-77311", "text": "Track order"})
+    );
+    assert_eq!(message["context"]["id"], id.as_str());
 }
 
 #[tokio::test]
