@@ -235,7 +235,11 @@ impl AdminClient {
         let value: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             let message = value["error"]["message"].as_str().unwrap_or("no details");
-            bail!("{status}: {message}");
+            // The Cloud API's errors say what exactly was wrong in `error_data.details`.
+            match value["error"]["error_data"]["details"].as_str() {
+                Some(details) => bail!("{status}: {message}: {details}"),
+                None => bail!("{status}: {message}"),
+            }
         }
         Ok(value)
     }
