@@ -8,20 +8,15 @@
 use crate::events::{GatewayEvents, cloud_error};
 use crate::graph::error::GraphError;
 use crate::graph::send::SendRequest;
-use crate::{Gateway, Hosted};
-use serde_json::Value;
+use crate::{Gateway, Hosted, templates};
 use std::sync::Arc;
-use std::time::Duration;
-use ventana_client::{LinkError, Outgoing, SendError, Sent};
+use ventana_client::{Outgoing, SendError, Sent};
 use ventana_core::payload::Content;
 use ventana_core::protocol::{ErrorCode, Op, ProtocolError, Reply, TemplateInfo, TemplateQuery};
 use ventana_core::template::{
     SendTemplate, TemplateDefinition, TemplateHeader, TemplateStatus, bind,
 };
 use ventana_core::{MessageId, PhoneNumber, UnixTime};
-
-/// How long a registry lookup waits for the relay.
-const LOOKUP_WAIT: Duration = Duration::from_secs(10);
 
 /// A message ready to encrypt: its recipient, content and, for a template, the version.
 #[derive(Clone, Debug)]
@@ -91,17 +86,16 @@ async fn bind_template(
     send: &SendTemplate,
 ) -> Result<(TemplateHeader, ventana_core::template::BoundTemplate), GraphError> {
     let (name, language) = (send.name.as_str(), send.language.as_str());
-    let template = find_template(hosted, name, language).await?;
-    match template.as_ref().map(|t| t.status) {
-        Some(TemplateStatus::Approved) => {}
-        Some(TemplateStatus::Paused) => {
+    let template = match find_template(hosted, name, language).await? {
+        Some(t) if t.status == TemplateStatus::Approved => t,
+        Some(t) if t.status == TemplateStatus::Paused => {
             return Err(GraphError::template_parameter(
                 132015,
                 "Template is Paused",
                 format!("Template {name} ({language}) is paused and cannot be sent now."),
             ));
         }
-        Some(TemplateStatus::Disabled) => {
+        Some(t) if t.status == TemplateStatus::Disabled => {
             return Err(GraphError::template_parameter(
                 132016,
                 "Template is Disabled",
@@ -113,9 +107,6 @@ async fn bind_template(
                 "No template named {name} is approved in language {language}."
             )));
         }
-    }
-    let Some(template) = template else {
-        return Err(GraphError::internal());
     };
     let definition = TemplateDefinition::from_parts(
         &template.name,
@@ -161,37 +152,21 @@ async fn find_template(
         Reply::Templates { templates, .. } => Ok(templates
             .into_iter()
             .find(|t| t.name == name && t.language == language)),
-        other => {
-            tracing::error!(reply = ?other, "unexpected answer to a template lookup");
-            Err(GraphError::internal())
-        }
+        other => Err(templates::unexpected(&other)),
     }
 }
 
-/// One request to the relay through the number's link, its failures as Graph errors.
-pub(crate) async fn request(hosted: &Hosted, op: Op) -> Result<Reply, GraphError> {
-    hosted
-        .endpoint
-        .link()
-        .request(op, LOOKUP_WAIT)
-        .await
-        .map_err(|e| match e {
-            LinkError::Refused(error) => refusal(&error),
-            other => {
-                tracing::warn!(error = %other, "relay request failed");
-                GraphError::unavailable("The platform is temporarily unavailable; retry later.")
-            }
-        })
+/// One request to the relay through the number's link, its refusals as the Graph errors a
+/// send gets.
+async fn request(hosted: &Hosted, op: Op) -> Result<Reply, GraphError> {
+    templates::ask(&hosted.endpoint, op, |error| refusal(&error)).await
 }
 
 /// The business's clock (a sandbox's test clock included), as the relay keeps it.
 pub(crate) async fn business_now(hosted: &Hosted) -> Result<UnixTime, GraphError> {
     match request(hosted, Op::Clock).await? {
         Reply::Clock { now } => Ok(now),
-        other => {
-            tracing::error!(reply = ?other, "unexpected answer to a clock request");
-            Err(GraphError::internal())
-        }
+        other => Err(templates::unexpected(&other)),
     }
 }
 
@@ -238,16 +213,5 @@ pub(crate) fn refusal(error: &ProtocolError) -> GraphError {
             tracing::error!(%error, "the relay refused unexpectedly");
             GraphError::internal()
         }
-    }
-}
-
-/// The `template` summary of a request, for listings: `{name, language}`.
-pub(crate) fn template_summary(request: &SendRequest) -> Option<Value> {
-    match request {
-        SendRequest::Template { template, .. } => Some(serde_json::json!({
-            "name": template.name.as_str(),
-            "language": template.language.as_str(),
-        })),
-        _ => None,
     }
 }

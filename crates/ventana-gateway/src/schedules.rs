@@ -201,11 +201,12 @@ fn describe(gateway: &Gateway, record: &ScheduleRecord) -> Value {
         "created_at": record.created_at.to_rfc3339(),
     });
     match &request {
-        Some(SendRequest::Template { .. }) => {
+        Some(SendRequest::Template { template, .. }) => {
             item["type"] = "template".into();
-            if let Some(summary) = request.as_ref().and_then(outbound::template_summary) {
-                item["template"] = summary;
-            }
+            item["template"] = json!({
+                "name": template.name.as_str(),
+                "language": template.language.as_str(),
+            });
         }
         Some(_) => item["type"] = "text".into(),
         None => {}

@@ -230,9 +230,9 @@ pub(crate) fn through(gateway: &Gateway, waba: &WabaId) -> Option<Arc<Endpoint>>
     Some(Arc::clone(connected.unwrap_or(first)))
 }
 
-/// Sends one template op and waits for its answer. A refusal is turned into the caller's
-/// Graph error by `refused`; a relay that does not answer is "unavailable".
-async fn ask(
+/// Sends one op to the relay and waits for its answer. A refusal is turned into the caller's
+/// Graph error by `refused`; a relay that fails or does not answer is "unavailable".
+pub(crate) async fn ask(
     via: &Endpoint,
     op: Op,
     refused: impl FnOnce(ProtocolError) -> GraphError,
@@ -240,12 +240,12 @@ async fn ask(
     match via.link().request(op, RELAY_WAIT).await {
         Ok(reply) => Ok(reply),
         Err(LinkError::Refused(error)) if error.code == ErrorCode::Internal => {
-            tracing::warn!(%error, "the relay failed a template request");
+            tracing::warn!(%error, "the relay failed a request");
             Err(unavailable())
         }
         Err(LinkError::Refused(error)) => Err(refused(error)),
         Err(error) => {
-            tracing::warn!(%error, number = %via.owner(), "template request not answered");
+            tracing::warn!(%error, number = %via.owner(), "relay request not answered");
             Err(unavailable())
         }
     }
@@ -266,11 +266,8 @@ fn refusal(error: ProtocolError) -> GraphError {
     }
 }
 
-fn unexpected(reply: &Reply) -> GraphError {
-    tracing::error!(
-        ?reply,
-        "the relay answered a template request with the wrong reply"
-    );
+pub(crate) fn unexpected(reply: &Reply) -> GraphError {
+    tracing::error!(?reply, "the relay answered a request with the wrong reply");
     GraphError::internal()
 }
 
