@@ -89,6 +89,21 @@ pub struct Ciphertext {
 pub enum ReceiptStatus {
     Delivered,
     Read,
+    /// The device could not decrypt these messages (a session the sender moved past, or
+    /// lost or corrupted state): the sender starts a new session with that device and sends
+    /// them again under the same ids, a bounded number of times (like Signal's retry
+    /// receipts). The relay sees only which ids, as for every receipt.
+    Retry,
+}
+
+impl ReceiptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Retry => "retry",
+        }
+    }
 }
 
 /// A receipt for earlier messages of the recipient's. Travels in clear: the relay delivered
@@ -97,6 +112,10 @@ pub enum ReceiptStatus {
 pub struct Receipt {
     pub status: ReceiptStatus,
     pub ids: Vec<MessageId>,
+    /// For `retry`: the Olm session the undecryptable message named, when it said (a pre-key
+    /// message does), so the sender can tell which of its sessions failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 /// One recipient device's copy of a message.
@@ -120,6 +139,14 @@ pub struct Submission {
     pub copies: Vec<DeviceCopy>,
     #[serde(default)]
     pub receipt: Option<Receipt>,
+    /// A new encryption of a message whose id the relay may have accepted already (the
+    /// sender's session moved past the first ciphertext, or the recipient asked for it
+    /// again with a `retry` receipt). If the id was accepted, the relay keeps the first
+    /// acceptance (and its time), queues these copies for the devices they name and answers
+    /// as the first time; if not, it is an ordinary first submission. Receivers deduplicate
+    /// by id, so a device that could read the first copy ignores this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resend: bool,
 }
 
 /// Frames a device sends.
@@ -382,6 +409,9 @@ pub enum ErrorCode {
     /// The business has as many templates as it may.
     LimitReached,
     Internal,
+    /// Never sent by the relay: the outcome a sender records when the recipient's device
+    /// still could not decrypt a message after every resend it asked for.
+    Undecryptable,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,9 @@ mod olm;
 mod seal;
 mod token;
 
-pub use olm::{DeviceAccount, PeerSession, TARGET_ONE_TIME_KEYS, verify_device_keys};
+pub use olm::{
+    DeviceAccount, PeerSession, TARGET_ONE_TIME_KEYS, pre_key_session_id, verify_device_keys,
+};
 pub use seal::{SealKey, Sealer};
 pub use token::{Token, TokenHash};
 

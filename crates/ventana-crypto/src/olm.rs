@@ -206,6 +206,15 @@ fn curve(text: &str) -> Result<Curve25519PublicKey, CryptoError> {
     Curve25519PublicKey::from_base64(text).map_err(|e| CryptoError::Malformed(e.to_string()))
 }
 
+/// The session a pre-key message starts or belongs to (the same id on both ends); `None` for
+/// a normal message, which does not say.
+pub fn pre_key_session_id(ciphertext: &Ciphertext) -> Option<String> {
+    match decode(ciphertext) {
+        Ok(OlmMessage::PreKey(m)) => Some(m.session_id()),
+        _ => None,
+    }
+}
+
 fn decode(ciphertext: &Ciphertext) -> Result<OlmMessage, CryptoError> {
     let bytes = b64()
         .decode(ciphertext.body.trim_end_matches('='))

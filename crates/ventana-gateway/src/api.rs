@@ -154,6 +154,7 @@ async fn messages(
                     vec![AppRecord::Status {
                         id: message_id,
                         status: "read".into(),
+                        announce: None,
                     }],
                 )
                 .await

@@ -55,6 +55,11 @@ pub(crate) fn cloud_error(error: &ProtocolError) -> (i64, &'static str, String) 
             "Message undeliverable",
             "The recipient cannot receive messages from this business.".into(),
         ),
+        (ErrorCode::Undecryptable, _) => (
+            131000,
+            "Something went wrong",
+            "The recipient's device could not decrypt the message, even after it was sent again on new sessions.".into(),
+        ),
         _ => (131000, "Something went wrong", "The message could not be handed to the platform.".into()),
     }
 }
@@ -206,22 +211,33 @@ impl Application for GatewayEvents {
                 vec![gateway.webhook_job(&hosted, event_id, &event, UnixTime::now())]
             }
             Inbound::Receipt { meta, status, ids } => {
-                let status = match status {
+                let delivery = match status {
                     ReceiptStatus::Delivered => DeliveryStatus::Delivered,
                     ReceiptStatus::Read => DeliveryStatus::Read,
+                    // The engine resends; only a final failure is reported (`settled`).
+                    ReceiptStatus::Retry => return Ok(Vec::new()),
                 };
-                let mut jobs = Vec::with_capacity(ids.len());
+                let mut records = Vec::with_capacity(ids.len());
                 for id in ids {
-                    jobs.push(
-                        gateway
-                            .status_job(&hosted, &meta.from, id, status, meta.ts)
-                            .await,
-                    );
+                    // Announced only if the status moves: a repeated receipt, or one that
+                    // arrives after a later status, sends no webhook.
+                    let job = gateway
+                        .status_job(&hosted, &meta.from, id, delivery, meta.ts)
+                        .await;
+                    let announce = match job {
+                        AppRecord::Webhook(job) => Some(job),
+                        _ => None,
+                    };
+                    records.push(AppRecord::Status {
+                        id: id.clone(),
+                        status: status.as_str().into(),
+                        announce,
+                    });
                 }
-                jobs
+                records
             }
             Inbound::Undecryptable { meta, reason } => {
-                tracing::warn!(from = %meta.from, id = %meta.id, %reason, "dropped an undecryptable message");
+                tracing::warn!(from = %meta.from, id = %meta.id, %reason, "an undecryptable message; its sender was asked to send it again");
                 Vec::new()
             }
         })

@@ -292,7 +292,9 @@ async fn send(
             }
             EnvelopeBody::PerDevice(copies)
         }
-        (EnvelopeKind::Receipt, Some(receipt)) if submission.copies.is_empty() => {
+        (EnvelopeKind::Receipt, Some(receipt))
+            if submission.copies.is_empty() && !submission.resend =>
+        {
             if receipt.ids.is_empty() || receipt.ids.len() > MAX_RECEIPT_IDS {
                 return Err(bad("a receipt names 1 to 256 message ids"));
             }
@@ -338,6 +340,7 @@ async fn send(
             body,
             fingerprint,
             wall: UnixTime::now(),
+            resend: submission.resend,
         })
         .await
         .map_err(internal)?;

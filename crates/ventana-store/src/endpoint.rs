@@ -42,14 +42,57 @@ pub struct SessionWrite {
     pub expected_version: Option<i64>,
 }
 
-/// A submission ready for the relay, already encrypted: a retry resends these exact bytes.
+/// A submission ready for the relay, already encrypted: a retry resends these exact bytes,
+/// unless a session it was encrypted on moved on meanwhile (see [`SessionMark`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxRow {
     pub id: MessageId,
     pub to: PhoneNumber,
-    /// The client protocol's `Submission`, as JSON (its bodies are Olm ciphertext).
+    /// The client protocol's `Submission`, as JSON (its bodies are Olm ciphertext, or a
+    /// receipt).
     pub submission: Vec<u8>,
     pub created_at: UnixTime,
+    /// Where each copy's ciphertext stands in its session (empty for a receipt).
+    pub sessions: Vec<SessionMark>,
+    /// 0 for a message's first encryption; n for the n-th resend its recipient asked for.
+    pub attempt: u32,
+}
+
+/// The session one copy of an outbox row was encrypted on, and the version that encryption
+/// wrote. If another writer has moved the session past that version, the copy no longer
+/// fits the recipient's ratchet and must be encrypted again before it is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionMark {
+    pub peer_device: DeviceId,
+    pub session_id: String,
+    pub version: i64,
+}
+
+impl SessionMark {
+    /// The column form of a row's marks: `device:version:session` separated by spaces
+    /// (session ids are unpadded base64).
+    pub fn encode_all(marks: &[SessionMark]) -> String {
+        marks
+            .iter()
+            .map(|m| format!("{}:{}:{}", m.peer_device.0, m.version, m.session_id))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Reads [`Self::encode_all`]'s form; `None` if it is not that.
+    pub fn decode_all(column: &str) -> Option<Vec<SessionMark>> {
+        column
+            .split_whitespace()
+            .map(|mark| {
+                let mut parts = mark.splitn(3, ':');
+                Some(SessionMark {
+                    peer_device: DeviceId(parts.next()?.parse().ok()?),
+                    version: parts.next()?.parse().ok()?,
+                    session_id: parts.next()?.to_owned(),
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +124,9 @@ pub struct MessageRecord {
     /// `accepted`, `sent`, `delivered`, `read` or `failed` for outbound; `received` or `read`
     /// for inbound.
     pub status: String,
+    /// How often an outbound message was encrypted again because its recipient's device
+    /// could not decrypt it (bounded by the sender).
+    pub resends: u32,
 }
 
 /// A webhook event waiting to be delivered. `id` is stable across retries.
@@ -99,10 +145,17 @@ pub struct WebhookJob {
 #[derive(Clone, Debug)]
 pub enum AppRecord {
     Message(MessageRecord),
-    /// Moves an earlier message to a later status (never backwards).
+    /// Moves an earlier message to a later status (never backwards), and queues `announce`
+    /// (its status webhook) only if it did move: a receipt repeated, or arriving after a
+    /// later one, announces nothing.
     Status {
         id: MessageId,
         status: String,
+        announce: Option<WebhookJob>,
+    },
+    /// One more resend of an outbound message (see [`MessageRecord::resends`]).
+    Resent {
+        id: MessageId,
     },
     Webhook(WebhookJob),
     /// The peer's profile name as last seen, sealed.
@@ -122,6 +175,13 @@ pub struct InboundCommit {
     pub account_sealed: Option<Vec<u8>>,
     pub session: Option<SessionWrite>,
     pub records: Vec<AppRecord>,
+    /// Whether to write the dedup marker. `false` for a message acknowledged without being
+    /// read (undecryptable, its sender asked to send it again): the resend must not be
+    /// taken for a duplicate.
+    pub processed: bool,
+    /// Submissions this envelope gives rise to (its receipt, a resend a peer asked for),
+    /// queued with it and sent until the relay accepts them.
+    pub outbox: Vec<OutboxRow>,
 }
 
 /// Everything that encrypting one outbound message changes, committed before it is sent.
@@ -160,13 +220,14 @@ pub trait EndpointStore: Send + Sync {
     async fn commit_outbound(&self, commit: OutboundCommit) -> StoreResult<()>;
     /// Rows not yet settled with the relay, oldest first.
     async fn outbox(&self, owner: &PhoneNumber) -> StoreResult<Vec<OutboxRow>>;
-    /// The relay has answered for this row (accepted or refused): drop it, and apply `records`.
+    /// The relay has answered for this row (accepted or refused): drop it and apply
+    /// `records`. False (and nothing applied) if the row was gone: settled before.
     async fn settle_outbox(
         &self,
         owner: &PhoneNumber,
         id: &MessageId,
         records: Vec<AppRecord>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
 
     async fn is_processed(
         &self,

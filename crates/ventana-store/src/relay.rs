@@ -118,6 +118,29 @@ impl EnvelopeBody {
             ),
         }
     }
+
+    /// The copies of a resend of an accepted id: per-device copies for some of the
+    /// recipient's current devices (`devices`, sorted), each named once; `None` otherwise.
+    pub(crate) fn resent_copies<'a>(
+        &'a self,
+        devices: &[DeviceId],
+    ) -> Option<Vec<(DeviceId, &'a [u8])>> {
+        let Self::PerDevice(copies) = self else {
+            return None;
+        };
+        let mut named: Vec<DeviceId> = copies.iter().map(|(device, _)| *device).collect();
+        named.sort_unstable();
+        named.dedup();
+        let fits = !copies.is_empty()
+            && named.len() == copies.len()
+            && named.iter().all(|d| devices.binary_search(d).is_ok());
+        fits.then(|| {
+            copies
+                .iter()
+                .map(|(device, body)| (*device, body.as_slice()))
+                .collect()
+        })
+    }
 }
 
 /// A submission to accept, or refuse by the rules, in one transaction.
@@ -134,6 +157,11 @@ pub struct NewSubmission {
     pub fingerprint: String,
     /// The wall clock; envelopes are stamped with the business's clock derived from it.
     pub wall: UnixTime,
+    /// A new encryption of a message the relay may have accepted already
+    /// (`Submission::resend`): if the id was accepted, its copies are queued for the devices
+    /// they name under the first acceptance, without deciding again; if not, it is accepted
+    /// as a first submission.
+    pub resend: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,22 +1,25 @@
 //! Receiving: find (or create) the session, decrypt, check the bound header, commit the
 //! state and every effect at once; the caller acknowledges afterwards.
 
-use super::outbound::CONFLICT_RETRIES;
+use super::outbound::{CONFLICT_RETRIES, MAX_RESENDS};
 use super::templates::check_template_shape;
 use super::{
-    Application, Endpoint, Inbound, InboundMeta, SendError, body_aad, contact_aad, session_aad,
+    Application, Endpoint, Inbound, InboundMeta, SendError, Settlement, body_aad, contact_aad,
+    session_aad,
 };
 use crate::ClientError;
 use crate::link::LinkError;
 use crate::registration::identity_aad;
 use ventana_core::payload::{Header, Payload};
-use ventana_core::protocol::{Ciphertext, Envelope, Receipt, ReceiptStatus};
+use ventana_core::protocol::{
+    Ciphertext, DeviceInfo, Envelope, ErrorCode, ProtocolError, Receipt, ReceiptStatus,
+};
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::{DeviceId, PhoneNumber};
-use ventana_crypto::{DeviceAccount, PeerSession};
+use ventana_crypto::{DeviceAccount, PeerSession, pre_key_session_id};
 use ventana_store::StoreError;
 use ventana_store::endpoint::{
-    AppRecord, Direction, InboundCommit, InboundOutcome, MessageRecord, SessionWrite,
+    AppRecord, Direction, InboundCommit, InboundOutcome, MessageRecord, OutboxRow, SessionWrite,
 };
 use zeroize::Zeroizing;
 
@@ -37,10 +40,22 @@ struct AccountChange<'a> {
 }
 
 /// Why an inbound message was not decrypted. A transient failure leaves the envelope
-/// unacknowledged, so the relay sends it again; a permanent one is recorded and acknowledged.
+/// unacknowledged, so the relay sends it again; a permanent one is acknowledged with a retry
+/// receipt queued for the sender, who sends the message again on a new session.
 enum DecryptFailure {
     Transient(String),
     Permanent(String),
+}
+
+/// What committing one inbound envelope writes besides the application's records.
+#[derive(Default)]
+struct Effects<'a> {
+    session: Option<SessionWrite>,
+    account: Option<AccountChange<'a>>,
+    /// Submissions to queue with it (its receipt, resends a peer asked for).
+    outbox: Vec<OutboxRow>,
+    /// False for a message acknowledged unread: a resend must not be taken for a duplicate.
+    unprocessed: bool,
 }
 
 impl Endpoint {
@@ -76,7 +91,9 @@ impl Endpoint {
                     meta,
                     reason: "envelope without content".into(),
                 };
-                self.commit(event, None, None, Vec::new(), app).await
+                self.commit(event, Effects::default(), Vec::new(), app)
+                    .await
+                    .map(drop)
             }
         }
     }
@@ -87,33 +104,140 @@ impl Endpoint {
         receipt: Receipt,
         app: &dyn Application,
     ) -> Result<(), ClientError> {
-        let mut ids = Vec::new();
+        let mut messages = Vec::new();
         for id in receipt.ids {
             // Only the recipient of a message may report on it.
             if let Some(record) = self.store.message(&self.owner, &id).await?
                 && record.direction == Direction::Outbound
                 && record.peer == meta.from
             {
-                ids.push(id);
+                messages.push(record);
             }
         }
-        let status = match receipt.status {
-            ReceiptStatus::Delivered => "delivered",
-            ReceiptStatus::Read => "read",
-        };
-        let records = ids
+        if receipt.status == ReceiptStatus::Retry {
+            return self.receive_retry(meta, messages, app).await;
+        }
+        let records = messages
             .iter()
-            .map(|id| AppRecord::Status {
-                id: id.clone(),
-                status: status.into(),
+            .map(|m| AppRecord::Status {
+                id: m.id.clone(),
+                status: receipt.status.as_str().into(),
+                announce: None,
             })
             .collect();
         let event = Inbound::Receipt {
             meta,
             status: receipt.status,
-            ids,
+            ids: messages.into_iter().map(|m| m.id).collect(),
         };
-        self.commit(event, None, None, records, app).await
+        self.commit(event, Effects::default(), records, app)
+            .await
+            .map(drop)
+    }
+
+    /// A peer device could not decrypt some of our messages: send each again on a new
+    /// session with that device (claiming one of its one-time keys), under the same id, in
+    /// the transaction that records the receipt, so a crash cannot lose the resend. After
+    /// [`MAX_RESENDS`] the message is recorded as failed, and the application reports it.
+    async fn receive_retry(
+        &self,
+        meta: InboundMeta,
+        messages: Vec<MessageRecord>,
+        app: &dyn Application,
+    ) -> Result<(), ClientError> {
+        let lock = self.session_lock(&meta.from, meta.from_device);
+        let _guard = lock.lock().await;
+        let mut resend = Vec::new();
+        let mut records = Vec::new();
+        for message in &messages {
+            let payload = self.open_body(message);
+            match payload {
+                Some(payload) if message.resends < MAX_RESENDS => resend.push((message, payload)),
+                _ => {
+                    tracing::warn!(id = %message.id, to = %meta.from, resends = message.resends, "a device still cannot decrypt this message; giving up");
+                    let settlement = Settlement {
+                        id: message.id.clone(),
+                        to: meta.from.clone(),
+                        outcome: Err(ProtocolError::new(
+                            ErrorCode::Undecryptable,
+                            format!(
+                                "the recipient's device could not decrypt the message, even after {} resends",
+                                message.resends
+                            ),
+                        )),
+                    };
+                    // The failure is announced only if it moves the message's status: not
+                    // after another device of the recipient reported it delivered.
+                    let mut announce = None;
+                    for record in app.settled(self, &settlement).await? {
+                        match record {
+                            AppRecord::Webhook(job) if announce.is_none() => announce = Some(job),
+                            other => records.push(other),
+                        }
+                    }
+                    records.push(AppRecord::Status {
+                        id: message.id.clone(),
+                        status: "failed".into(),
+                        announce,
+                    });
+                }
+            }
+        }
+        let mut effects = Effects::default();
+        let device = if resend.is_empty() {
+            None
+        } else {
+            match self.device_info(&meta.from, meta.from_device).await {
+                Ok(device) => Some(device),
+                Err(DecryptFailure::Transient(reason)) => {
+                    return Err(ClientError::Unexpected(format!(
+                        "retry receipt {} not processed yet: {reason}",
+                        meta.id
+                    )));
+                }
+                // The device is gone (or may not be reached): nobody is left to resend to.
+                Err(DecryptFailure::Permanent(reason)) => {
+                    tracing::warn!(to = %meta.from, device = %meta.from_device, %reason, "no resend to a device that cannot be reached");
+                    None
+                }
+            }
+        };
+        if let Some(device) = device {
+            let plaintexts: Vec<Zeroizing<Vec<u8>>> = resend
+                .iter()
+                .map(|(_, payload)| Zeroizing::new(payload.to_bytes()))
+                .collect();
+            let borrowed: Vec<&[u8]> = plaintexts.iter().map(|p| p.as_slice()).collect();
+            let mut encrypted = self
+                .encrypt_for(&meta.from, &[device], &borrowed, true)
+                .await?;
+            effects.session = encrypted.last_mut().and_then(|e| e.writes.pop());
+            for ((message, payload), encrypted) in resend.iter().zip(encrypted) {
+                tracing::info!(id = %message.id, to = %meta.from, device = %meta.from_device, attempt = message.resends + 1, "resending a message the device could not decrypt");
+                effects.outbox.push(self.outbox_row(
+                    payload,
+                    encrypted.copies,
+                    encrypted.marks,
+                    true,
+                    message.resends + 1,
+                ));
+                records.push(AppRecord::Resent {
+                    id: message.id.clone(),
+                });
+            }
+        }
+        let event = Inbound::Receipt {
+            meta,
+            status: ReceiptStatus::Retry,
+            ids: messages.into_iter().map(|m| m.id).collect(),
+        };
+        let queued = self.commit(event, effects, records, app).await?;
+        for row in &queued {
+            if let Err(e) = self.submit_queued(row, Some(app)).await {
+                tracing::debug!(id = %row.id, error = %e, "resend queued; the outbox will send it");
+            }
+        }
+        Ok(())
     }
 
     async fn receive_message(
@@ -154,9 +278,26 @@ impl Endpoint {
                 )));
             }
             Err(DecryptFailure::Permanent(reason)) => {
-                tracing::warn!(owner = %self.owner, from = %meta.from, %reason, "undecryptable message");
+                // Not marked processed: the sender will encrypt it again on a new session
+                // and send it under the same id, which must then be read, not skipped.
+                tracing::warn!(owner = %self.owner, from = %meta.from, id = %meta.id, %reason, "undecryptable message; asking the sender to send it again");
+                let retry = self.receipt_row(
+                    &meta.from,
+                    Receipt {
+                        status: ReceiptStatus::Retry,
+                        ids: vec![meta.id.clone()],
+                        session: pre_key_session_id(ciphertext),
+                    },
+                );
+                let effects = Effects {
+                    outbox: vec![retry],
+                    unprocessed: true,
+                    ..Effects::default()
+                };
                 let event = Inbound::Undecryptable { meta, reason };
-                return self.commit(event, None, None, Vec::new(), app).await;
+                let queued = self.commit(event, effects, Vec::new(), app).await?;
+                self.submit_receipts(&queued).await;
+                return Ok(());
             }
         };
         let header = Header {
@@ -180,7 +321,12 @@ impl Endpoint {
                 tracing::warn!(owner = %self.owner, from = %meta.from, %reason, "message refused");
                 let event = Inbound::Undecryptable { meta, reason };
                 // The session did advance: keep it, or the next message cannot be read.
-                return self.commit(event, session, account, Vec::new(), app).await;
+                let effects = Effects {
+                    session,
+                    account,
+                    ..Effects::default()
+                };
+                return self.commit(event, effects, Vec::new(), app).await.map(drop);
             }
         };
         let mut records = vec![AppRecord::Message(MessageRecord {
@@ -195,6 +341,7 @@ impl Endpoint {
                 &plaintext,
             ),
             status: "received".into(),
+            resends: 0,
         })];
         if let Some(name) = &payload.profile_name {
             records.push(AppRecord::Contact {
@@ -204,45 +351,80 @@ impl Endpoint {
                     .seal(&contact_aad(&self.owner, &meta.from), name.as_bytes()),
             });
         }
-        let (from, id) = (meta.from.clone(), meta.id.clone());
+        let from = meta.from.clone();
         let template = payload.header.template.clone();
-        self.commit(
-            Inbound::Message { meta, payload },
+        // Double ticks for the sender, queued with the message: sent until the relay takes
+        // it, so a `delivered` status is never lost to a crash or a dropped connection.
+        let delivered = self.receipt_row(
+            &from,
+            Receipt {
+                status: ReceiptStatus::Delivered,
+                ids: vec![meta.id.clone()],
+                session: None,
+            },
+        );
+        let effects = Effects {
             session,
             account,
-            records,
-            app,
-        )
-        .await?;
+            outbox: vec![delivered],
+            unprocessed: false,
+        };
+        let queued = self
+            .commit(Inbound::Message { meta, payload }, effects, records, app)
+            .await?;
         // Fetch the template's text now, while the relay is reachable, so the message still
         // renders when it is not; in the background, so the acknowledgement does not wait.
         if let Some(template) = &template {
             self.prefetch_template(&from, template);
         }
-        // Double ticks for the sender; if this is lost the message still arrived.
-        if let Err(e) = self
-            .send_receipt(&from, ReceiptStatus::Delivered, vec![id])
-            .await
-        {
-            tracing::debug!(error = %e, "delivered receipt not sent");
-        }
+        self.submit_receipts(&queued).await;
         Ok(())
     }
 
+    /// Hands receipts just committed to the relay; what it does not take now goes out with
+    /// the outbox.
+    async fn submit_receipts(&self, rows: &[OutboxRow]) {
+        for row in rows {
+            if let Err(e) = self.submit_queued(row, None).await {
+                tracing::debug!(id = %row.id, error = %e, "receipt queued; the outbox will send it");
+            }
+        }
+    }
+
+    /// Commits an envelope's effects and the application's records at once. Returns the
+    /// outbox rows it queued (none if it was a duplicate), for the caller to submit.
     async fn commit(
         &self,
         event: Inbound,
-        session: Option<SessionWrite>,
-        account: Option<AccountChange<'_>>,
+        effects: Effects<'_>,
         mut records: Vec<AppRecord>,
         app: &dyn Application,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Vec<OutboxRow>, ClientError> {
+        let Effects {
+            session,
+            account,
+            outbox,
+            unprocessed,
+        } = effects;
         let (account_sealed, mut resident) = match account {
             Some(change) => (Some(change.sealed), Some(change.resident)),
             None => (None, None),
         };
         let result = async {
-            records.extend(app.inbound(self, &event).await?);
+            let own = app.inbound(self, &event).await?;
+            // A status the application announces replaces the engine's bare one, so the
+            // announcement is queued exactly when the status moves.
+            records.retain(|r| match r {
+                AppRecord::Status {
+                    id,
+                    status,
+                    announce: None,
+                } => !own.iter().any(|o| {
+                    matches!(o, AppRecord::Status { id: i, status: s, .. } if i == id && s == status)
+                }),
+                _ => true,
+            });
+            records.extend(own);
             let meta = event.meta();
             let commit = InboundCommit {
                 owner: self.owner.clone(),
@@ -251,6 +433,8 @@ impl Endpoint {
                 account_sealed,
                 session,
                 records,
+                processed: !unprocessed,
+                outbox: outbox.clone(),
             };
             Ok::<_, ClientError>(self.store.commit_inbound(commit).await?)
         }
@@ -258,9 +442,9 @@ impl Endpoint {
         match result {
             Ok(InboundOutcome::Committed) => {
                 app.committed(self, &event);
-                Ok(())
+                Ok(outbox)
             }
-            Ok(InboundOutcome::Duplicate) => Ok(()),
+            Ok(InboundOutcome::Duplicate) => Ok(Vec::new()),
             Err(e) => {
                 // Creating the session consumed a one-time key in memory only: go back to the
                 // stored account, so the redelivered message finds its key again.
@@ -344,6 +528,15 @@ impl Endpoint {
         peer: &PhoneNumber,
         device: DeviceId,
     ) -> Result<String, DecryptFailure> {
+        Ok(self.device_info(peer, device).await?.curve25519)
+    }
+
+    /// A peer device's keys, from the relay's directory.
+    async fn device_info(
+        &self,
+        peer: &PhoneNumber,
+        device: DeviceId,
+    ) -> Result<DeviceInfo, DecryptFailure> {
         for refresh in [false, true] {
             let devices = match self.peer_devices(peer, refresh).await {
                 Ok(devices) => devices,
@@ -361,8 +554,8 @@ impl Endpoint {
                 }
                 Err(SendError::Client(e)) => return Err(DecryptFailure::Transient(e.to_string())),
             };
-            if let Some(found) = devices.iter().find(|d| d.device_id == device) {
-                return Ok(found.curve25519.clone());
+            if let Some(found) = devices.into_iter().find(|d| d.device_id == device) {
+                return Ok(found);
             }
         }
         Err(DecryptFailure::Permanent(format!(

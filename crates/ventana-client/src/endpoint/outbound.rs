@@ -6,6 +6,7 @@ use super::{
 };
 use crate::ClientError;
 use crate::link::LinkError;
+use std::collections::HashMap;
 use ventana_core::payload::{Content, Header, Payload};
 use ventana_core::protocol::{
     ClaimedKey, DeviceCopy, DeviceInfo, ErrorCode, Op, ProtocolError, Receipt, ReceiptStatus,
@@ -17,7 +18,7 @@ use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
 use ventana_crypto::PeerSession;
 use ventana_store::StoreError;
 use ventana_store::endpoint::{
-    AppRecord, Direction, MessageRecord, OutboundCommit, OutboxRow, SessionWrite,
+    AppRecord, Direction, MessageRecord, OutboundCommit, OutboxRow, SessionMark, SessionWrite,
 };
 
 /// A message to send: its id, recipient and content, and for a template the version it
@@ -35,6 +36,17 @@ pub struct Outgoing {
 const STALE_RETRIES: usize = 3;
 /// How often a send or receive is tried again after another node wrote the same session.
 pub(super) const CONFLICT_RETRIES: usize = 5;
+/// How often a message is sent again to a device that could not decrypt it, before the
+/// sender records it as failed.
+pub(super) const MAX_RESENDS: u32 = 3;
+
+/// One message encrypted for some devices of its recipient: the session states to commit,
+/// the copies, and where each copy stands in its session.
+pub(super) struct Encrypted {
+    pub(super) writes: Vec<SessionWrite>,
+    pub(super) copies: Vec<DeviceCopy>,
+    pub(super) marks: Vec<SessionMark>,
+}
 
 /// The relay's answer for one submission.
 pub(super) enum Submitted {
@@ -95,7 +107,7 @@ impl Endpoint {
             reply_to,
         };
         let _flight = self.begin_flight(&id);
-        match self.deliver(&payload, app, Caller::Waits).await? {
+        match self.deliver(&payload, app, Caller::Waits, false).await? {
             Submitted::Accepted(at) => Ok(Sent {
                 id,
                 accepted_at: Some(at),
@@ -110,18 +122,20 @@ impl Endpoint {
 
     /// Encrypts for the recipient's current devices and submits, again (under the same id,
     /// replacing the outbox row) while the relay answers that the device list is stale.
+    /// `resend`: the relay may have accepted this id already (see `Submission::resend`).
     async fn deliver(
         &self,
         payload: &Payload,
         app: &dyn Application,
         caller: Caller,
+        resend: bool,
     ) -> Result<Submitted, SendError> {
         let to = &payload.header.to;
         let mut refresh = false;
         for _ in 0..STALE_RETRIES {
             let devices = self.peer_devices(to, refresh).await?;
             let row = self
-                .encrypt_and_commit_retrying(to, &devices, payload)
+                .encrypt_and_commit_retrying(to, &devices, payload, resend)
                 .await?;
             match self.submit(&row, app, caller).await? {
                 Submitted::Refused(e) if e.code == ErrorCode::StaleDevices => {
@@ -136,7 +150,7 @@ impl Endpoint {
             "the recipient's devices keep changing",
         );
         Ok(self
-            .settle(&payload.header.id, to, Err(error), app, caller)
+            .settle(&payload.header.id, to, Err(error), app, caller, 0)
             .await?)
     }
 
@@ -147,10 +161,11 @@ impl Endpoint {
         to: &PhoneNumber,
         devices: &[DeviceInfo],
         payload: &Payload,
+        resend: bool,
     ) -> Result<OutboxRow, ClientError> {
         let mut attempt = 0;
         loop {
-            match self.encrypt_and_commit(to, devices, payload).await {
+            match self.encrypt_and_commit(to, devices, payload, resend).await {
                 Err(ClientError::Store(StoreError::Conflict(what)))
                     if attempt < CONFLICT_RETRIES =>
                 {
@@ -167,6 +182,7 @@ impl Endpoint {
         to: &PhoneNumber,
         devices: &[DeviceInfo],
         payload: &Payload,
+        resend: bool,
     ) -> Result<OutboxRow, ClientError> {
         let plaintext = zeroize::Zeroizing::new(payload.to_bytes());
         let mut ids: Vec<DeviceId> = devices.iter().map(|d| d.device_id).collect();
@@ -177,15 +193,65 @@ impl Endpoint {
         for l in &locks {
             guards.push(l.lock().await);
         }
+        let encrypted = self
+            .encrypt_for(to, devices, &[&plaintext], false)
+            .await?
+            .pop()
+            .ok_or_else(|| ClientError::Unexpected("nothing was encrypted".into()))?;
+        let id = payload.header.id.clone();
+        let now = UnixTime::now();
+        let row = self.outbox_row(payload, encrypted.copies, encrypted.marks, resend, 0);
+        let record = MessageRecord {
+            id: id.clone(),
+            direction: Direction::Outbound,
+            peer: to.clone(),
+            peer_device: None,
+            kind: payload.header.kind,
+            ts: now,
+            body_sealed: self
+                .sealer
+                .seal(&body_aad(&self.owner, &id, Direction::Outbound), &plaintext),
+            status: "accepted".into(),
+            resends: 0,
+        };
+        self.store
+            .commit_outbound(OutboundCommit {
+                owner: self.owner.clone(),
+                account_sealed: None,
+                sessions: encrypted.writes,
+                outbox: row.clone(),
+                // A re-encryption replaces only the outbox row; the history has the message.
+                records: vec![AppRecord::Message(record)],
+            })
+            .await?;
+        drop(guards);
+        Ok(row)
+    }
+
+    /// Encrypts each plaintext, in order, for each of `devices` (whose session locks the
+    /// caller holds): on the device's current session, or on a new one from a claimed
+    /// one-time key where it has none or `fresh` asks for one (a device that could not
+    /// decrypt). One [`Encrypted`] per plaintext; the session writes (the final states) are
+    /// in the last one.
+    pub(super) async fn encrypt_for(
+        &self,
+        to: &PhoneNumber,
+        devices: &[DeviceInfo],
+        plaintexts: &[&[u8]],
+        fresh: bool,
+    ) -> Result<Vec<Encrypted>, ClientError> {
         let mut current = Vec::with_capacity(devices.len());
         let mut without_session = Vec::new();
         for device in devices {
-            let record = self
-                .store
-                .sessions(&self.owner, to, device.device_id)
-                .await?
-                .into_iter()
-                .next();
+            let record = if fresh {
+                None
+            } else {
+                self.store
+                    .sessions(&self.owner, to, device.device_id)
+                    .await?
+                    .into_iter()
+                    .next()
+            };
             if record.is_none() {
                 without_session.push(device.device_id);
             }
@@ -198,8 +264,15 @@ impl Endpoint {
             self.claim(to, without_session).await?
         };
 
+        let mut out: Vec<Encrypted> = plaintexts
+            .iter()
+            .map(|_| Encrypted {
+                writes: Vec::new(),
+                copies: Vec::with_capacity(devices.len()),
+                marks: Vec::with_capacity(devices.len()),
+            })
+            .collect();
         let mut writes = Vec::with_capacity(devices.len());
-        let mut copies = Vec::with_capacity(devices.len());
         for (device, record) in current {
             let (mut session, expected) = match record {
                 Some(record) => {
@@ -229,8 +302,20 @@ impl Endpoint {
                     (self.account.lock().await.outbound_session(key)?, None)
                 }
             };
-            let ciphertext = session.encrypt(&plaintext)?;
             let session_id = session.id();
+            // The version this commit writes: one past the one read, or 1 for a new session.
+            let version = expected.map_or(1, |v| v + 1);
+            for (plaintext, encrypted) in plaintexts.iter().zip(out.iter_mut()) {
+                encrypted.copies.push(DeviceCopy {
+                    device: device.device_id,
+                    ciphertext: session.encrypt(plaintext)?,
+                });
+                encrypted.marks.push(SessionMark {
+                    peer_device: device.device_id,
+                    session_id: session_id.clone(),
+                    version,
+                });
+            }
             let aad = session_aad(&self.owner, to, device.device_id, &session_id);
             writes.push(SessionWrite {
                 peer: to.clone(),
@@ -239,55 +324,66 @@ impl Endpoint {
                 sealed: session.seal(&self.sealer, &aad),
                 expected_version: expected,
             });
-            copies.push(DeviceCopy {
-                device: device.device_id,
-                ciphertext,
-            });
         }
-        let id = payload.header.id.clone();
+        if let Some(last) = out.last_mut() {
+            last.writes = writes;
+        }
+        Ok(out)
+    }
+
+    /// The outbox row of one encryption of `payload`.
+    pub(super) fn outbox_row(
+        &self,
+        payload: &Payload,
+        copies: Vec<DeviceCopy>,
+        sessions: Vec<SessionMark>,
+        resend: bool,
+        attempt: u32,
+    ) -> OutboxRow {
         let submission = Submission {
-            id: id.clone(),
-            to: to.clone(),
+            id: payload.header.id.clone(),
+            to: payload.header.to.clone(),
             kind: payload.header.kind,
             template: payload.header.template.clone(),
             copies,
             receipt: None,
+            resend,
         };
-        let now = UnixTime::now();
-        let row = OutboxRow {
+        OutboxRow {
+            id: payload.header.id.clone(),
+            to: payload.header.to.clone(),
+            submission: serde_json::to_vec(&submission).unwrap_or_default(),
+            created_at: UnixTime::now(),
+            sessions,
+            attempt,
+        }
+    }
+
+    /// The outbox row of a receipt, under an id of its own.
+    pub(super) fn receipt_row(&self, to: &PhoneNumber, receipt: Receipt) -> OutboxRow {
+        let id = MessageId::generate();
+        let submission = Submission {
             id: id.clone(),
             to: to.clone(),
+            kind: EnvelopeKind::Receipt,
+            template: None,
+            copies: Vec::new(),
+            receipt: Some(receipt),
+            resend: false,
+        };
+        OutboxRow {
+            id,
+            to: to.clone(),
             submission: serde_json::to_vec(&submission).unwrap_or_default(),
-            created_at: now,
-        };
-        let record = MessageRecord {
-            id: id.clone(),
-            direction: Direction::Outbound,
-            peer: to.clone(),
-            peer_device: None,
-            kind: payload.header.kind,
-            ts: now,
-            body_sealed: self
-                .sealer
-                .seal(&body_aad(&self.owner, &id, Direction::Outbound), &plaintext),
-            status: "accepted".into(),
-        };
-        self.store
-            .commit_outbound(OutboundCommit {
-                owner: self.owner.clone(),
-                account_sealed: None,
-                sessions: writes,
-                outbox: row.clone(),
-                records: vec![AppRecord::Message(record)],
-            })
-            .await?;
-        drop(guards);
-        Ok(row)
+            created_at: UnixTime::now(),
+            sessions: Vec::new(),
+            attempt: 0,
+        }
     }
 
     /// Hands a committed outbox row to the relay. A final answer settles the row, except
     /// `stale_devices`, which leaves it for the caller to encrypt again.
-    async fn submit(
+    pub(super) async fn submit(
         &self,
         row: &OutboxRow,
         app: &dyn Application,
@@ -295,6 +391,9 @@ impl Endpoint {
     ) -> Result<Submitted, ClientError> {
         let submission: Submission = serde_json::from_slice(&row.submission)
             .map_err(|e| ClientError::Unexpected(format!("unreadable outbox row: {e}")))?;
+        if submission.kind == EnvelopeKind::Receipt {
+            return self.submit_receipt(row, submission).await;
+        }
         let outcome = match self.link.request(Op::Send(submission), SUBMIT_WAIT).await {
             Ok(Reply::Sent { accepted_at }) => Ok(accepted_at),
             Err(LinkError::Refused(e)) if e.code == ErrorCode::StaleDevices => {
@@ -307,11 +406,35 @@ impl Endpoint {
             }
             Err(_) => return Ok(Submitted::Pending),
         };
-        self.settle(&row.id, &row.to, outcome, app, caller).await
+        self.settle(&row.id, &row.to, outcome, app, caller, row.attempt)
+            .await
+    }
+
+    /// Hands a queued receipt to the relay. A receipt only has to reach it: accepted, or
+    /// refused (the peer blocked us, or is gone) and dropped, it is settled either way.
+    async fn submit_receipt(
+        &self,
+        row: &OutboxRow,
+        submission: Submission,
+    ) -> Result<Submitted, ClientError> {
+        let submitted = match self.link.request(Op::Send(submission), SUBMIT_WAIT).await {
+            Ok(Reply::Sent { accepted_at }) => Submitted::Accepted(accepted_at),
+            Err(LinkError::Refused(e)) => {
+                tracing::debug!(id = %row.id, error = %e, "a receipt was refused");
+                Submitted::Refused(e)
+            }
+            Ok(_) | Err(_) => return Ok(Submitted::Pending),
+        };
+        self.store
+            .settle_outbox(&self.owner, &row.id, Vec::new())
+            .await?;
+        Ok(submitted)
     }
 
     /// Records the relay's final answer: the message's status, the application's effects,
-    /// and the outbox row gone, in one transaction.
+    /// and the outbox row gone, in one transaction. Only a message's first settlement
+    /// (`attempt` 0, its row still there) reports anything: a resend a device asked for was
+    /// accepted long ago, and an answer settled before was reported then.
     async fn settle(
         &self,
         id: &MessageId,
@@ -319,35 +442,44 @@ impl Endpoint {
         outcome: Result<UnixTime, ProtocolError>,
         app: &dyn Application,
         caller: Caller,
+        attempt: u32,
     ) -> Result<Submitted, ClientError> {
         let settlement = Settlement {
             id: id.clone(),
             to: to.clone(),
             outcome,
         };
-        let status = if settlement.outcome.is_ok() {
-            "sent"
-        } else {
-            "failed"
-        };
-        let mut records = vec![AppRecord::Status {
-            id: id.clone(),
-            status: status.into(),
-        }];
-        // A refusal the caller is waiting for is its answer; the application hears only of
-        // acceptances and of refusals nobody was waiting for (a retry after a restart).
-        if settlement.outcome.is_ok() || caller == Caller::Background {
-            match app.settled(self, &settlement).await {
-                Ok(more) => records.extend(more),
-                Err(e) => {
-                    // Settled later, by the retry, when the application can take it.
-                    tracing::warn!(%id, error = %e, "settlement postponed");
-                    return Ok(Submitted::Pending);
+        let mut records = Vec::new();
+        if attempt == 0 {
+            let status = if settlement.outcome.is_ok() {
+                "sent"
+            } else {
+                "failed"
+            };
+            records.push(AppRecord::Status {
+                id: id.clone(),
+                status: status.into(),
+                announce: None,
+            });
+            // A refusal the caller is waiting for is its answer; the application hears only
+            // of acceptances and of refusals nobody was waiting for (a retry after a restart).
+            if settlement.outcome.is_ok() || caller == Caller::Background {
+                match app.settled(self, &settlement).await {
+                    Ok(more) => records.extend(more),
+                    Err(e) => {
+                        // Settled later, by the retry, when the application can take it.
+                        tracing::warn!(%id, error = %e, "settlement postponed");
+                        return Ok(Submitted::Pending);
+                    }
                 }
             }
+        } else if let Err(e) = &settlement.outcome {
+            tracing::warn!(%id, attempt, error = %e, "a resend was refused");
         }
-        self.store.settle_outbox(&self.owner, id, records).await?;
-        app.settle_committed(self, &settlement);
+        let first = self.store.settle_outbox(&self.owner, id, records).await?;
+        if first && attempt == 0 {
+            app.settle_committed(self, &settlement);
+        }
         Ok(match settlement.outcome {
             Ok(at) => Submitted::Accepted(at),
             Err(e) => Submitted::Refused(e),
@@ -357,13 +489,31 @@ impl Endpoint {
     /// Resubmits unsettled outbox rows, oldest first (after a reconnect or a restart, and
     /// periodically). With `min_age`, only rows at least that old: younger ones may still
     /// have a sender waiting for them.
+    ///
+    /// A message row whose session another writer moved past since it was committed (another
+    /// node sent or received on it while this row waited, say because the node that
+    /// committed it died before sending) is not sent as it is: by now the recipient's ratchet
+    /// may have dropped the keys for it. It is encrypted again from the sealed history, under
+    /// the same id, as a resend (the relay may have accepted the first ciphertext).
     pub async fn flush_outbox(
         &self,
         app: &dyn Application,
         min_age: Option<std::time::Duration>,
     ) -> Result<(), ClientError> {
         let now = UnixTime::now();
-        for row in self.store.outbox(&self.owner).await? {
+        let rows = self.store.outbox(&self.owner).await?;
+        // Writes this outbox itself will explain: the last version of each session that a
+        // queued row was encrypted at. Rows queued one after another on one session are in
+        // order, so only a write beyond the last of them moves a row's session on.
+        let mut queued: HashMap<(PhoneNumber, DeviceId, String), i64> = HashMap::new();
+        for row in &rows {
+            for mark in &row.sessions {
+                let key = (row.to.clone(), mark.peer_device, mark.session_id.clone());
+                let last = queued.entry(key).or_insert(mark.version);
+                *last = (*last).max(mark.version);
+            }
+        }
+        for row in rows {
             if let Some(age) = min_age
                 && row.created_at.0 > now.0 - age.as_secs() as i64
             {
@@ -372,10 +522,15 @@ impl Endpoint {
             let Some(_flight) = self.begin_flight(&row.id) else {
                 continue;
             };
+            if row.attempt == 0 && self.moved_on(&row, &queued).await? {
+                tracing::info!(id = %row.id, to = %row.to, "session moved on since this message was encrypted; encrypting it again");
+                self.reencrypt(&row, app, true).await?;
+                continue;
+            }
             match self.submit(&row, app, Caller::Background).await? {
                 Submitted::Pending => break,
                 Submitted::Refused(e) if e.code == ErrorCode::StaleDevices => {
-                    self.reencrypt(&row, app).await?
+                    self.reencrypt(&row, app, false).await?
                 }
                 Submitted::Accepted(_) | Submitted::Refused(_) => {}
             }
@@ -383,21 +538,57 @@ impl Endpoint {
         Ok(())
     }
 
-    /// The recipient's devices changed while the row waited: encrypt the message again from
-    /// the history for the current devices (the earlier ciphertext was never accepted).
-    async fn reencrypt(&self, row: &OutboxRow, app: &dyn Application) -> Result<(), ClientError> {
+    /// Whether a session a row's copy was encrypted on has been written since by anything
+    /// but the rows queued after it (`queued`: the last version each session's queued rows
+    /// reached).
+    async fn moved_on(
+        &self,
+        row: &OutboxRow,
+        queued: &HashMap<(PhoneNumber, DeviceId, String), i64>,
+    ) -> Result<bool, ClientError> {
+        for mark in &row.sessions {
+            let sessions = self
+                .store
+                .sessions(&self.owner, &row.to, mark.peer_device)
+                .await?;
+            let key = (row.to.clone(), mark.peer_device, mark.session_id.clone());
+            let last_queued = queued.get(&key).copied().unwrap_or(mark.version);
+            let current = sessions
+                .iter()
+                .find(|s| s.session_id == mark.session_id)
+                .map(|s| s.version);
+            if current != Some(last_queued) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Encrypts a row's message again from the history for the recipient's current devices,
+    /// under the same id: its devices changed while it waited (`resend` false: the earlier
+    /// ciphertext was never accepted), or its session moved on (`resend` true: it may have
+    /// been).
+    async fn reencrypt(
+        &self,
+        row: &OutboxRow,
+        app: &dyn Application,
+        resend: bool,
+    ) -> Result<(), ClientError> {
         let record = self.store.message(&self.owner, &row.id).await?;
         let Some(payload) = record.as_ref().and_then(|r| self.open_body(r)) else {
             let error = ProtocolError::new(
                 ErrorCode::Internal,
                 "the message is no longer in the history",
             );
-            self.settle(&row.id, &row.to, Err(error), app, Caller::Background)
+            self.settle(&row.id, &row.to, Err(error), app, Caller::Background, 0)
                 .await?;
             return Ok(());
         };
         lock(&self.peers).remove(&row.to);
-        let refusal = match self.deliver(&payload, app, Caller::Background).await {
+        let refusal = match self
+            .deliver(&payload, app, Caller::Background, resend)
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(SendError::Refused(e)) => e,
             Err(SendError::UnknownRecipient(to)) => ProtocolError::new(
@@ -406,7 +597,7 @@ impl Endpoint {
             ),
             Err(SendError::Client(e)) => return Err(e),
         };
-        self.settle(&row.id, &row.to, Err(refusal), app, Caller::Background)
+        self.settle(&row.id, &row.to, Err(refusal), app, Caller::Background, 0)
             .await?;
         Ok(())
     }
@@ -426,22 +617,56 @@ impl Endpoint {
         }
     }
 
-    /// Sends a delivered or read receipt for messages received from `to`.
+    /// Sends a delivered or read receipt for messages received from `to`. It is queued
+    /// durably first: if the relay does not answer now, it goes out with the outbox.
     pub async fn send_receipt(
         &self,
         to: &PhoneNumber,
         status: ReceiptStatus,
         ids: Vec<MessageId>,
     ) -> Result<(), SendError> {
-        let submission = Submission {
-            id: MessageId::generate(),
-            to: to.clone(),
-            kind: EnvelopeKind::Receipt,
-            template: None,
-            copies: Vec::new(),
-            receipt: Some(Receipt { status, ids }),
+        let row = self.receipt_row(
+            to,
+            Receipt {
+                status,
+                ids,
+                session: None,
+            },
+        );
+        self.store
+            .commit_outbound(OutboundCommit {
+                owner: self.owner.clone(),
+                account_sealed: None,
+                sessions: Vec::new(),
+                outbox: row.clone(),
+                records: Vec::new(),
+            })
+            .await
+            .map_err(ClientError::from)?;
+        match self.submit_queued(&row, None).await? {
+            Submitted::Refused(e) => Err(SendError::Refused(e)),
+            Submitted::Accepted(_) | Submitted::Pending => Ok(()),
+        }
+    }
+
+    /// Submits a row just queued (a receipt; a resend, which needs `app`), unless the retry
+    /// loop has it. Whatever is not answered now goes out with the outbox.
+    pub(super) async fn submit_queued(
+        &self,
+        row: &OutboxRow,
+        app: Option<&dyn Application>,
+    ) -> Result<Submitted, ClientError> {
+        let Some(_flight) = self.begin_flight(&row.id) else {
+            return Ok(Submitted::Pending);
         };
-        self.simple_request(Op::Send(submission)).await
+        match app {
+            Some(app) => self.submit(row, app, Caller::Background).await,
+            None => {
+                let submission: Submission = serde_json::from_slice(&row.submission)
+                    .map_err(|e| ClientError::Unexpected(format!("unreadable outbox row: {e}")))?;
+                self.submit_receipt(row, submission).await
+            }
+        }
     }
 
     /// Blocks or unblocks a business (users only).

@@ -8,7 +8,7 @@ use super::db::{
 };
 use crate::endpoint::{
     AppRecord, Direction, EndpointStore, IdentityRecord, InboundCommit, InboundOutcome,
-    MessageRecord, OutboundCommit, OutboxRow, SessionRecord, SessionWrite,
+    MessageRecord, OutboundCommit, OutboxRow, SessionMark, SessionRecord, SessionWrite,
 };
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -29,6 +29,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0003_templates_schedules",
         sql: include_str!("../../migrations/postgres/endpoint/0003_templates_schedules.sql"),
+    },
+    Migration {
+        name: "0004_resends",
+        sql: include_str!("../../migrations/postgres/endpoint/0004_resends.sql"),
     },
 ];
 
@@ -156,21 +160,7 @@ impl EndpointStore for PgEndpointStore {
             for session in &commit.sessions {
                 write_session(tx, owner, session).await?;
             }
-            let row = &commit.outbox;
-            execute(
-                tx,
-                "INSERT INTO outbox (owner, id, recipient, submission, created_at)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (owner, id) DO UPDATE SET submission = excluded.submission",
-                &[
-                    &owner.digits(),
-                    &row.id.as_str(),
-                    &row.to.digits(),
-                    &row.submission,
-                    &row.created_at.0,
-                ],
-            )
-            .await?;
+            queue_outbox(tx, owner, &commit.outbox).await?;
             apply(tx, owner, &commit.records).await
         })
     }
@@ -180,18 +170,22 @@ impl EndpointStore for PgEndpointStore {
             .read(async |c| {
                 let rows = query(
                     c,
-                    "SELECT id, recipient, submission, created_at FROM outbox WHERE owner = $1
-                     ORDER BY created_at, written",
+                    "SELECT id, recipient, submission, created_at, sessions, attempt FROM outbox
+                     WHERE owner = $1 ORDER BY created_at, written",
                     &[&owner.digits()],
                 )
                 .await?;
                 rows.iter()
                     .map(|row| {
+                        let attempt: i64 = get(row, 5)?;
                         Ok(OutboxRow {
                             id: parsed(row, 0)?,
                             to: parsed(row, 1)?,
                             submission: get(row, 2)?,
                             created_at: time(row, 3)?,
+                            sessions: named(row, 4, SessionMark::decode_all)?,
+                            attempt: u32::try_from(attempt)
+                                .map_err(|_| backend(format!("outbox attempt {attempt}")))?,
                         })
                     })
                     .collect()
@@ -204,17 +198,20 @@ impl EndpointStore for PgEndpointStore {
         owner: &PhoneNumber,
         id: &MessageId,
         records: Vec<AppRecord>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         transaction!(self.db, |tx| {
-            // A row already gone means this answer was settled before; the records are
-            // idempotent, so applying them again is harmless.
-            execute(
+            // A row already gone means this answer was settled before, with its records.
+            let settled = execute(
                 tx,
                 "DELETE FROM outbox WHERE owner = $1 AND id = $2",
                 &[&owner.digits(), &id.as_str()],
             )
-            .await?;
-            apply(tx, owner, &records).await
+            .await?
+                == 1;
+            if settled {
+                apply(tx, owner, &records).await?;
+            }
+            Ok(settled)
         })
     }
 
@@ -243,21 +240,26 @@ impl EndpointStore for PgEndpointStore {
             let owner = &commit.owner;
             // Of two nodes processing one envelope at once, the second waits here for the
             // first: it inserts if the first rolled back, and finds the marker otherwise.
-            let first_time = execute(
-                tx,
-                "INSERT INTO processed (owner, sender, id, processed_at) VALUES ($1, $2, $3, $4)
+            let first_time = !commit.processed
+                || execute(
+                    tx,
+                    "INSERT INTO processed (owner, sender, id, processed_at)
+                     VALUES ($1, $2, $3, $4)
                      ON CONFLICT DO NOTHING",
-                &[
-                    &owner.digits(),
-                    &commit.from.digits(),
-                    &commit.id.as_str(),
-                    &UnixTime::now().0,
-                ],
-            )
-            .await?
-                == 1;
+                    &[
+                        &owner.digits(),
+                        &commit.from.digits(),
+                        &commit.id.as_str(),
+                        &UnixTime::now().0,
+                    ],
+                )
+                .await?
+                    == 1;
             if !first_time {
                 return Ok(InboundOutcome::Duplicate);
+            }
+            for row in &commit.outbox {
+                queue_outbox(tx, owner, row).await?;
             }
             if let Some(account_sealed) = &commit.account_sealed {
                 save_account(tx, owner, account_sealed).await?;
@@ -281,7 +283,7 @@ impl EndpointStore for PgEndpointStore {
                 // only have learnt from us; the earlier row is then the genuine one.
                 let row = query_opt(
                     c,
-                    "SELECT id, direction, peer, peer_device, kind, ts, body_sealed, status
+                    "SELECT id, direction, peer, peer_device, kind, ts, body_sealed, status, resends
                      FROM messages WHERE owner = $1 AND id = $2 ORDER BY written LIMIT 1",
                     &[&owner.digits(), &id.as_str()],
                 )
@@ -296,7 +298,7 @@ impl EndpointStore for PgEndpointStore {
             .read(async |c| {
                 let rows = query(
                     c,
-                    "SELECT id, direction, peer, peer_device, kind, ts, body_sealed, status FROM (
+                    "SELECT id, direction, peer, peer_device, kind, ts, body_sealed, status, resends FROM (
                          SELECT * FROM messages WHERE owner = $1
                          ORDER BY ts DESC, written DESC LIMIT $2
                      ) AS latest ORDER BY ts, written",
@@ -386,6 +388,35 @@ impl EndpointStore for PgEndpointStore {
             Ok(())
         })
     }
+}
+
+/// Queues an outbox row. A row with the same id is replaced (its earlier ciphertext was never
+/// accepted, or is being encrypted again), keeping the lowest attempt: a first send that was
+/// not settled yet still announces itself when it is.
+async fn queue_outbox(
+    tx: &impl GenericClient,
+    owner: &PhoneNumber,
+    row: &OutboxRow,
+) -> TxResult<()> {
+    execute(
+        tx,
+        "INSERT INTO outbox (owner, id, recipient, submission, created_at, sessions, attempt)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (owner, id) DO UPDATE
+         SET submission = excluded.submission, sessions = excluded.sessions,
+             attempt = least(outbox.attempt, excluded.attempt)",
+        &[
+            &owner.digits(),
+            &row.id.as_str(),
+            &row.to.digits(),
+            &row.submission,
+            &row.created_at.0,
+            &SessionMark::encode_all(&row.sessions),
+            &i64::from(row.attempt),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn save_account(
@@ -507,7 +538,26 @@ async fn apply(
                 )
                 .await?;
             }
-            AppRecord::Status { id, status } => advance_status(tx, owner, id, status).await?,
+            AppRecord::Status {
+                id,
+                status,
+                announce,
+            } => {
+                if advance_status(tx, owner, id, status).await?
+                    && let Some(job) = announce
+                {
+                    super::gateway::queue_webhook(tx, job).await?;
+                }
+            }
+            AppRecord::Resent { id } => {
+                execute(
+                    tx,
+                    "UPDATE messages SET resends = resends + 1
+                     WHERE owner = $1 AND id = $2 AND direction = 'out'",
+                    &[&owner.digits(), &id.as_str()],
+                )
+                .await?;
+            }
             AppRecord::Webhook(job) => super::gateway::queue_webhook(tx, job).await?,
             AppRecord::Contact {
                 peer,
@@ -533,7 +583,8 @@ async fn apply(
     Ok(())
 }
 
-/// Moves the message (either direction) to `status` if that is a step forward. The rank is
+/// Moves the message (either direction) to `status` if that is a step forward; true if it
+/// moved. The rank is
 /// compared in the `UPDATE`: two nodes moving one message at once cannot move it backwards,
 /// as the second waits for the first's row lock and then compares with its status.
 async fn advance_status(
@@ -541,10 +592,10 @@ async fn advance_status(
     owner: &PhoneNumber,
     id: &MessageId,
     status: &str,
-) -> TxResult<()> {
+) -> TxResult<bool> {
     let rank =
         status_rank(status).ok_or_else(|| backend(format!("unknown message status {status:?}")))?;
-    execute(
+    let moved = execute(
         tx,
         "UPDATE messages SET status = $3
          WHERE owner = $1 AND id = $2
@@ -557,7 +608,7 @@ async fn advance_status(
         &[&owner.digits(), &id.as_str(), &status, &rank],
     )
     .await?;
-    Ok(())
+    Ok(moved > 0)
 }
 
 fn message_from_row(row: &Row) -> TxResult<MessageRecord> {
@@ -574,6 +625,10 @@ fn message_from_row(row: &Row) -> TxResult<MessageRecord> {
         ts: time(row, 5)?,
         body_sealed: get(row, 6)?,
         status: get(row, 7)?,
+        resends: {
+            let resends: i64 = get(row, 8)?;
+            u32::try_from(resends).map_err(|_| backend(format!("resends {resends}")))?
+        },
     })
 }
 

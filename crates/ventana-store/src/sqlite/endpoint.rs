@@ -5,7 +5,7 @@ use super::db::{Db, Migration, TxResult, backend, conflict, named, parsed};
 use crate::StoreResult;
 use crate::endpoint::{
     AppRecord, Direction, EndpointStore, IdentityRecord, InboundCommit, InboundOutcome,
-    MessageRecord, OutboundCommit, OutboxRow, SessionRecord, SessionWrite,
+    MessageRecord, OutboundCommit, OutboxRow, SessionMark, SessionRecord, SessionWrite,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -25,6 +25,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0003_templates_schedules",
         sql: include_str!("../../migrations/sqlite/endpoint/0003_templates_schedules.sql"),
+    },
+    Migration {
+        name: "0004_resends",
+        sql: include_str!("../../migrations/sqlite/endpoint/0004_resends.sql"),
     },
 ];
 
@@ -139,14 +143,7 @@ impl EndpointStore for SqliteEndpointStore {
                 for session in &commit.sessions {
                     write_session(tx, owner, session)?;
                 }
-                let row = &commit.outbox;
-                tx.prepare_cached(
-                    "INSERT INTO outbox (owner, id, recipient, submission, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (owner, id) DO UPDATE SET submission = excluded.submission",
-                )?
-                .execute(
-                    params![owner.digits(), row.id.as_str(), row.to.digits(), row.submission, row.created_at.0],
-                )?;
+                queue_outbox(tx, owner, &commit.outbox)?;
                 apply(tx, owner, &commit.records)
             })
             .await
@@ -157,8 +154,8 @@ impl EndpointStore for SqliteEndpointStore {
         self.db
             .read_blocking(move |tx| {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT id, recipient, submission, created_at FROM outbox WHERE owner = ?1
-                     ORDER BY created_at, rowid",
+                    "SELECT id, recipient, submission, created_at, sessions, attempt FROM outbox
+                     WHERE owner = ?1 ORDER BY created_at, rowid",
                 )?;
                 let rows = stmt.query_map([owner.digits()], |row| {
                     Ok(OutboxRow {
@@ -166,6 +163,8 @@ impl EndpointStore for SqliteEndpointStore {
                         to: parsed(row, 1)?,
                         submission: row.get(2)?,
                         created_at: UnixTime(row.get(3)?),
+                        sessions: named(row, 4, SessionMark::decode_all)?,
+                        attempt: row.get(5)?,
                     })
                 })?;
                 Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -178,15 +177,19 @@ impl EndpointStore for SqliteEndpointStore {
         owner: &PhoneNumber,
         id: &MessageId,
         records: Vec<AppRecord>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let (owner, id) = (owner.clone(), id.clone());
         self.db
             .write(move |tx| {
-                // A row already gone means this answer was settled before; the records are
-                // idempotent, so applying them again is harmless.
-                tx.prepare_cached("DELETE FROM outbox WHERE owner = ?1 AND id = ?2")?
-                    .execute(params![owner.digits(), id.as_str()])?;
-                apply(tx, &owner, &records)
+                // A row already gone means this answer was settled before, with its records.
+                let settled = tx
+                    .prepare_cached("DELETE FROM outbox WHERE owner = ?1 AND id = ?2")?
+                    .execute(params![owner.digits(), id.as_str()])?
+                    == 1;
+                if settled {
+                    apply(tx, &owner, &records)?;
+                }
+                Ok(settled)
             })
             .await
     }
@@ -213,16 +216,24 @@ impl EndpointStore for SqliteEndpointStore {
         self.db
             .write(move |tx| {
                 let owner = &commit.owner;
-                let first_time = tx
-                    .prepare_cached(
-                        "INSERT INTO processed (owner, sender, id, processed_at) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT DO NOTHING",
-                    )?
-                    .execute(
-                        params![owner.digits(), commit.from.digits(), commit.id.as_str(), UnixTime::now().0],
-                    )? == 1;
+                let first_time = !commit.processed
+                    || tx
+                        .prepare_cached(
+                            "INSERT INTO processed (owner, sender, id, processed_at) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT DO NOTHING",
+                        )?
+                        .execute(params![
+                            owner.digits(),
+                            commit.from.digits(),
+                            commit.id.as_str(),
+                            UnixTime::now().0
+                        ])?
+                        == 1;
                 if !first_time {
                     return Ok(InboundOutcome::Duplicate);
+                }
+                for row in &commit.outbox {
+                    queue_outbox(tx, owner, row)?;
                 }
                 if let Some(account_sealed) = &commit.account_sealed {
                     save_account(tx, owner, account_sealed)?;
@@ -248,7 +259,7 @@ impl EndpointStore for SqliteEndpointStore {
                 // only have learnt from us; the earlier row is then the genuine one.
                 Ok(tx
                     .prepare_cached(
-                        "SELECT id, direction, peer, peer_device, kind, ts, body_sealed, status
+                        "SELECT id, direction, peer, peer_device, kind, ts, body_sealed, status, resends
                          FROM messages WHERE owner = ?1 AND id = ?2 ORDER BY rowid LIMIT 1",
                     )?
                     .query_row(params![owner.digits(), id.as_str()], message_from_row)
@@ -262,7 +273,7 @@ impl EndpointStore for SqliteEndpointStore {
         self.db
             .read(move |tx| {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT id, direction, peer, peer_device, kind, ts, body_sealed, status FROM (
+                    "SELECT id, direction, peer, peer_device, kind, ts, body_sealed, status, resends FROM (
                          SELECT *, rowid AS written FROM messages WHERE owner = ?1
                          ORDER BY ts DESC, written DESC LIMIT ?2
                      ) ORDER BY ts, written",
@@ -347,6 +358,29 @@ impl EndpointStore for SqliteEndpointStore {
             })
             .await
     }
+}
+
+/// Queues an outbox row. A row with the same id is replaced (its earlier ciphertext was never
+/// accepted, or is being encrypted again), keeping the lowest attempt: a first send that was
+/// not settled yet still announces itself when it is.
+fn queue_outbox(tx: &Connection, owner: &PhoneNumber, row: &OutboxRow) -> TxResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO outbox (owner, id, recipient, submission, created_at, sessions, attempt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (owner, id) DO UPDATE
+         SET submission = excluded.submission, sessions = excluded.sessions,
+             attempt = min(outbox.attempt, excluded.attempt)",
+    )?
+    .execute(params![
+        owner.digits(),
+        row.id.as_str(),
+        row.to.digits(),
+        row.submission,
+        row.created_at.0,
+        SessionMark::encode_all(&row.sessions),
+        row.attempt,
+    ])?;
+    Ok(())
 }
 
 fn save_account(tx: &Connection, owner: &PhoneNumber, account_sealed: &[u8]) -> TxResult<()> {
@@ -434,7 +468,24 @@ fn apply(tx: &Connection, owner: &PhoneNumber, records: &[AppRecord]) -> TxResul
                     m.status,
                 ])?;
             }
-            AppRecord::Status { id, status } => advance_status(tx, owner, id, status)?,
+            AppRecord::Status {
+                id,
+                status,
+                announce,
+            } => {
+                if advance_status(tx, owner, id, status)?
+                    && let Some(job) = announce
+                {
+                    super::gateway::queue_webhook(tx, job)?;
+                }
+            }
+            AppRecord::Resent { id } => {
+                tx.prepare_cached(
+                    "UPDATE messages SET resends = resends + 1
+                     WHERE owner = ?1 AND id = ?2 AND direction = 'out'",
+                )?
+                .execute(params![owner.digits(), id.as_str()])?;
+            }
             AppRecord::Webhook(job) => super::gateway::queue_webhook(tx, job)?,
             AppRecord::Contact {
                 peer,
@@ -457,9 +508,10 @@ fn advance_status(
     owner: &PhoneNumber,
     id: &MessageId,
     status: &str,
-) -> TxResult<()> {
+) -> TxResult<bool> {
     let rank =
         status_rank(status).ok_or_else(|| backend(format!("unknown message status {status:?}")))?;
+    let mut advanced = false;
     let rows: Vec<(String, String)> = tx
         .prepare_cached("SELECT direction, status FROM messages WHERE owner = ?1 AND id = ?2")?
         .query_map(params![owner.digits(), id.as_str()], |row| {
@@ -472,9 +524,10 @@ fn advance_status(
                 "UPDATE messages SET status = ?4 WHERE owner = ?1 AND id = ?2 AND direction = ?3",
             )?
             .execute(params![owner.digits(), id.as_str(), direction, status])?;
+            advanced = true;
         }
     }
-    Ok(())
+    Ok(advanced)
 }
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
@@ -487,6 +540,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         ts: UnixTime(row.get(5)?),
         body_sealed: row.get(6)?,
         status: row.get(7)?,
+        resends: row.get(8)?,
     })
 }
 

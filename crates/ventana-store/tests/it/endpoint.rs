@@ -13,9 +13,11 @@ use ventana_store::{EndpointStore, GatewayStore, StoreError};
 
 mod gateway;
 mod nodes;
+mod resends;
 mod sessions;
 
 use gateway::*;
+use resends::*;
 use sessions::*;
 
 /// Every endpoint and gateway case against one backend.
@@ -44,6 +46,10 @@ macro_rules! endpoint_cases {
                 webhooks_are_leased_oldest_first_to_one_node_at_a_time,
                 an_endpoint_is_owned_by_one_node_until_its_lease_runs_out,
                 a_cached_template_version_is_kept_as_first_written,
+                an_outbox_row_keeps_its_session_marks_and_attempt,
+                an_envelope_acknowledged_unread_is_not_taken_for_a_duplicate,
+                a_resend_is_counted_on_the_message,
+                a_status_is_announced_only_when_it_moves,
             ]
         );
     };
@@ -89,6 +95,7 @@ fn message(n: u32, direction: Direction, ts: i64, status: &str) -> MessageRecord
         ts: UnixTime(ts),
         body_sealed: format!("body {n}").into_bytes(),
         status: status.into(),
+        resends: 0,
     }
 }
 
@@ -102,6 +109,8 @@ fn outbound(n: u32, sessions: Vec<SessionWrite>, account: Option<&[u8]>) -> Outb
             to: phone(PEER),
             submission: format!("submission {n}").into_bytes(),
             created_at: UnixTime(i64::from(n)),
+            sessions: Vec::new(),
+            attempt: 0,
         },
         records: vec![AppRecord::Message(message(
             n,
@@ -120,6 +129,8 @@ fn inbound(n: u32, session: Option<SessionWrite>, records: Vec<AppRecord>) -> In
         account_sealed: Some(b"after".to_vec()),
         session,
         records,
+        processed: true,
+        outbox: Vec::new(),
     }
 }
 

@@ -82,7 +82,7 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
                     println!("  them: (a message that cannot be shown: {reason})");
                 }
                 Some(Inbound::Receipt { meta, status, ids }) if meta.from == business => {
-                    println!("        ({} {})", match status { ReceiptStatus::Delivered => "delivered", ReceiptStatus::Read => "read" }, ids.len());
+                    println!("        ({} {})", status.as_str(), ids.len());
                 }
                 Some(_) => {}
                 None => break,
@@ -97,7 +97,7 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
                     "/read" => if let Some(id) = &last_inbound {
                         match endpoint.send_receipt(&business, ReceiptStatus::Read, vec![id.clone()]).await {
                             Ok(()) => {
-                                let read = AppRecord::Status { id: id.clone(), status: "read".into() };
+                                let read = AppRecord::Status { id: id.clone(), status: "read".into(), announce: None };
                                 let _ = endpoint.store().apply(endpoint.owner(), vec![read]).await;
                                 println!("        (marked read)");
                             }

@@ -364,6 +364,7 @@ pub(crate) async fn run(config: &Config, args: UserArgs) -> Result<()> {
                     vec![AppRecord::Status {
                         id: id.clone(),
                         status: "read".into(),
+                        announce: None,
                     }],
                 )
                 .await?;

@@ -280,6 +280,7 @@ impl Link {
                 },
             }],
             receipt: None,
+            resend: false,
         };
         self.ask(Op::Send(submission)).await
     }

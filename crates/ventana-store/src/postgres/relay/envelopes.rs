@@ -47,18 +47,37 @@ pub(super) async fn accept(
     .await?;
     if let Some(row) = earlier {
         let fingerprint: String = get(&row, 0)?;
-        if fingerprint != s.fingerprint {
+        let accepted_at = time(&row, 1)?;
+        if fingerprint == s.fingerprint {
+            let devices = devices(tx, &s.recipient)
+                .await?
+                .into_iter()
+                .map(|d| d.device_id)
+                .collect();
+            return Ok(Ok(Accepted {
+                accepted_at,
+                devices,
+                duplicate: true,
+            }));
+        }
+        if !s.resend {
             return Ok(Err(Refusal::IdReused));
         }
-        let devices = devices(tx, &s.recipient)
-            .await?
-            .into_iter()
-            .map(|d| d.device_id)
-            .collect();
+        // A new encryption of an accepted message: the first acceptance stands (the rules
+        // were decided then); only the new copies are queued, under the recipient's lock
+        // like every other envelope (sequence numbers stay in commit order).
+        lock_account(tx, &s.recipient).await?;
+        let current = devices(tx, &s.recipient).await?;
+        let device_ids: Vec<DeviceId> = current.iter().map(|d| d.device_id).collect();
+        let Some(copies) = s.body.resent_copies(&device_ids) else {
+            return Ok(Err(Refusal::StaleDevices(current)));
+        };
+        let queued = copies.iter().map(|(device, _)| *device).collect();
+        queue_copies(tx, s, accepted_at, copies).await?;
         return Ok(Ok(Accepted {
-            accepted_at: time(&row, 1)?,
-            devices,
-            duplicate: true,
+            accepted_at,
+            devices: queued,
+            duplicate: false,
         }));
     }
 
@@ -105,6 +124,27 @@ pub(super) async fn accept(
         record_relationship(tx, &pair, &rel, existing.is_none()).await?;
     }
 
+    queue_copies(tx, s, now, copies).await?;
+    execute(
+        tx,
+        "INSERT INTO submissions (sender, id, fingerprint, accepted_at) VALUES ($1, $2, $3, $4)",
+        &[&s.sender.digits(), &s.id.as_str(), &s.fingerprint, &now.0],
+    )
+    .await?;
+    Ok(Ok(Accepted {
+        accepted_at: now,
+        devices: device_ids,
+        duplicate: false,
+    }))
+}
+
+/// Queues one envelope per device copy, stamped `at`.
+async fn queue_copies(
+    tx: &impl GenericClient,
+    s: &NewSubmission,
+    at: UnixTime,
+    copies: Vec<(DeviceId, &[u8])>,
+) -> TxResult<()> {
     for (device, body) in copies {
         execute(
             tx,
@@ -118,23 +158,13 @@ pub(super) async fn accept(
                 &s.sender.digits(),
                 &i64::from(s.sender_device.0),
                 &s.kind.as_str(),
-                &now.0,
+                &at.0,
                 &body,
             ],
         )
         .await?;
     }
-    execute(
-        tx,
-        "INSERT INTO submissions (sender, id, fingerprint, accepted_at) VALUES ($1, $2, $3, $4)",
-        &[&s.sender.digits(), &s.id.as_str(), &s.fingerprint, &now.0],
-    )
-    .await?;
-    Ok(Ok(Accepted {
-        accepted_at: now,
-        devices: device_ids,
-        duplicate: false,
-    }))
+    Ok(())
 }
 
 pub(super) async fn submitted(

@@ -22,17 +22,30 @@ pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Acce
         })
         .optional()?;
     if let Some((fingerprint, accepted_at)) = earlier {
-        if fingerprint != s.fingerprint {
+        let current = devices(tx, &s.recipient)?;
+        let device_ids: Vec<DeviceId> = current.iter().map(|d| d.device_id).collect();
+        if fingerprint == s.fingerprint {
+            return Ok(Ok(Accepted {
+                accepted_at: UnixTime(accepted_at),
+                devices: device_ids,
+                duplicate: true,
+            }));
+        }
+        if !s.resend {
             return Ok(Err(Refusal::IdReused));
         }
-        let devices = devices(tx, &s.recipient)?
-            .into_iter()
-            .map(|d| d.device_id)
-            .collect();
+        // A new encryption of an accepted message: the first acceptance stands (the rules
+        // were decided then); only the new copies are queued.
+        let Some(copies) = s.body.resent_copies(&device_ids) else {
+            return Ok(Err(Refusal::StaleDevices(current)));
+        };
+        let accepted_at = UnixTime(accepted_at);
+        let queued = copies.iter().map(|(device, _)| *device).collect();
+        queue_copies(tx, s, accepted_at, copies)?;
         return Ok(Ok(Accepted {
-            accepted_at: UnixTime(accepted_at),
-            devices,
-            duplicate: true,
+            accepted_at,
+            devices: queued,
+            duplicate: false,
         }));
     }
 
@@ -76,22 +89,7 @@ pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Acce
         record_relationship(tx, &pair, &rel, existing.is_none())?;
     }
 
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO envelopes (recipient, recipient_device, id, sender, sender_device, kind, ts, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    for (device, body) in copies {
-        insert.execute(params![
-            s.recipient.digits(),
-            device.0,
-            s.id.as_str(),
-            s.sender.digits(),
-            s.sender_device.0,
-            s.kind.as_str(),
-            now.0,
-            body,
-        ])?;
-    }
+    queue_copies(tx, s, now, copies)?;
     tx.prepare_cached(
         "INSERT INTO submissions (sender, id, fingerprint, accepted_at) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -106,6 +104,32 @@ pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Acce
         devices: device_ids,
         duplicate: false,
     }))
+}
+
+/// Queues one envelope per device copy, stamped `at`.
+fn queue_copies(
+    tx: &Connection,
+    s: &NewSubmission,
+    at: UnixTime,
+    copies: Vec<(DeviceId, &[u8])>,
+) -> TxResult<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO envelopes (recipient, recipient_device, id, sender, sender_device, kind, ts, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for (device, body) in copies {
+        insert.execute(params![
+            s.recipient.digits(),
+            device.0,
+            s.id.as_str(),
+            s.sender.digits(),
+            s.sender_device.0,
+            s.kind.as_str(),
+            at.0,
+            body,
+        ])?;
+    }
+    Ok(())
 }
 
 pub(super) fn submitted(tx: &Connection, sender: &PhoneNumber, id: &MessageId) -> TxResult<bool> {

@@ -160,6 +160,7 @@ async fn statuses_moved_on_two_nodes_at_once_never_go_backwards() {
             let record = AppRecord::Status {
                 id: mid(1),
                 status: status.into(),
+                announce: None,
             };
             node.apply(&me(), vec![record]).await.unwrap();
         });

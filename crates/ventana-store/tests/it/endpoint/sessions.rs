@@ -250,13 +250,16 @@ pub(super) async fn the_outbox_is_oldest_first_and_settled_with_its_records(
     let sent = vec![AppRecord::Status {
         id: mid(1),
         status: "sent".into(),
+        announce: None,
     }];
-    store
-        .settle_outbox(&me(), &mid(1), sent.clone())
-        .await
-        .unwrap();
-    // Settling again (a retried answer) is harmless.
-    store.settle_outbox(&me(), &mid(1), sent).await.unwrap();
+    assert!(
+        store
+            .settle_outbox(&me(), &mid(1), sent.clone())
+            .await
+            .unwrap()
+    );
+    // Settling again (a retried answer) is harmless, and says it was settled before.
+    assert!(!store.settle_outbox(&me(), &mid(1), sent).await.unwrap());
     assert_eq!(store.outbox(&me()).await.unwrap().len(), 1);
     assert_eq!(
         store.message(&me(), &mid(1)).await.unwrap().unwrap().status,
@@ -285,6 +288,7 @@ pub(super) async fn a_status_only_moves_forward(store: &dyn EndpointStore) {
                 vec![AppRecord::Status {
                     id: mid(1),
                     status: status.into(),
+                    announce: None,
                 }],
             )
             .await
@@ -309,6 +313,7 @@ pub(super) async fn a_status_only_moves_forward(store: &dyn EndpointStore) {
             vec![AppRecord::Status {
                 id: mid(2),
                 status: "read".into(),
+                announce: None,
             }],
         )
         .await

@@ -143,6 +143,74 @@ pub(super) async fn reusing_an_id_for_different_content_is_refused(store: &dyn R
     assert_eq!(queued(store, &b, 1).await.len(), 1);
 }
 
+pub(super) async fn a_resend_of_an_accepted_id_queues_new_copies_under_the_first_acceptance(
+    store: &dyn RelayStore,
+) {
+    let (u, b) = (user(store, USER, 2).await, business(store, 1).await);
+    accepted(store, message(1, &u, &b, &[1], 1000)).await;
+    let first = accepted(store, message(2, &b, &u, &[1, 2], 1000)).await;
+    // Two days later the window is closed, but the message was accepted inside it: a new
+    // encryption for device 2 is queued under the first acceptance, not decided again.
+    let resend = NewSubmission {
+        fingerprint: "a new encryption".into(),
+        resend: true,
+        ..message(2, &b, &u, &[2], 1000 + 2 * 86_400)
+    };
+    let again = accepted(store, resend.clone()).await;
+    assert_eq!(again.accepted_at, first.accepted_at);
+    assert_eq!(again.devices, [DeviceId(2)]);
+    assert!(!again.duplicate);
+    assert_eq!(queued(store, &u, 1).await.len(), 1);
+    assert_eq!(
+        queued(store, &u, 2).await,
+        [mid(2).to_string(), mid(2).to_string()]
+    );
+    // Copies for a device the recipient does not have, or none at all, are stale.
+    for stale in [&[3][..], &[]] {
+        let bad = NewSubmission {
+            fingerprint: "another encryption".into(),
+            resend: true,
+            ..message(2, &b, &u, stale, 1000)
+        };
+        assert!(matches!(
+            refused(store, bad).await,
+            Refusal::StaleDevices(_)
+        ));
+    }
+    // Without the flag, different content under an accepted id is still a reused id.
+    let plain = NewSubmission {
+        resend: false,
+        ..resend
+    };
+    assert_eq!(refused(store, plain).await, Refusal::IdReused);
+}
+
+pub(super) async fn a_resend_of_an_id_never_accepted_is_a_first_submission(store: &dyn RelayStore) {
+    let (u, b) = (user(store, USER, 2).await, business(store, 1).await);
+    accepted(store, message(1, &u, &b, &[1], 1000)).await;
+    // The rules apply as to any first submission: outside the window it is refused...
+    let late = NewSubmission {
+        resend: true,
+        ..message(2, &b, &u, &[1, 2], 1000 + 2 * 86_400)
+    };
+    assert!(matches!(refused(store, late).await, Refusal::Rule(_)));
+    // ...and every device needs its copy.
+    let partial = NewSubmission {
+        resend: true,
+        ..message(2, &b, &u, &[1], 1000)
+    };
+    assert!(matches!(
+        refused(store, partial).await,
+        Refusal::StaleDevices(_)
+    ));
+    let whole = NewSubmission {
+        resend: true,
+        ..message(2, &b, &u, &[1, 2], 1000)
+    };
+    assert!(!accepted(store, whole).await.duplicate);
+    assert!(store.submitted(&b, &mid(2)).await.unwrap());
+}
+
 pub(super) async fn a_stale_device_list_is_refused_with_the_current_devices(
     store: &dyn RelayStore,
 ) {
