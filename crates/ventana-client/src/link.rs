@@ -36,6 +36,9 @@ impl LinkError {
 }
 
 /// What the link hands its owner, in the order it happened.
+// Nearly every event is an envelope, moved once from the socket to its lane: boxing it
+// would only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum LinkEvent {
     Connected {

@@ -341,7 +341,7 @@ impl Device {
         Self::connect(node, dir, &phone).await
     }
 
-    fn local(dir: &Path) -> (Arc<SqliteEndpointStore>, Sealer) {
+    pub fn local(dir: &Path) -> (Arc<SqliteEndpointStore>, Sealer) {
         let key = std::fs::read_to_string(dir.join("device.key")).unwrap();
         let sealer = Sealer::new(SealKey::from_base64(&key).unwrap());
         (
