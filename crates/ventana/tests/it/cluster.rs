@@ -7,9 +7,10 @@
 use crate::harness::{
     ADMIN_TOKEN as ADMIN, APP_SECRET, Database, Device, VERIFY_TOKEN, WAIT, text_of,
 };
+use crate::serve::{Sent, ServeNode, WebhookLog, free_port, ready};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 use ventana::receiver::WebhookReceiver;
 use ventana_client::Inbound;
@@ -19,157 +20,6 @@ const PNID: &str = "8001";
 const SHOP: &str = "15550007001";
 const USERS: usize = 6;
 const ROUNDS: usize = 12;
-
-struct ServeNode {
-    name: &'static str,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl ServeNode {
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn start(&mut self, db: &Database, seal_key: &str, logs: &std::path::Path) {
-        let log = std::fs::File::create(logs.join(format!(
-            "{}-{}.log",
-            self.name,
-            rand::random::<u16>()
-        )))
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ventana"))
-            .arg("serve")
-            .env("VENTANA_LISTEN", format!("127.0.0.1:{}", self.port))
-            .env("VENTANA_DATABASE_URL", &db.url)
-            .env("VENTANA_SEAL_KEY", seal_key)
-            .env("VENTANA_ADMIN_TOKEN", ADMIN)
-            .env("VENTANA_NODE_ID", self.name)
-            .env("VENTANA_DATA_DIR", logs.join(self.name))
-            .env("VENTANA_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// Collects a child that was killed.
-    fn reap(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for ServeNode {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-async fn ready(http: &reqwest::Client, url: &str) {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if http
-                .get(format!("{url}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{url} did not come up"));
-}
-
-enum Sent {
-    Accepted(Option<String>),
-    /// Never reached the node (it was down).
-    Refused,
-    /// Cut off mid-request: the message may or may not have been accepted.
-    InDoubt,
-}
-
-/// What the business's webhook receiver got, by event id.
-#[derive(Default)]
-struct WebhookLog {
-    event_ids: HashSet<String>,
-    /// Inbound message events by message id.
-    messages: HashMap<String, u32>,
-    /// Status events by event id (`<wamid>.<status>`).
-    status_ids: HashSet<String>,
-    statuses: usize,
-    redeliveries: usize,
-}
-
-type Hooks = tokio::sync::mpsc::UnboundedReceiver<ventana::receiver::Delivery>;
-
-impl WebhookLog {
-    /// Reads deliveries until `done` holds, or panics after `within` saying `what` is missing.
-    async fn until(
-        &mut self,
-        hooks: &mut Hooks,
-        within: Duration,
-        what: &str,
-        done: impl Fn(&Self) -> bool,
-    ) {
-        let outcome = tokio::time::timeout(within, async {
-            while !done(self) {
-                let Some(delivery) = hooks.recv().await else {
-                    return;
-                };
-                self.record(&delivery);
-            }
-        })
-        .await;
-        assert!(outcome.is_ok() && done(self), "{what} never arrived");
-    }
-
-    /// Until every id in `expected` has arrived as an inbound message event.
-    async fn wait_for(&mut self, hooks: &mut Hooks, expected: &HashSet<String>, within: Duration) {
-        let missing = |log: &Self| {
-            expected
-                .iter()
-                .filter(|id| !log.messages.contains_key(*id))
-                .count()
-        };
-        let what = format!("some of {} user messages", expected.len());
-        self.until(hooks, within, &what, |log| missing(log) == 0)
-            .await;
-    }
-
-    fn record(&mut self, delivery: &ventana::receiver::Delivery) {
-        let id = delivery.event_id.clone().expect("every event has an id");
-        if !self.event_ids.insert(id.clone()) {
-            self.redeliveries += 1;
-        }
-        let value = &delivery.event["entry"][0]["changes"][0]["value"];
-        if let Some(message) = value["messages"].get(0) {
-            *self
-                .messages
-                .entry(message["id"].as_str().unwrap().to_owned())
-                .or_default() += 1;
-        } else {
-            self.statuses += 1;
-            self.status_ids.insert(id);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_one_database_act_as_one_platform_and_survive_a_kill() {
@@ -182,14 +32,10 @@ async fn three_nodes_on_one_database_act_as_one_platform_and_survive_a_kill() {
     let http = reqwest::Client::new();
     let mut nodes: Vec<ServeNode> = ["n1", "n2", "n3"]
         .into_iter()
-        .map(|name| ServeNode {
-            name,
-            port: free_port(),
-            child: None,
-        })
+        .map(|name| ServeNode::new(name, free_port()))
         .collect();
     for node in &mut nodes {
-        node.start(&db, &seal_key, tmp.path());
+        node.start(Some(&db), &seal_key, tmp.path());
     }
     for node in &nodes {
         ready(&http, &node.url()).await;
@@ -342,7 +188,7 @@ async fn three_nodes_on_one_database_act_as_one_platform_and_survive_a_kill() {
                 "survivors took the number over; all user messages arrived {:?} after the last was sent",
                 started.elapsed()
             );
-            nodes[0].start(&db, &seal_key, tmp.path());
+            nodes[0].start(Some(&db), &seal_key, tmp.path());
             ready(&http, &urls[0]).await;
             killed = false;
         }

@@ -12,6 +12,8 @@ mod recovery;
 mod restart;
 mod rules;
 mod schedules;
+mod serve;
+mod storm;
 mod template_device;
 mod template_review;
 mod template_send;
