@@ -26,6 +26,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_templates_schedules",
         sql: include_str!("../../migrations/sqlite/endpoint/0003_templates_schedules.sql"),
     },
+    Migration {
+        name: "0005_idempotency",
+        sql: include_str!("../../migrations/sqlite/endpoint/0005_idempotency.sql"),
+    },
 ];
 
 /// An endpoint's store (a user device, or a gateway with its business tables) in one file.
