@@ -63,12 +63,21 @@ pub(crate) enum SendRequest {
     },
 }
 
+/// A raw request body as JSON, or the error that says it is not.
+pub(crate) fn json(body: &[u8]) -> Result<Value, GraphError> {
+    serde_json::from_slice(body).map_err(|error| {
+        GraphError::invalid_parameter(format!("The request body is not valid JSON: {error}."))
+    })
+}
+
 impl SendRequest {
     /// Parses a raw request body.
     pub(crate) fn parse(body: &[u8]) -> Result<Self, GraphError> {
-        let value: Value = serde_json::from_slice(body).map_err(|error| {
-            GraphError::invalid_parameter(format!("The request body is not valid JSON: {error}."))
-        })?;
+        Self::from_json(&json(body)?)
+    }
+
+    /// Reads a request body already parsed as JSON.
+    pub(crate) fn from_json(value: &Value) -> Result<Self, GraphError> {
         let Value::Object(request) = value else {
             return Err(GraphError::invalid_parameter(
                 "The request body must be a JSON object.",

@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod conversation;
 mod harness;
+mod idempotency;
 mod restart;
 mod rules;
 mod schedules;
