@@ -55,12 +55,12 @@ async fn graph(
         })?;
     // A number of another business is indistinguishable from one that does not exist; a
     // node that is no number of the business may be its WABA or one of its templates.
-    let hosted = path
-        .node
-        .parse::<PhoneNumberId>()
-        .ok()
-        .and_then(|id| gateway.hosted(&id))
-        .filter(|h| h.record.waba_id == record.waba_id);
+    let hosted = match path.node.parse::<PhoneNumberId>() {
+        Ok(id) => hosted(&gateway, &id)
+            .await?
+            .filter(|h| h.record.waba_id == record.waba_id),
+        Err(_) => None,
+    };
     let Some(hosted) = hosted else {
         return templates::route(&gateway, &record.waba_id, &path, &parts, body)
             .await
@@ -97,6 +97,22 @@ async fn graph(
 fn internal(error: impl std::fmt::Display) -> GraphError {
     tracing::error!(%error, "business API failed");
     GraphError::internal()
+}
+
+/// The number `id` as this node hosts it. One added through another node moments ago is
+/// hosted here on the spot, so only a number that does not exist is unknown.
+async fn hosted(gateway: &Arc<Gateway>, id: &PhoneNumberId) -> Result<Option<Hosted>, GraphError> {
+    if let Some(hosted) = gateway.hosted(id) {
+        return Ok(Some(hosted));
+    }
+    let Some(record) = gateway.store.phone_number(id).await.map_err(internal)? else {
+        return Ok(None);
+    };
+    gateway.host(record).await.map_err(|e| {
+        tracing::warn!(number = %id, error = %e, "could not host a number added elsewhere");
+        GraphError::unavailable("The platform is temporarily unavailable; retry later.")
+    })?;
+    Ok(gateway.hosted(id))
 }
 
 /// `POST /{phone_number_id}/messages`: once per `Idempotency-Key` if the request has one.

@@ -9,6 +9,7 @@ mod cluster;
 mod conversation;
 mod harness;
 mod idempotency;
+mod nodes;
 mod restart;
 mod rules;
 mod schedules;
