@@ -285,3 +285,76 @@ async fn a_scheduled_send_retried_with_its_key_is_scheduled_once() {
     assert!(first.headers.get("retry-after").is_none());
     node.stop().await;
 }
+
+/// What the gateway fingerprints: SHA-256 of the body as canonical JSON (serde_json writes
+/// object keys sorted).
+fn fingerprint(body: &Value) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(body.to_string().as_bytes()).to_vec()
+}
+
+#[tokio::test]
+async fn a_send_abandoned_by_a_dead_node_is_finished_under_its_id_and_a_live_one_waits() {
+    use ventana_store::GatewayStore;
+    use ventana_store::idempotency::NewClaim;
+    let tmp = tempfile::tempdir().unwrap();
+    let node_dir = tmp.path().join("node");
+    let node = Node::start(&node_dir).await;
+    let (shop, user) = conversation(&node, tmp.path(), "4408", false).await;
+    let phone = user.phone.clone();
+    user.disconnect().await;
+    node.stop().await;
+
+    // While the node is down, its store is left as a node that died mid-send leaves it: one
+    // claim past its time (nothing committed), one still live.
+    let abandoned = text(&phone, "your refund is on its way");
+    let busy = text(&phone, "still working on it");
+    let abandoned_id = ventana_core::MessageId::generate();
+    let now = ventana_core::UnixTime::now();
+    {
+        let store =
+            ventana_store::sqlite::SqliteEndpointStore::open(&node_dir.join("gateway.db")).unwrap();
+        for (key, body, id, until) in [
+            ("refund-9", &abandoned, abandoned_id.clone(), now.plus_secs(-1)),
+            ("busy-1", &busy, ventana_core::MessageId::generate(), now.plus_secs(600)),
+        ] {
+            store
+                .claim_idempotency_key(
+                    NewClaim {
+                        phone_number_id: shop.phone_number_id.parse().unwrap(),
+                        key: key.parse().unwrap(),
+                        fingerprint: fingerprint(body),
+                        message_id: id,
+                        claimed_until: until,
+                        created_at: now.plus_secs(-40),
+                    },
+                    ventana_core::UnixTime(0),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    let node = Node::start(&node_dir).await;
+    let mut user = Device::connect(&node, &tmp.path().join("user"), &phone).await;
+    let finished = send(&node, &shop, Some(b"refund-9"), &abandoned).await;
+    assert_eq!(finished.status, 200, "{}", finished.body);
+    assert_eq!(finished.wamid(), abandoned_id.as_str());
+    let (meta, payload) = user.next_message().await;
+    assert_eq!(meta.id, abandoned_id);
+    assert_eq!(text_of(&payload), "your refund is on its way");
+    let again = send(&node, &shop, Some(b"refund-9"), &abandoned).await;
+    assert_eq!(again.body, finished.body);
+
+    let waiting = send(&node, &shop, Some(b"busy-1"), &busy).await;
+    assert_eq!(waiting.status, 409, "{}", waiting.body);
+    assert_eq!(waiting.body["error"]["code"], 100);
+    let retry_after: u64 = waiting.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=600).contains(&retry_after), "{retry_after}");
+    user.expect_silence(Duration::from_millis(500)).await;
+    node.stop().await;
+}
