@@ -188,7 +188,14 @@ mod tests {
         for good in ["a", "order 42/retry", "~!", &"k".repeat(255)] {
             assert!(good.parse::<IdempotencyKey>().is_ok(), "{good}");
         }
-        for bad in ["", &"k".repeat(256), "clé", "tab\there", "new\nline", "\u{7f}"] {
+        for bad in [
+            "",
+            &"k".repeat(256),
+            "clé",
+            "tab\there",
+            "new\nline",
+            "\u{7f}",
+        ] {
             assert!(bad.parse::<IdempotencyKey>().is_err(), "{bad:?}");
         }
     }

@@ -2,11 +2,11 @@
 //! and history. The gateway's extra tables are in the same schema (see `gateway`), so a
 //! webhook job commits with the message it reports.
 
-use super::wakeups::{self, Listener};
 use super::db::{
     self, DEFAULT_POOL_SIZE, Db, Migration, TxResult, backend, conflict, device_id, execute, get,
     named, parsed, query, query_opt, time, transaction,
 };
+use super::wakeups::{self, Listener};
 use crate::endpoint::{
     AppRecord, Direction, EndpointStore, IdentityRecord, InboundCommit, InboundOutcome,
     MessageRecord, OutboundCommit, OutboxRow, SessionRecord, SessionWrite,

@@ -275,13 +275,7 @@ async fn a_key_past_retention_counts_as_new(store: &dyn GatewayStore) {
         ClaimOutcome::Claimed(r) => {
             assert_eq!(
                 (r.message_id, r.attempt, r.state, r.response, r.created_at),
-                (
-                    mid(2),
-                    1,
-                    IdempotencyState::InProgress,
-                    None,
-                    UnixTime(500)
-                )
+                (mid(2), 1, IdempotencyState::InProgress, None, UnixTime(500))
             );
             assert_eq!(r.fingerprint, b"fingerprint of k1/2".to_vec());
         }

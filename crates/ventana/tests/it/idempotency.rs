@@ -31,7 +31,10 @@ fn text(to: &ventana_core::PhoneNumber, body: &str) -> Value {
 async fn send(node: &Node, shop: &Business, key: Option<&[u8]>, body: &Value) -> Answer {
     let mut request = node
         .http
-        .post(format!("{}/v23.0/{}/messages", node.url, shop.phone_number_id))
+        .post(format!(
+            "{}/v23.0/{}/messages",
+            node.url, shop.phone_number_id
+        ))
         .bearer_auth(&shop.token)
         .header("content-type", "application/json")
         .body(body.to_string());
@@ -207,7 +210,10 @@ async fn a_malformed_key_is_refused_with_code_100() {
     );
     // 255 characters is fine.
     let longest = vec![b'k'; 255];
-    assert_eq!(send(&node, &shop, Some(&longest), &request).await.status, 200);
+    assert_eq!(
+        send(&node, &shop, Some(&longest), &request).await.status,
+        200
+    );
     user.next_message().await;
     user.expect_silence(Duration::from_millis(300)).await;
     node.stop().await;
@@ -230,7 +236,10 @@ async fn a_refused_send_is_refused_again_on_retry_even_once_the_window_reopens()
     shop.next_message().await;
     let again = send(&node, &shop, Some(b"late-1"), &request).await;
     assert_eq!(again.status, 400, "{}", again.body);
-    assert_eq!(again.body, refused.body, "the same envelope, trace id included");
+    assert_eq!(
+        again.body, refused.body,
+        "the same envelope, trace id included"
+    );
     user.expect_silence(Duration::from_millis(500)).await;
 
     // A new key is a new request, and goes through now.
@@ -267,7 +276,10 @@ async fn a_scheduled_send_retried_with_its_key_is_scheduled_once() {
 
     let listed: Value = node
         .http
-        .get(format!("{}/v23.0/{}/schedules", node.url, shop.phone_number_id))
+        .get(format!(
+            "{}/v23.0/{}/schedules",
+            node.url, shop.phone_number_id
+        ))
         .bearer_auth(&shop.token)
         .send()
         .await
@@ -281,7 +293,11 @@ async fn a_scheduled_send_retried_with_its_key_is_scheduled_once() {
         .iter()
         .map(|s| s["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [first.wamid()], "scheduled once, under the answered id");
+    assert_eq!(
+        ids,
+        [first.wamid()],
+        "scheduled once, under the answered id"
+    );
     assert!(first.headers.get("retry-after").is_none());
     node.stop().await;
 }
@@ -315,8 +331,18 @@ async fn a_send_abandoned_by_a_dead_node_is_finished_under_its_id_and_a_live_one
         let store =
             ventana_store::sqlite::SqliteEndpointStore::open(&node_dir.join("gateway.db")).unwrap();
         for (key, body, id, until) in [
-            ("refund-9", &abandoned, abandoned_id.clone(), now.plus_secs(-1)),
-            ("busy-1", &busy, ventana_core::MessageId::generate(), now.plus_secs(600)),
+            (
+                "refund-9",
+                &abandoned,
+                abandoned_id.clone(),
+                now.plus_secs(-1),
+            ),
+            (
+                "busy-1",
+                &busy,
+                ventana_core::MessageId::generate(),
+                now.plus_secs(600),
+            ),
         ] {
             store
                 .claim_idempotency_key(

@@ -15,7 +15,10 @@ async fn a_number_added_through_one_node_is_served_at_once_by_another() {
     let shop = Business::create(&a, "4501", "34501", "15550004501", false).await;
     let stranger: ventana_core::PhoneNumber = "34600004501".parse().unwrap();
     let (status, answer) = shop.send_text(&b, &stranger, "hello").await;
-    assert_ne!(answer["error"]["code"], 803, "node B does not know the number: {answer}");
+    assert_ne!(
+        answer["error"]["code"], 803,
+        "node B does not know the number: {answer}"
+    );
     // It is known, and refused for what it is: nobody on Ventana by that number wrote first.
     assert_eq!(status, 400, "{answer}");
     let read = b
@@ -30,7 +33,10 @@ async fn a_number_added_through_one_node_is_served_at_once_by_another() {
     let missing = b
         .api_raw("/v23.0/39999/messages", Some(&shop.token), "{}")
         .await;
-    assert_eq!((missing.0, missing.1["error"]["code"].clone()), (404, 803.into()));
+    assert_eq!(
+        (missing.0, missing.1["error"]["code"].clone()),
+        (404, 803.into())
+    );
     b.stop().await;
     a.stop().await;
 }
