@@ -13,6 +13,8 @@ pub enum IdError {
         "a message id looks like `wamid.` followed by 16 to 128 letters, digits, '-', '_' or '='"
     )]
     MessageId,
+    #[error("an idempotency key is 1 to 255 printable ASCII characters (space to '~')")]
+    IdempotencyKey,
 }
 
 fn digits_id(s: &str, what: &'static str) -> Result<(), IdError> {
@@ -81,6 +83,20 @@ numeric_id!(
     /// A phone number id: one business phone number in the Cloud API's paths.
     PhoneNumberId,
     "a phone number id"
+);
+
+checked_string!(
+    /// A business's name for one request it may send more than once (Ventana's
+    /// `Idempotency-Key`): 1 to 255 printable ASCII characters, space included.
+    IdempotencyKey,
+    IdError,
+    |s| {
+        if (1..=255).contains(&s.len()) && s.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            Ok(())
+        } else {
+            Err(IdError::IdempotencyKey)
+        }
+    }
 );
 
 /// One device of an account (a user's phone, a business number's gateway). Assigned by the relay.
@@ -165,5 +181,22 @@ mod tests {
         assert!("106540352242922".parse::<PhoneNumberId>().is_ok());
         assert!("10654x".parse::<WabaId>().is_err());
         assert!("".parse::<WabaId>().is_err());
+    }
+
+    #[test]
+    fn an_idempotency_key_is_1_to_255_printable_ascii_characters() {
+        for good in ["a", "order 42/retry", "~!", &"k".repeat(255)] {
+            assert!(good.parse::<IdempotencyKey>().is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            &"k".repeat(256),
+            "clé",
+            "tab\there",
+            "new\nline",
+            "\u{7f}",
+        ] {
+            assert!(bad.parse::<IdempotencyKey>().is_err(), "{bad:?}");
+        }
     }
 }

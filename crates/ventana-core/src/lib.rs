@@ -20,7 +20,7 @@ pub mod template;
 pub mod time;
 pub mod user_id;
 
-pub use ids::{DeviceId, MessageId, PhoneNumberId, WabaId};
+pub use ids::{DeviceId, IdempotencyKey, MessageId, PhoneNumberId, WabaId};
 pub use phone::PhoneNumber;
 pub use rules::{AccountKind, Relationship, RuleViolation, SendDecision, ServiceWindow};
 pub use time::{BusinessClock, UnixTime};

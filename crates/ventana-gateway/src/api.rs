@@ -1,7 +1,8 @@
 //! The Cloud-API-compatible REST API: Graph-style paths under any `vN.M` prefix (or none).
 //!
 //! - `POST /{phone_number_id}/messages`: text and template messages (now, or later with
-//!   Ventana's `schedule` extension, see `schedules`) and mark-as-read.
+//!   Ventana's `schedule` extension, see `schedules`) and mark-as-read, each answered once
+//!   per `Idempotency-Key` (see `idempotency`).
 //! - `GET`/`DELETE /{phone_number_id}/schedules`: list and cancel scheduled sends.
 //! - `GET /{phone_number_id}`: the phone number.
 //! - `GET`/`POST`/`DELETE /{waba_id}/message_templates` and `GET`/`POST /{template_id}`:
@@ -11,13 +12,14 @@ use crate::graph::auth::presented_token;
 use crate::graph::error::GraphError;
 use crate::graph::path::GraphPath;
 use crate::graph::response;
-use crate::graph::send::SendRequest;
+use crate::graph::send::{self, SendRequest};
+use crate::idempotency::{self, Answer};
 use crate::{Gateway, Hosted, outbound, schedules, templates};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::Method;
-use serde_json::Value;
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use ventana_client::SendError;
 use ventana_core::protocol::ReceiptStatus;
@@ -35,7 +37,7 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
 async fn graph(
     State(gateway): State<Arc<Gateway>>,
     request: Request,
-) -> Result<Json<Value>, GraphError> {
+) -> Result<Response, GraphError> {
     let (parts, body) = request.into_parts();
     let path = GraphPath::parse(parts.uri.path())
         .ok_or_else(|| GraphError::unknown_node(parts.uri.path()))?;
@@ -53,32 +55,37 @@ async fn graph(
         })?;
     // A number of another business is indistinguishable from one that does not exist; a
     // node that is no number of the business may be its WABA or one of its templates.
-    let hosted = path
-        .node
-        .parse::<PhoneNumberId>()
-        .ok()
-        .and_then(|id| gateway.hosted(&id))
-        .filter(|h| h.record.waba_id == record.waba_id);
+    let hosted = match path.node.parse::<PhoneNumberId>() {
+        Ok(id) => hosted(&gateway, &id)
+            .await?
+            .filter(|h| h.record.waba_id == record.waba_id),
+        Err(_) => None,
+    };
     let Some(hosted) = hosted else {
-        return templates::route(&gateway, &record.waba_id, &path, &parts, body).await;
+        return templates::route(&gateway, &record.waba_id, &path, &parts, body)
+            .await
+            .map(IntoResponse::into_response);
     };
     match (parts.method.clone(), path.edge.as_deref()) {
         (Method::GET, None) => Ok(Json(response::phone_number(
             &hosted.record.id,
             &hosted.record.display_phone_number,
             &hosted.record.verified_name,
-        ))),
+        ))
+        .into_response()),
         (Method::POST, Some("messages")) => {
             let bytes = axum::body::to_bytes(body, MAX_BODY)
                 .await
                 .map_err(|_| GraphError::payload_too_large(MAX_BODY))?;
-            messages(&gateway, &hosted, &bytes).await
+            messages(&gateway, &hosted, &parts.headers, &bytes).await
         }
-        (Method::GET, Some("schedules")) => {
-            schedules::list(&gateway, &hosted, parts.uri.query()).await
-        }
+        (Method::GET, Some("schedules")) => schedules::list(&gateway, &hosted, parts.uri.query())
+            .await
+            .map(IntoResponse::into_response),
         (Method::DELETE, Some("schedules")) => {
-            schedules::cancel(&gateway, &hosted, parts.uri.query()).await
+            schedules::cancel(&gateway, &hosted, parts.uri.query())
+                .await
+                .map(IntoResponse::into_response)
         }
         (method, Some("messages" | "schedules")) | (method, None) => {
             Err(GraphError::method_not_allowed(&method))
@@ -92,13 +99,58 @@ fn internal(error: impl std::fmt::Display) -> GraphError {
     GraphError::internal()
 }
 
+/// The number `id` as this node hosts it. One added through another node moments ago is
+/// hosted here on the spot, so only a number that does not exist is unknown.
+async fn hosted(gateway: &Arc<Gateway>, id: &PhoneNumberId) -> Result<Option<Hosted>, GraphError> {
+    if let Some(hosted) = gateway.hosted(id) {
+        return Ok(Some(hosted));
+    }
+    let Some(record) = gateway.store.phone_number(id).await.map_err(internal)? else {
+        return Ok(None);
+    };
+    gateway.host(record).await.map_err(|e| {
+        tracing::warn!(number = %id, error = %e, "could not host a number added elsewhere");
+        GraphError::unavailable("The platform is temporarily unavailable; retry later.")
+    })?;
+    Ok(gateway.hosted(id))
+}
+
+/// `POST /{phone_number_id}/messages`: once per `Idempotency-Key` if the request has one.
 async fn messages(
     gateway: &Arc<Gateway>,
     hosted: &Hosted,
+    headers: &HeaderMap,
     body: &[u8],
-) -> Result<Json<Value>, GraphError> {
-    let request = SendRequest::parse(body)?;
-    match &request {
+) -> Result<Response, GraphError> {
+    let json = send::json(body)?;
+    let key = idempotency::key_of(headers, &json)?;
+    let request = SendRequest::from_json(&json)?;
+    let Some(key) = key else {
+        let answer = handle(gateway, hosted, &request, body, MessageId::generate()).await?;
+        return Ok(answer.into_response());
+    };
+    let answer = idempotency::once(
+        gateway,
+        hosted,
+        key,
+        idempotency::fingerprint(&json),
+        |id| committed(gateway, hosted, &request, id),
+        |id| handle(gateway, hosted, &request, body, id),
+    )
+    .await?;
+    Ok(answer.into_response())
+}
+
+/// What to answer for a send whose earlier attempt committed message `id` and lost its
+/// answer: the answer that attempt would have given. `None` if no attempt committed it.
+async fn committed(
+    gateway: &Arc<Gateway>,
+    hosted: &Hosted,
+    request: &SendRequest,
+    id: MessageId,
+) -> Result<Option<Answer>, GraphError> {
+    let owner = hosted.endpoint.owner();
+    match request {
         SendRequest::Text {
             to,
             input,
@@ -111,14 +163,49 @@ async fn messages(
             schedule,
             ..
         } => {
-            let prepared = outbound::prepare(hosted, &request).await?;
+            if schedule.is_some() {
+                let scheduled = gateway.store.schedule(owner, &id).await.map_err(internal)?;
+                return Ok(scheduled.map(|s| Answer::ok(response::scheduled(input, to, &s))));
+            }
+            let message = gateway.store.message(owner, &id).await.map_err(internal)?;
+            Ok(message
+                .filter(|m| m.direction == Direction::Outbound)
+                .map(|_| Answer::ok(response::sent(input, to, &id))))
+        }
+        // A read receipt sent again is harmless: nothing to look for.
+        SendRequest::MarkRead { .. } => Ok(None),
+    }
+}
+
+/// Handles a parsed request; a send goes out (or is scheduled) under `id`.
+async fn handle(
+    gateway: &Arc<Gateway>,
+    hosted: &Hosted,
+    request: &SendRequest,
+    body: &[u8],
+    id: MessageId,
+) -> Result<Answer, GraphError> {
+    match request {
+        SendRequest::Text {
+            to,
+            input,
+            schedule,
+            ..
+        }
+        | SendRequest::Template {
+            to,
+            input,
+            schedule,
+            ..
+        } => {
+            let prepared = outbound::prepare(hosted, request).await?;
             if let Some(send_at) = schedule {
                 let scheduled =
-                    schedules::create(gateway, hosted, &request, body, *send_at).await?;
-                return Ok(Json(response::scheduled(input, to, &scheduled)));
+                    schedules::create(gateway, hosted, request, body, *send_at, id).await?;
+                return Ok(Answer::ok(response::scheduled(input, to, &scheduled)));
             }
-            let sent = outbound::send(gateway, hosted, MessageId::generate(), prepared).await?;
-            Ok(Json(response::sent(input, to, &sent.id)))
+            let sent = outbound::send(gateway, hosted, id, prepared).await?;
+            Ok(Answer::ok(response::sent(input, to, &sent.id)))
         }
         SendRequest::MarkRead { message_id, .. } => {
             let message_id = message_id.clone();
@@ -159,7 +246,7 @@ async fn messages(
                 )
                 .await
                 .map_err(internal)?;
-            Ok(Json(response::success()))
+            Ok(Answer::ok(response::success()))
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - `outbound`: a send request resolved (template lookup and binding) and handed to the
 //!   number's endpoint;
 //! - `schedules`: Ventana's scheduled sends (kept, listed, cancelled, fired once);
+//! - `idempotency`: Ventana's `Idempotency-Key` on sends: the message id claimed with the key
+//!   before sending, the first answer replayed to retries on any node, keys kept 24 hours;
 //! - `templates`: message templates on the Graph API (`/{waba_id}/message_templates`,
 //!   `/{template_id}`), answered by the relay, and the follower of the relay's template
 //!   events that queues `message_template_status_update` webhooks;
@@ -22,6 +24,7 @@ mod admin;
 mod api;
 mod events;
 mod graph;
+mod idempotency;
 mod outbound;
 mod ownership;
 mod schedules;
@@ -144,9 +147,11 @@ impl Gateway {
             Arc::clone(&gateway),
             shutdown.clone(),
         ));
+        let pruner = tokio::spawn(idempotency::prune(Arc::clone(&gateway), shutdown.clone()));
         let ownership = tokio::spawn(ownership::keep(Arc::clone(&gateway), shutdown));
         let background = tokio::spawn(async move {
             let _ = webhooks.await;
+            let _ = pruner.await;
             let _ = ownership.await;
             let _ = scheduler.await;
             let _ = template_events.await;

@@ -3,12 +3,14 @@
 //! its one-time keys and retries its outbox, under a lease in the shared store that it renews.
 //! A node that dies stops renewing; after `LEASE_SECS` another node takes the number over,
 //! and the relay hands it everything that was not acknowledged. The same loop picks up numbers
-//! added through another node.
+//! added through another node: at once when the store signals them (PostgreSQL's `NOTIFY`),
+//! within `RENEW_EVERY` otherwise. (A request for a number not hosted yet hosts it on the spot;
+//! see `api`.)
 
 use crate::{Gateway, read};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use ventana_client::Endpoint;
 use ventana_core::UnixTime;
 
@@ -44,6 +46,7 @@ pub(crate) async fn claim(gateway: &Gateway, endpoint: &Endpoint) {
 /// Renews and takes leases until shutdown, then gives up the ones held so that another node
 /// can take over at once.
 pub(crate) async fn keep(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let mut added = gateway.store.number_changes();
     loop {
         // Numbers added through another node are hosted here too.
         match gateway.store.phone_numbers().await {
@@ -67,6 +70,12 @@ pub(crate) async fn keep(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bo
         }
         tokio::select! {
             _ = tokio::time::sleep(RENEW_EVERY) => {}
+            signal = number_added(&mut added) => {
+                if signal.is_err() {
+                    // The store stopped signalling: the periodic look is all there is.
+                    added = None;
+                }
+            }
             _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break,
         }
     }
@@ -82,5 +91,19 @@ pub(crate) async fn keep(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bo
                 .release_endpoint(endpoint.owner(), &gateway.node)
                 .await;
         }
+    }
+}
+
+/// Waits for the store's next "a number was added" signal; never, if it gives none. Signals
+/// missed while lagging mean the same "look again", so a lag counts as one.
+async fn number_added(
+    added: &mut Option<broadcast::Receiver<()>>,
+) -> Result<(), broadcast::error::RecvError> {
+    let Some(receiver) = added else {
+        return std::future::pending().await;
+    };
+    match receiver.recv().await {
+        Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+        Err(closed) => Err(closed),
     }
 }

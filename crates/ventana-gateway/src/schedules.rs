@@ -51,13 +51,14 @@ fn internal(error: impl std::fmt::Display) -> GraphError {
     GraphError::internal()
 }
 
-/// Keeps `body` (an already checked send request) to be sent at `send_at`.
+/// Keeps `body` (an already checked send request) to be sent at `send_at` under `id`.
 pub(crate) async fn create(
     gateway: &Arc<Gateway>,
     hosted: &Hosted,
     request: &SendRequest,
     body: &[u8],
     send_at: UnixTime,
+    id: MessageId,
 ) -> Result<ScheduleRecord, GraphError> {
     let to = match request {
         SendRequest::Text { to, .. } | SendRequest::Template { to, .. } => to.clone(),
@@ -79,7 +80,6 @@ pub(crate) async fn create(
             "Param schedule.send_at may lie at most 366 days ahead.",
         ));
     }
-    let id = MessageId::generate();
     let wall = UnixTime::now();
     let record = ScheduleRecord {
         request_sealed: gateway.sealer.seal(&request_aad(&id), body),

@@ -5,9 +5,13 @@
 //! per business number), told apart by `owner`, the endpoint's own phone number.
 
 use crate::StoreResult;
+use crate::idempotency::{ClaimOutcome, IdempotencyRecord, NewClaim, StoredResponse};
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 use ventana_core::rules::EnvelopeKind;
-use ventana_core::{DeviceId, MessageId, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
+use ventana_core::{
+    DeviceId, IdempotencyKey, MessageId, PhoneNumber, PhoneNumberId, UnixTime, WabaId,
+};
 
 /// Who this endpoint is at the relay, with its sealed Olm account and sealed relay token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -321,6 +325,10 @@ pub trait GatewayStore: EndpointStore + crate::schedule::ScheduleStore {
         address: &PhoneNumber,
     ) -> StoreResult<Option<PhoneNumberRecord>>;
     async fn phone_numbers(&self) -> StoreResult<Vec<PhoneNumberRecord>>;
+    /// Signals that a number was added (by this node or another sharing the store), shortly
+    /// after the commit; `None` where no other process can add one (SQLite: one process owns
+    /// the file). A receiver that lagged missed some signals, which all mean "look again".
+    fn number_changes(&self) -> Option<broadcast::Receiver<()>>;
 
     async fn add_token(&self, token: AccessTokenRecord) -> StoreResult<()>;
     async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<AccessTokenRecord>>;
@@ -361,4 +369,51 @@ pub trait GatewayStore: EndpointStore + crate::schedule::ScheduleStore {
     ) -> StoreResult<bool>;
     /// Gives the lease up (on shutdown), if `node` holds it.
     async fn release_endpoint(&self, owner: &PhoneNumber, node: &str) -> StoreResult<()>;
+
+    /// Claims an idempotency key for a first attempt, in one transaction: inserts `claim` if
+    /// the key is not in use, or replaces a row created at or before `expired_before` (past
+    /// retention: the key counts as new) -> `Claimed`. Otherwise -> `Existing`, the row as it
+    /// stands. Of concurrent claims of one key, exactly one is `Claimed`.
+    async fn claim_idempotency_key(
+        &self,
+        claim: NewClaim,
+        expired_before: UnixTime,
+    ) -> StoreResult<ClaimOutcome>;
+    async fn idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<IdempotencyRecord>>;
+    /// Takes over an `InProgress` claim whose `claimed_until` is at or before `now` (its node
+    /// died, or gave the claim up), compare-and-swap on `attempt`: it becomes `attempt + 1`,
+    /// claimed until `claimed_until`. False, with nothing written, if the row moved on.
+    async fn take_over_idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+        attempt: i64,
+        now: UnixTime,
+        claimed_until: UnixTime,
+    ) -> StoreResult<bool>;
+    /// `InProgress` at `attempt` -> `Completed` with `response`. False, with nothing written,
+    /// if it is completed already or another attempt took it over.
+    async fn complete_idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+        attempt: i64,
+        response: StoredResponse,
+    ) -> StoreResult<bool>;
+    /// Gives an `InProgress` claim at `attempt` up (its send failed on our side): it stays
+    /// `InProgress`, with its message id, but claimed only until `now`, so the next retry
+    /// takes it over at once. False if the row moved on.
+    async fn release_idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+        attempt: i64,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
+    /// Deletes keys created before `created_before`, in whatever state; returns how many.
+    async fn prune_idempotency_keys(&self, created_before: UnixTime) -> StoreResult<u64>;
 }

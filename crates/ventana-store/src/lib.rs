@@ -13,6 +13,9 @@
 //!   scheduled ahead of time, claimed when due by exactly one node and taken over from a node
 //!   that died; and the cursor over the relay's template events, moved forward together with
 //!   the webhooks it queued.
+//! - [`idempotency`]: part of every [`GatewayStore`]: the idempotency keys of sends, claimed
+//!   with the message id the send will carry, completed with the answer to replay, taken over
+//!   from a node that died, pruned after a retention period.
 //! - [`sqlite`]: the embedded default. Each store is its own file, so the relay's can be
 //!   inspected for plaintext independently of the gateway's:
 //!   [`SqliteRelayStore`](sqlite::SqliteRelayStore) and
@@ -35,6 +38,7 @@
 //! transaction across an await and never see half-written state.
 
 pub mod endpoint;
+pub mod idempotency;
 pub mod postgres;
 pub mod relay;
 pub mod schedule;

@@ -5,7 +5,7 @@
 //! says what exactly was wrong, naming the offending field.
 
 use axum::Json;
-use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
@@ -27,6 +27,8 @@ pub(crate) struct GraphError {
     pub(crate) title: String,
     /// What went wrong this time, for the developer reading `error_data.details`.
     pub(crate) details: String,
+    /// Seconds to wait before retrying, sent as `Retry-After`.
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl GraphError {
@@ -42,6 +44,7 @@ impl GraphError {
             subcode: None,
             title: title.into(),
             details: details.into(),
+            retry_after: None,
         }
     }
 
@@ -202,6 +205,31 @@ impl GraphError {
         )
     }
 
+    /// 100 with HTTP 422: the `Idempotency-Key` was used before for another request (Ventana's
+    /// extension; Stripe answers the same).
+    pub(crate) fn idempotency_key_reused(details: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            100,
+            "Idempotency key reused",
+            details,
+        )
+    }
+
+    /// 100 with HTTP 409 and `Retry-After`: a request with this `Idempotency-Key` is being
+    /// handled (by this node or another); its answer will be given to a retry.
+    pub(crate) fn idempotency_in_progress(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(
+                StatusCode::CONFLICT,
+                100,
+                "Request in progress",
+                "A request with this Idempotency-Key is in progress; retry later.",
+            )
+        }
+    }
+
     /// 131000: a failure on our side. Deliberately opaque: the caller logs the cause.
     pub(crate) fn internal() -> Self {
         Self::new(
@@ -228,6 +256,11 @@ impl GraphError {
             803 => "GraphMethodException",
             _ => "OAuthException",
         }
+    }
+
+    /// The envelope's JSON with a fresh trace id, as the response carries it.
+    pub(crate) fn body(&self) -> Value {
+        self.envelope(&fbtrace_id())
     }
 
     /// The envelope's JSON, with a given trace id (the response makes a fresh one).
@@ -263,7 +296,12 @@ fn fbtrace_id() -> String {
 
 impl IntoResponse for GraphError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.envelope(&fbtrace_id()))).into_response();
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.code == 190 {
             // What Graph sends with a bad token; OAuth clients look for it on a 401.
             response.headers_mut().insert(

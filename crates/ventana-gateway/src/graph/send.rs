@@ -63,19 +63,28 @@ pub(crate) enum SendRequest {
     },
 }
 
+/// A raw request body as JSON, or the error that says it is not.
+pub(crate) fn json(body: &[u8]) -> Result<Value, GraphError> {
+    serde_json::from_slice(body).map_err(|error| {
+        GraphError::invalid_parameter(format!("The request body is not valid JSON: {error}."))
+    })
+}
+
 impl SendRequest {
     /// Parses a raw request body.
     pub(crate) fn parse(body: &[u8]) -> Result<Self, GraphError> {
-        let value: Value = serde_json::from_slice(body).map_err(|error| {
-            GraphError::invalid_parameter(format!("The request body is not valid JSON: {error}."))
-        })?;
+        Self::from_json(&json(body)?)
+    }
+
+    /// Reads a request body already parsed as JSON.
+    pub(crate) fn from_json(value: &Value) -> Result<Self, GraphError> {
         let Value::Object(request) = value else {
             return Err(GraphError::invalid_parameter(
                 "The request body must be a JSON object.",
             ));
         };
 
-        match string(&request, "messaging_product", "messaging_product")? {
+        match string(request, "messaging_product", "messaging_product")? {
             Some("whatsapp") => {}
             Some(other) => {
                 return Err(GraphError::invalid_parameter(format!(
@@ -85,8 +94,8 @@ impl SendRequest {
             None => return Err(required("messaging_product")),
         }
 
-        match string(&request, "status", "status")? {
-            Some("read") => return mark_read(&request),
+        match string(request, "status", "status")? {
+            Some("read") => return mark_read(request),
             Some(other) => {
                 return Err(GraphError::invalid_parameter(format!(
                     "Param status must be 'read', got '{other}'."
@@ -95,7 +104,7 @@ impl SendRequest {
             None => {}
         }
 
-        match string(&request, "recipient_type", "recipient_type")? {
+        match string(request, "recipient_type", "recipient_type")? {
             None | Some("individual") => {}
             Some(other) => {
                 return Err(GraphError::invalid_parameter(format!(
@@ -104,9 +113,9 @@ impl SendRequest {
             }
         }
 
-        let (to, input) = recipient(&request)?;
+        let (to, input) = recipient(request)?;
 
-        let reply_to = match object(&request, "context", "context")? {
+        let reply_to = match object(request, "context", "context")? {
             None => None,
             Some(context) => {
                 let id = string(context, "message_id", "context.message_id")?
@@ -116,7 +125,7 @@ impl SendRequest {
         };
 
         let biz_opaque_callback_data = string(
-            &request,
+            request,
             "biz_opaque_callback_data",
             "biz_opaque_callback_data",
         )?;
@@ -128,13 +137,13 @@ impl SendRequest {
             )));
         }
         let biz_opaque_callback_data = biz_opaque_callback_data.map(str::to_owned);
-        let schedule = schedule(&request)?;
+        let schedule = schedule(request)?;
 
         // Meta treats a body without `type` as text, and some SDKs rely on it.
-        match string(&request, "type", "type")?.unwrap_or("text") {
+        match string(request, "type", "type")?.unwrap_or("text") {
             "text" => {}
             "template" => {
-                let template = field(&request, "template").ok_or_else(|| {
+                let template = field(request, "template").ok_or_else(|| {
                     GraphError::template_parameter(
                         131008,
                         "Required parameter is missing",
@@ -170,7 +179,7 @@ impl SendRequest {
             }
         }
 
-        let text = object(&request, "text", "text")?.ok_or_else(|| required("text.body"))?;
+        let text = object(request, "text", "text")?.ok_or_else(|| required("text.body"))?;
         let body = string(text, "body", "text.body")?.ok_or_else(|| required("text.body"))?;
         if body.is_empty() {
             return Err(GraphError::invalid_parameter(
@@ -187,7 +196,7 @@ impl SendRequest {
         // `text.preview_url` today; older API versions had it at the top level.
         let preview_url = match boolean(text, "preview_url", "text.preview_url")? {
             Some(flag) => flag,
-            None => boolean(&request, "preview_url", "preview_url")?.unwrap_or(false),
+            None => boolean(request, "preview_url", "preview_url")?.unwrap_or(false),
         };
 
         Ok(Self::Text {

@@ -6,6 +6,7 @@ use super::db::{
     self, DEFAULT_POOL_SIZE, Db, Migration, TxResult, backend, conflict, device_id, execute, get,
     named, parsed, query, query_opt, time, transaction,
 };
+use super::wakeups::{self, Listener};
 use crate::endpoint::{
     AppRecord, Direction, EndpointStore, IdentityRecord, InboundCommit, InboundOutcome,
     MessageRecord, OutboundCommit, OutboxRow, SessionMark, SessionRecord, SessionWrite,
@@ -13,6 +14,7 @@ use crate::endpoint::{
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
+use std::sync::Arc;
 use tokio_postgres::Row;
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
@@ -34,6 +36,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0004_resends",
         sql: include_str!("../../migrations/postgres/endpoint/0004_resends.sql"),
     },
+    Migration {
+        name: "0005_idempotency",
+        sql: include_str!("../../migrations/postgres/endpoint/0005_idempotency.sql"),
+    },
 ];
 
 /// An endpoint's store (in practice a gateway's, with its business tables) in one schema of
@@ -41,6 +47,9 @@ const MIGRATIONS: &[Migration] = &[
 #[derive(Clone, Debug)]
 pub struct PgEndpointStore {
     pub(super) db: Db,
+    /// Where "a number was added" is published and listened for, so every node hosts it.
+    pub(super) numbers_channel: Arc<str>,
+    pub(super) numbers: Arc<Listener<()>>,
 }
 
 impl PgEndpointStore {
@@ -58,8 +67,13 @@ impl PgEndpointStore {
         pool_size: usize,
     ) -> StoreResult<Self> {
         let config = db::config_for(url, schema)?;
+        let db = Db::connect(config.clone(), schema, pool_size, MIGRATIONS).await?;
+        let channel = wakeups::numbers_channel(schema);
+        let numbers = Listener::start_with(config, channel.clone(), wakeups::signal).await?;
         Ok(Self {
-            db: Db::connect(config, schema, pool_size, MIGRATIONS).await?,
+            db,
+            numbers_channel: channel.into(),
+            numbers: Arc::new(numbers),
         })
     }
 }

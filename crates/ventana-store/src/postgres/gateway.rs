@@ -2,23 +2,31 @@
 //! a webhook job commits in the same transaction as the message it reports.
 
 use super::db::{
-    TxResult, execute, get, parsed, query, query_one, query_opt, time, transaction, unsigned,
+    TxResult, conflict, execute, get, named, parsed, query, query_one, query_opt, time,
+    transaction, unsigned,
 };
 use super::endpoint::PgEndpointStore;
+use super::wakeups::notify_numbers;
 use crate::StoreResult;
 use crate::endpoint::{
     AccessTokenRecord, BusinessRecord, GatewayStore, PhoneNumberRecord, WebhookJob,
 };
+use crate::idempotency::{
+    ClaimOutcome, IdempotencyRecord, IdempotencyState, NewClaim, StoredResponse,
+};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
+use tokio::sync::broadcast;
 use tokio_postgres::Row;
-use ventana_core::{PhoneNumber, PhoneNumberId, UnixTime, WabaId};
+use ventana_core::{IdempotencyKey, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
 
 const BUSINESS_COLUMNS: &str =
     "waba_id, name, app_secret_sealed, webhook_url, verify_token_sealed, sandbox, created_at";
 const NUMBER_COLUMNS: &str =
     "id, waba_id, address, display_phone_number, verified_name, created_at";
 const TOKEN_COLUMNS: &str = "id, waba_id, token_hash, label, created_at, revoked_at";
+const KEY_COLUMNS: &str = "phone_number_id, key, fingerprint, message_id, state, attempt, \
+     claimed_until, response_status, response_body, created_at";
 
 #[async_trait]
 impl GatewayStore for PgEndpointStore {
@@ -85,6 +93,8 @@ impl GatewayStore for PgEndpointStore {
                 ],
             )
             .await?;
+            // Every node hears of it once this commits, and hosts it at once.
+            notify_numbers(tx, &self.numbers_channel).await?;
             Ok(())
         })
     }
@@ -121,6 +131,10 @@ impl GatewayStore for PgEndpointStore {
                 rows.iter().map(number_from_row).collect()
             })
             .await
+    }
+
+    fn number_changes(&self) -> Option<broadcast::Receiver<()>> {
+        Some(self.numbers.subscribe())
     }
 
     async fn add_token(&self, t: AccessTokenRecord) -> StoreResult<()> {
@@ -303,6 +317,153 @@ impl GatewayStore for PgEndpointStore {
             Ok(())
         })
     }
+
+    async fn claim_idempotency_key(
+        &self,
+        c: NewClaim,
+        expired_before: UnixTime,
+    ) -> StoreResult<ClaimOutcome> {
+        transaction!(self.db, |tx| {
+            // One statement: of concurrent claims of one key, the later ones wait for the
+            // first's row and then find it in use (or, past retention, replace it).
+            let sql = format!(
+                "INSERT INTO idempotency_keys ({KEY_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, NULL, NULL, $7)
+                 ON CONFLICT (phone_number_id, key) DO UPDATE SET
+                     fingerprint = excluded.fingerprint, message_id = excluded.message_id,
+                     state = excluded.state, attempt = excluded.attempt,
+                     claimed_until = excluded.claimed_until, response_status = NULL,
+                     response_body = NULL, created_at = excluded.created_at
+                 WHERE idempotency_keys.created_at <= $8
+                 RETURNING {KEY_COLUMNS}"
+            );
+            let claimed = query_opt(
+                tx,
+                &sql,
+                &[
+                    &c.phone_number_id.as_str(),
+                    &c.key.as_str(),
+                    &c.fingerprint,
+                    &c.message_id.as_str(),
+                    &IdempotencyState::InProgress.as_str(),
+                    &c.claimed_until.0,
+                    &c.created_at.0,
+                    &expired_before.0,
+                ],
+            )
+            .await?;
+            if let Some(row) = claimed {
+                return Ok(ClaimOutcome::Claimed(key_from_row(&row)?));
+            }
+            // A statement of its own sees the row the conflict was with, committed.
+            select_key(tx, &c.phone_number_id, &c.key)
+                .await?
+                .map(ClaimOutcome::Existing)
+                .ok_or_else(|| conflict("the idempotency key vanished while claimed; retry"))
+        })
+    }
+
+    async fn idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        self.db
+            .read(async |c| select_key(c, phone_number_id, key).await)
+            .await
+    }
+
+    async fn take_over_idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+        attempt: i64,
+        now: UnixTime,
+        claimed_until: UnixTime,
+    ) -> StoreResult<bool> {
+        transaction!(self.db, |tx| {
+            let taken = execute(
+                tx,
+                "UPDATE idempotency_keys SET attempt = attempt + 1, claimed_until = $5
+                 WHERE phone_number_id = $1 AND key = $2 AND attempt = $3
+                   AND state = $6 AND claimed_until <= $4",
+                &[
+                    &phone_number_id.as_str(),
+                    &key.as_str(),
+                    &attempt,
+                    &now.0,
+                    &claimed_until.0,
+                    &IdempotencyState::InProgress.as_str(),
+                ],
+            )
+            .await?;
+            Ok(taken == 1)
+        })
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+        attempt: i64,
+        response: StoredResponse,
+    ) -> StoreResult<bool> {
+        transaction!(self.db, |tx| {
+            let completed = execute(
+                tx,
+                "UPDATE idempotency_keys
+                 SET state = $6, response_status = $4, response_body = $5
+                 WHERE phone_number_id = $1 AND key = $2 AND attempt = $3 AND state = $7",
+                &[
+                    &phone_number_id.as_str(),
+                    &key.as_str(),
+                    &attempt,
+                    &i64::from(response.status),
+                    &response.body,
+                    &IdempotencyState::Completed.as_str(),
+                    &IdempotencyState::InProgress.as_str(),
+                ],
+            )
+            .await?;
+            Ok(completed == 1)
+        })
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+        attempt: i64,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        transaction!(self.db, |tx| {
+            let released = execute(
+                tx,
+                "UPDATE idempotency_keys SET claimed_until = least(claimed_until, $4)
+                 WHERE phone_number_id = $1 AND key = $2 AND attempt = $3 AND state = $5",
+                &[
+                    &phone_number_id.as_str(),
+                    &key.as_str(),
+                    &attempt,
+                    &now.0,
+                    &IdempotencyState::InProgress.as_str(),
+                ],
+            )
+            .await?;
+            Ok(released == 1)
+        })
+    }
+
+    async fn prune_idempotency_keys(&self, created_before: UnixTime) -> StoreResult<u64> {
+        transaction!(self.db, |tx| {
+            execute(
+                tx,
+                "DELETE FROM idempotency_keys WHERE created_at < $1",
+                &[&created_before.0],
+            )
+            .await
+        })
+    }
 }
 
 /// Queues a webhook job, in the caller's transaction. A job already queued under its id is
@@ -324,6 +485,42 @@ pub(super) async fn queue_webhook(tx: &impl GenericClient, job: &WebhookJob) -> 
     )
     .await?;
     Ok(())
+}
+
+async fn select_key(
+    c: &impl GenericClient,
+    id: &PhoneNumberId,
+    key: &IdempotencyKey,
+) -> TxResult<Option<IdempotencyRecord>> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM idempotency_keys WHERE phone_number_id = $1 AND key = $2"
+    );
+    let row = query_opt(c, &sql, &[&id.as_str(), &key.as_str()]).await?;
+    row.as_ref().map(key_from_row).transpose()
+}
+
+fn key_from_row(row: &Row) -> TxResult<IdempotencyRecord> {
+    let status: Option<i64> = get(row, 7)?;
+    let body: Option<String> = get(row, 8)?;
+    let response = match status.zip(body) {
+        Some((status, body)) => Some(StoredResponse {
+            status: u16::try_from(status)
+                .map_err(|_| super::db::backend(format!("HTTP status {status} is out of range")))?,
+            body,
+        }),
+        None => None,
+    };
+    Ok(IdempotencyRecord {
+        phone_number_id: parsed(row, 0)?,
+        key: parsed(row, 1)?,
+        fingerprint: get(row, 2)?,
+        message_id: parsed(row, 3)?,
+        state: named(row, 4, IdempotencyState::parse)?,
+        attempt: get(row, 5)?,
+        claimed_until: time(row, 6)?,
+        response,
+        created_at: time(row, 9)?,
+    })
 }
 
 fn business_from_row(row: &Row) -> TxResult<BusinessRecord> {

@@ -7,6 +7,10 @@
 //! task holding a dedicated connection (outside the pool) that `LISTEN`s on the channel and
 //! forwards each notification into a broadcast channel. Its own node's wake-ups come back the
 //! same way, so a subscriber sees them shortly after the commit, not before `accept` returns.
+//!
+//! The gateway's store uses the same [`Listener`] for its own channel,
+//! `pg_notify('<schema>_numbers', '')` when a business number is added, so every node hosts
+//! it at once (see [`GatewayStore::number_changes`](crate::GatewayStore::number_changes)).
 
 use super::db::{TxResult, describe, execute};
 use crate::relay::{WakeReason, Wakeup};
@@ -75,23 +79,54 @@ pub(crate) async fn notify(
     Ok(())
 }
 
+/// The channel a gateway schema's "a number was added" signals travel on.
+pub(crate) fn numbers_channel(schema: &str) -> String {
+    format!("{schema}_numbers")
+}
+
+/// Queues a "a number was added" signal on `channel` in the current transaction.
+pub(crate) async fn notify_numbers(tx: &impl GenericClient, channel: &str) -> TxResult<()> {
+    execute(tx, "SELECT pg_notify($1, '')", &[&channel]).await?;
+    Ok(())
+}
+
+/// The payload of a notification, as what subscribers receive (`None`: unreadable, skipped).
+pub(crate) type Parse<T> = fn(&str) -> Option<T>;
+
+/// The "a number was added" signal carries nothing: it means "look again".
+pub(crate) fn signal(_payload: &str) -> Option<()> {
+    Some(())
+}
+
 /// The listening task and the channel it feeds; dropping it stops the task.
 #[derive(Debug)]
-pub(crate) struct Listener {
-    sender: broadcast::Sender<Wakeup>,
+pub(crate) struct Listener<T = Wakeup> {
+    sender: broadcast::Sender<T>,
     task: JoinHandle<()>,
 }
 
-impl Listener {
-    /// Starts listening and returns once the first `LISTEN` is in place, so nothing committed
-    /// after this returns is missed (short of a dropped connection, see [`run`]).
+impl Listener<Wakeup> {
+    /// Listens for the relay's wake-ups on `channel`.
     pub(crate) async fn start(
         config: tokio_postgres::Config,
         channel: String,
     ) -> StoreResult<Self> {
+        Self::start_with(config, channel, parse).await
+    }
+}
+
+impl<T: Clone + Send + 'static> Listener<T> {
+    /// Starts listening and returns once the first `LISTEN` is in place, so nothing committed
+    /// after this returns is missed (short of a dropped connection, see [`run`]). Each
+    /// notification's payload is read with `parse`.
+    pub(crate) async fn start_with(
+        config: tokio_postgres::Config,
+        channel: String,
+        parse: Parse<T>,
+    ) -> StoreResult<Self> {
         let sender = broadcast::channel(WAKEUP_BUFFER).0;
         let (ready, listening) = oneshot::channel();
-        let task = tokio::spawn(run(config, channel, sender.clone(), ready));
+        let task = tokio::spawn(run(config, channel, sender.clone(), parse, ready));
         match listening.await {
             Ok(Ok(())) => Ok(Self { sender, task }),
             Ok(Err(e)) => {
@@ -104,12 +139,12 @@ impl Listener {
         }
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Wakeup> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<T> {
         self.sender.subscribe()
     }
 }
 
-impl Drop for Listener {
+impl<T> Drop for Listener<T> {
     fn drop(&mut self) {
         // Dropping the task's client closes its connection.
         self.task.abort();
@@ -123,17 +158,18 @@ impl Drop for Listener {
 /// to make up for them: a subscriber cannot tell. That is covered by the relay, whose
 /// connections re-read their queues periodically whether woken or not; a missed wake-up only
 /// delays delivery until that re-read.
-async fn run(
+async fn run<T>(
     config: tokio_postgres::Config,
     channel: String,
-    sender: broadcast::Sender<Wakeup>,
+    sender: broadcast::Sender<T>,
+    parse: Parse<T>,
     ready: oneshot::Sender<StoreResult<()>>,
 ) {
     let mut ready = Some(ready);
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = tokio::time::Instant::now();
-        let outcome = listen(&config, &channel, &sender, &mut ready).await;
+        let outcome = listen(&config, &channel, &sender, parse, &mut ready).await;
         if let Some(ready) = ready.take() {
             // The first connection failed: `start` reports it, and the store is not built.
             let _ = ready.send(Err(StoreError::Backend(format!(
@@ -158,10 +194,11 @@ async fn run(
 
 /// One connection's life: connect, `LISTEN`, forward notifications until it ends. Returns
 /// `Ok` if the server closed it, `Err` with a description if it failed.
-async fn listen(
+async fn listen<T>(
     config: &tokio_postgres::Config,
     channel: &str,
-    sender: &broadcast::Sender<Wakeup>,
+    sender: &broadcast::Sender<T>,
+    parse: Parse<T>,
     ready: &mut Option<oneshot::Sender<StoreResult<()>>>,
 ) -> Result<(), String> {
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| describe(&e))?;

@@ -30,6 +30,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0004_resends",
         sql: include_str!("../../migrations/sqlite/endpoint/0004_resends.sql"),
     },
+    Migration {
+        name: "0005_idempotency",
+        sql: include_str!("../../migrations/sqlite/endpoint/0005_idempotency.sql"),
+    },
 ];
 
 /// An endpoint's store (a user device, or a gateway with its business tables) in one file.

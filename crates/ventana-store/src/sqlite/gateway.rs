@@ -1,21 +1,27 @@
 //! [`GatewayStore`] on SQLite: the business side's tables, in the endpoint's own file so a
 //! webhook job commits in the same transaction as the message it reports.
 
-use super::db::{TxResult, parsed};
+use super::db::{TxResult, conflict, named, parsed};
 use super::endpoint::SqliteEndpointStore;
 use crate::StoreResult;
 use crate::endpoint::{
     AccessTokenRecord, BusinessRecord, GatewayStore, PhoneNumberRecord, WebhookJob,
 };
+use crate::idempotency::{
+    ClaimOutcome, IdempotencyRecord, IdempotencyState, NewClaim, StoredResponse,
+};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use ventana_core::{PhoneNumber, PhoneNumberId, UnixTime, WabaId};
+use tokio::sync::broadcast;
+use ventana_core::{IdempotencyKey, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
 
 const BUSINESS_COLUMNS: &str =
     "waba_id, name, app_secret_sealed, webhook_url, verify_token_sealed, sandbox, created_at";
 const NUMBER_COLUMNS: &str =
     "id, waba_id, address, display_phone_number, verified_name, created_at";
 const TOKEN_COLUMNS: &str = "id, waba_id, token_hash, label, created_at, revoked_at";
+const KEY_COLUMNS: &str = "phone_number_id, key, fingerprint, message_id, state, attempt, \
+     claimed_until, response_status, response_body, created_at";
 
 #[async_trait]
 impl GatewayStore for SqliteEndpointStore {
@@ -127,6 +133,11 @@ impl GatewayStore for SqliteEndpointStore {
                     .collect::<rusqlite::Result<_>>()?)
             })
             .await
+    }
+
+    fn number_changes(&self) -> Option<broadcast::Receiver<()>> {
+        // One process owns the file: every number is added through this very node.
+        None
     }
 
     async fn add_token(&self, t: AccessTokenRecord) -> StoreResult<()> {
@@ -311,6 +322,157 @@ impl GatewayStore for SqliteEndpointStore {
             })
             .await
     }
+
+    async fn claim_idempotency_key(
+        &self,
+        c: NewClaim,
+        expired_before: UnixTime,
+    ) -> StoreResult<ClaimOutcome> {
+        self.db
+            .write(move |tx| {
+                // A row past retention is replaced as if it were not there.
+                let claimed = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO idempotency_keys ({KEY_COLUMNS})
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, NULL, NULL, ?7)
+                         ON CONFLICT (phone_number_id, key) DO UPDATE SET
+                             fingerprint = excluded.fingerprint, message_id = excluded.message_id,
+                             state = excluded.state, attempt = excluded.attempt,
+                             claimed_until = excluded.claimed_until, response_status = NULL,
+                             response_body = NULL, created_at = excluded.created_at
+                         WHERE idempotency_keys.created_at <= ?8
+                         RETURNING {KEY_COLUMNS}"
+                    ))?
+                    .query_row(
+                        params![
+                            c.phone_number_id.as_str(),
+                            c.key.as_str(),
+                            c.fingerprint,
+                            c.message_id.as_str(),
+                            IdempotencyState::InProgress.as_str(),
+                            c.claimed_until.0,
+                            c.created_at.0,
+                            expired_before.0,
+                        ],
+                        key_from_row,
+                    )
+                    .optional()?;
+                if let Some(record) = claimed {
+                    return Ok(ClaimOutcome::Claimed(record));
+                }
+                select_key(tx, &c.phone_number_id, &c.key)?
+                    .map(ClaimOutcome::Existing)
+                    .ok_or_else(|| conflict("the idempotency key vanished while claimed; retry"))
+            })
+            .await
+    }
+
+    async fn idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let (id, key) = (phone_number_id.clone(), key.clone());
+        self.db.read(move |tx| select_key(tx, &id, &key)).await
+    }
+
+    async fn take_over_idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+        attempt: i64,
+        now: UnixTime,
+        claimed_until: UnixTime,
+    ) -> StoreResult<bool> {
+        let (id, key) = (phone_number_id.clone(), key.clone());
+        self.db
+            .write(move |tx| {
+                let taken = tx
+                    .prepare_cached(
+                        "UPDATE idempotency_keys SET attempt = attempt + 1, claimed_until = ?5
+                         WHERE phone_number_id = ?1 AND key = ?2 AND attempt = ?3
+                           AND state = ?6 AND claimed_until <= ?4",
+                    )?
+                    .execute(params![
+                        id.as_str(),
+                        key.as_str(),
+                        attempt,
+                        now.0,
+                        claimed_until.0,
+                        IdempotencyState::InProgress.as_str(),
+                    ])?;
+                Ok(taken == 1)
+            })
+            .await
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+        attempt: i64,
+        response: StoredResponse,
+    ) -> StoreResult<bool> {
+        let (id, key) = (phone_number_id.clone(), key.clone());
+        self.db
+            .write(move |tx| {
+                let completed = tx
+                    .prepare_cached(
+                        "UPDATE idempotency_keys
+                         SET state = ?6, response_status = ?4, response_body = ?5
+                         WHERE phone_number_id = ?1 AND key = ?2 AND attempt = ?3 AND state = ?7",
+                    )?
+                    .execute(params![
+                        id.as_str(),
+                        key.as_str(),
+                        attempt,
+                        response.status,
+                        response.body,
+                        IdempotencyState::Completed.as_str(),
+                        IdempotencyState::InProgress.as_str(),
+                    ])?;
+                Ok(completed == 1)
+            })
+            .await
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        phone_number_id: &PhoneNumberId,
+        key: &IdempotencyKey,
+        attempt: i64,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let (id, key) = (phone_number_id.clone(), key.clone());
+        self.db
+            .write(move |tx| {
+                let released = tx
+                    .prepare_cached(
+                        "UPDATE idempotency_keys SET claimed_until = min(claimed_until, ?4)
+                         WHERE phone_number_id = ?1 AND key = ?2 AND attempt = ?3 AND state = ?5",
+                    )?
+                    .execute(params![
+                        id.as_str(),
+                        key.as_str(),
+                        attempt,
+                        now.0,
+                        IdempotencyState::InProgress.as_str(),
+                    ])?;
+                Ok(released == 1)
+            })
+            .await
+    }
+
+    async fn prune_idempotency_keys(&self, created_before: UnixTime) -> StoreResult<u64> {
+        self.db
+            .write(move |tx| {
+                let pruned = tx
+                    .prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
+                    .execute([created_before.0])?;
+                Ok(pruned as u64)
+            })
+            .await
+    }
 }
 
 /// Queues a webhook job, in the caller's transaction. A job already queued under its id is
@@ -330,6 +492,37 @@ pub(super) fn queue_webhook(tx: &Connection, job: &WebhookJob) -> TxResult<()> {
         job.created_at.0,
     ])?;
     Ok(())
+}
+
+fn select_key(
+    tx: &Connection,
+    id: &PhoneNumberId,
+    key: &IdempotencyKey,
+) -> TxResult<Option<IdempotencyRecord>> {
+    Ok(tx
+        .prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM idempotency_keys WHERE phone_number_id = ?1 AND key = ?2"
+        ))?
+        .query_row([id.as_str(), key.as_str()], key_from_row)
+        .optional()?)
+}
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
+    let status: Option<u16> = row.get(7)?;
+    let body: Option<String> = row.get(8)?;
+    Ok(IdempotencyRecord {
+        phone_number_id: parsed(row, 0)?,
+        key: parsed(row, 1)?,
+        fingerprint: row.get(2)?,
+        message_id: parsed(row, 3)?,
+        state: named(row, 4, IdempotencyState::parse)?,
+        attempt: row.get(5)?,
+        claimed_until: UnixTime(row.get(6)?),
+        response: status
+            .zip(body)
+            .map(|(status, body)| StoredResponse { status, body }),
+        created_at: UnixTime(row.get(9)?),
+    })
 }
 
 fn business_from_row(row: &Row<'_>) -> rusqlite::Result<BusinessRecord> {

@@ -36,6 +36,7 @@ macro_rules! conformance {
 }
 
 mod endpoint;
+mod idempotency;
 mod postgres;
 mod relay;
 mod schedules;

@@ -360,6 +360,7 @@ async fn the_relay_and_the_gateway_keep_to_their_own_schemas() {
             "businesses",
             "contacts",
             "endpoint_leases",
+            "idempotency_keys",
             "identities",
             "messages",
             "outbox",

@@ -8,6 +8,8 @@ mod cli;
 mod cluster;
 mod conversation;
 mod harness;
+mod idempotency;
+mod nodes;
 mod recovery;
 mod restart;
 mod rules;
