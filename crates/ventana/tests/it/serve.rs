@@ -143,7 +143,12 @@ impl WebhookLog {
     }
 
     /// Until every id in `expected` has arrived as an inbound message event.
-    pub async fn wait_for(&mut self, hooks: &mut Hooks, expected: &HashSet<String>, within: Duration) {
+    pub async fn wait_for(
+        &mut self,
+        hooks: &mut Hooks,
+        expected: &HashSet<String>,
+        within: Duration,
+    ) {
         let missing = |log: &Self| {
             expected
                 .iter()
@@ -180,4 +185,3 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
-

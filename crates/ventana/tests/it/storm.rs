@@ -174,8 +174,13 @@ async fn storm(node_count: usize, db: Option<&Database>) {
     for u in 0..USERS {
         let node = crate::harness::Node::attach(&urls[u % node_count]);
         let phone = format!("3462000{u:04}");
-        let mut device =
-            Device::register(&node, &tmp.path().join(&phone), &phone, &format!("user {u}")).await;
+        let mut device = Device::register(
+            &node,
+            &tmp.path().join(&phone),
+            &phone,
+            &format!("user {u}"),
+        )
+        .await;
         user_sent.push(device.send(&shop, "hello").await.id.to_string());
         // The application's view of the device: every message it is handed.
         let (_, idle) = tokio::sync::mpsc::unbounded_channel();
@@ -330,7 +335,10 @@ async fn storm(node_count: usize, db: Option<&Database>) {
             .iter()
             .filter(|(u, w)| {
                 inboxes[*u].ids.contains_key(w)
-                    && !log.statuses.get(w).is_some_and(|s| s.contains_key("delivered"))
+                    && !log
+                        .statuses
+                        .get(w)
+                        .is_some_and(|s| s.contains_key("delivered"))
             })
             .count();
         let user_lost = user_sent
@@ -409,11 +417,20 @@ async fn storm(node_count: usize, db: Option<&Database>) {
         );
     }
     assert_eq!(lost, 0, "accepted messages neither delivered nor failed");
-    assert_eq!(device_duplicates, 0, "a device application saw a message twice");
+    assert_eq!(
+        device_duplicates, 0,
+        "a device application saw a message twice"
+    );
     assert_eq!(twice_answered, 0, "an idempotent retry sent twice");
-    assert_eq!(unreported, 0, "messages on a device without a delivered status");
+    assert_eq!(
+        unreported, 0,
+        "messages on a device without a delivered status"
+    );
     assert_eq!(user_lost, 0, "user messages never reached the business");
-    assert_eq!(user_duplicates, 0, "a user message reached the business under two events");
+    assert_eq!(
+        user_duplicates, 0,
+        "a user message reached the business under two events"
+    );
     assert_eq!(backwards, 0, "statuses went backwards");
     assert_eq!(log.changed_redeliveries, 0, "a redelivered event changed");
     assert_eq!(receiver.rejected(), 0, "every webhook was signed");
@@ -447,4 +464,3 @@ fn user_text(text: &str) -> Content {
         preview_url: false,
     }
 }
-
