@@ -253,21 +253,28 @@ async fn storm(node_count: usize, db: Option<&Database>) {
                         }
                         Err(_) => (0, None),
                     };
-                    let mut sends = sends.lock().unwrap();
-                    let send = &mut sends[k];
-                    match (status, value) {
-                        (200, Some(v)) => {
-                            let wamid = v["messages"][0]["id"].as_str().unwrap().to_owned();
-                            send.wamids.insert(wamid);
-                            break;
+                    let answered = {
+                        let mut sends = sends.lock().unwrap();
+                        let send = &mut sends[k];
+                        match (status, value) {
+                            (200, Some(v)) => {
+                                let wamid = v["messages"][0]["id"].as_str().unwrap();
+                                send.wamids.insert(wamid.to_owned());
+                                true
+                            }
+                            (400..=499, Some(v)) if status != 409 => {
+                                send.refused = Some(v);
+                                true
+                            }
+                            _ => {
+                                send.in_doubt += 1;
+                                false
+                            }
                         }
-                        (400..=499, Some(v)) if status != 409 => {
-                            send.refused = Some(v);
-                            break;
-                        }
-                        _ => send.in_doubt += 1,
+                    };
+                    if answered {
+                        break;
                     }
-                    drop(sends);
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(40)).await;
@@ -354,87 +361,88 @@ async fn storm(node_count: usize, db: Option<&Database>) {
     let (lost, unreported, user_lost) = missing();
 
     // The figures, then the verdicts.
-    let inboxes = inboxes.lock().unwrap();
-    let log = hooks.lock().unwrap();
-    let delivered = accepted
-        .iter()
-        .filter(|(u, w)| inboxes[*u].ids.contains_key(w))
-        .count();
-    let device_duplicates: usize = inboxes
-        .iter()
-        .flat_map(|i| i.ids.values())
-        .map(|n| (*n as usize).saturating_sub(1))
-        .sum::<usize>()
-        + inboxes
+    {
+        let inboxes = inboxes.lock().unwrap();
+        let log = hooks.lock().unwrap();
+        let delivered = accepted
             .iter()
-            .flat_map(|i| i.texts.values())
-            .map(|ids| ids.len().saturating_sub(1))
-            .sum::<usize>();
-    let twice_answered = sends.iter().filter(|s| s.wamids.len() > 1).count();
-    let in_doubt_sends = sends.iter().filter(|s| s.in_doubt > 0).count();
-    let in_doubt_attempts: u32 = sends.iter().map(|s| s.in_doubt).sum();
-    let refused: Vec<&Value> = sends.iter().filter_map(|s| s.refused.as_ref()).collect();
-    let user_duplicates = log.messages.values().filter(|ids| ids.len() > 1).count();
-    let rank = |s: &str| ["sent", "delivered", "read"].iter().position(|r| *r == s);
-    let backwards = log
-        .statuses
-        .values()
-        .filter(|by_status| {
-            let mut seen: Vec<(usize, i64)> = by_status
+            .filter(|(u, w)| inboxes[*u].ids.contains_key(w))
+            .count();
+        let device_duplicates: usize = inboxes
+            .iter()
+            .flat_map(|i| i.ids.values())
+            .map(|n| (*n as usize).saturating_sub(1))
+            .sum::<usize>()
+            + inboxes
                 .iter()
-                .filter_map(|(s, ts)| rank(s).map(|r| (r, *ts)))
-                .collect();
-            seen.sort();
-            let out_of_order = seen.windows(2).any(|w| w[0].1 > w[1].1);
-            let failed_after_delivery =
-                by_status.contains_key("failed") && by_status.contains_key("delivered");
-            out_of_order || failed_after_delivery
-        })
-        .count();
-    eprintln!(
-        "storm figures ({node_count} node(s), {} kills of {:?} over {load:.0?}, settled in {:.0?}): \
-         business→users: sends {}, accepted {}, delivered {delivered}, failed {}, lost {lost}, \
-         duplicated at devices {device_duplicates}, delivered without a `delivered` status {unreported}, \
-         in doubt and retried {in_doubt_sends} ({in_doubt_attempts} attempts), answered with two ids {twice_answered}, \
-         refused {}; users→business: sent {}, lost {user_lost}, duplicated {user_duplicates}; \
-         statuses backwards {backwards}; webhook redeliveries {} (changed {})",
-        killed.len(),
-        killed,
-        settled.elapsed(),
-        sends.len(),
-        accepted.len(),
-        log.failures.len(),
-        refused.len(),
-        user_sent.len(),
-        log.redeliveries,
-        log.changed_redeliveries,
-    );
-    assert!(refused.is_empty(), "refused sends: {refused:?}");
-    for (wamid, error) in &log.failures {
-        assert!(
-            error["code"].is_number() && error["error_data"]["details"].is_string(),
-            "{wamid} failed without a reason: {error}"
+                .flat_map(|i| i.texts.values())
+                .map(|ids| ids.len().saturating_sub(1))
+                .sum::<usize>();
+        let twice_answered = sends.iter().filter(|s| s.wamids.len() > 1).count();
+        let in_doubt_sends = sends.iter().filter(|s| s.in_doubt > 0).count();
+        let in_doubt_attempts: u32 = sends.iter().map(|s| s.in_doubt).sum();
+        let refused: Vec<&Value> = sends.iter().filter_map(|s| s.refused.as_ref()).collect();
+        let user_duplicates = log.messages.values().filter(|ids| ids.len() > 1).count();
+        let rank = |s: &str| ["sent", "delivered", "read"].iter().position(|r| *r == s);
+        let backwards = log
+            .statuses
+            .values()
+            .filter(|by_status| {
+                let mut seen: Vec<(usize, i64)> = by_status
+                    .iter()
+                    .filter_map(|(s, ts)| rank(s).map(|r| (r, *ts)))
+                    .collect();
+                seen.sort();
+                let out_of_order = seen.windows(2).any(|w| w[0].1 > w[1].1);
+                let failed_after_delivery =
+                    by_status.contains_key("failed") && by_status.contains_key("delivered");
+                out_of_order || failed_after_delivery
+            })
+            .count();
+        eprintln!(
+            "storm figures ({node_count} node(s), {} kills of {:?} over {load:.0?}, settled in {:.0?}): \
+             business→users: sends {}, accepted {}, delivered {delivered}, failed {}, lost {lost}, \
+             duplicated at devices {device_duplicates}, delivered without a `delivered` status {unreported}, \
+             in doubt and retried {in_doubt_sends} ({in_doubt_attempts} attempts), answered with two ids {twice_answered}, \
+             refused {}; users→business: sent {}, lost {user_lost}, duplicated {user_duplicates}; \
+             statuses backwards {backwards}; webhook redeliveries {} (changed {})",
+            killed.len(),
+            killed,
+            settled.elapsed(),
+            sends.len(),
+            accepted.len(),
+            log.failures.len(),
+            refused.len(),
+            user_sent.len(),
+            log.redeliveries,
+            log.changed_redeliveries,
         );
+        assert!(refused.is_empty(), "refused sends: {refused:?}");
+        for (wamid, error) in &log.failures {
+            assert!(
+                error["code"].is_number() && error["error_data"]["details"].is_string(),
+                "{wamid} failed without a reason: {error}"
+            );
+        }
+        assert_eq!(lost, 0, "accepted messages neither delivered nor failed");
+        assert_eq!(
+            device_duplicates, 0,
+            "a device application saw a message twice"
+        );
+        assert_eq!(twice_answered, 0, "an idempotent retry sent twice");
+        assert_eq!(
+            unreported, 0,
+            "messages on a device without a delivered status"
+        );
+        assert_eq!(user_lost, 0, "user messages never reached the business");
+        assert_eq!(
+            user_duplicates, 0,
+            "a user message reached the business under two events"
+        );
+        assert_eq!(backwards, 0, "statuses went backwards");
+        assert_eq!(log.changed_redeliveries, 0, "a redelivered event changed");
+        assert_eq!(receiver.rejected(), 0, "every webhook was signed");
     }
-    assert_eq!(lost, 0, "accepted messages neither delivered nor failed");
-    assert_eq!(
-        device_duplicates, 0,
-        "a device application saw a message twice"
-    );
-    assert_eq!(twice_answered, 0, "an idempotent retry sent twice");
-    assert_eq!(
-        unreported, 0,
-        "messages on a device without a delivered status"
-    );
-    assert_eq!(user_lost, 0, "user messages never reached the business");
-    assert_eq!(
-        user_duplicates, 0,
-        "a user message reached the business under two events"
-    );
-    assert_eq!(backwards, 0, "statuses went backwards");
-    assert_eq!(log.changed_redeliveries, 0, "a redelivered event changed");
-    assert_eq!(receiver.rejected(), 0, "every webhook was signed");
-    drop((inboxes, log));
     hook_task.abort();
     for device in devices {
         if let Ok(device) = Arc::try_unwrap(device) {
