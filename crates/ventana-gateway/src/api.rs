@@ -56,9 +56,7 @@ async fn graph(
     // A number of another business is indistinguishable from one that does not exist; a
     // node that is no number of the business may be its WABA or one of its templates.
     let hosted = match path.node.parse::<PhoneNumberId>() {
-        Ok(id) => hosted(&gateway, &id)
-            .await?
-            .filter(|h| h.record.waba_id == record.waba_id),
+        Ok(id) => hosted(&gateway, &id, &record.waba_id).await?,
         Err(_) => None,
     };
     let Some(hosted) = hosted else {
@@ -99,13 +97,24 @@ fn internal(error: impl std::fmt::Display) -> GraphError {
     GraphError::internal()
 }
 
-/// The number `id` as this node hosts it. One added through another node moments ago is
-/// hosted here on the spot, so only a number that does not exist is unknown.
-async fn hosted(gateway: &Arc<Gateway>, id: &PhoneNumberId) -> Result<Option<Hosted>, GraphError> {
+/// The number `id` of business `waba` as this node hosts it. One added through another node
+/// moments ago is hosted here on the spot, so only a number that does not exist (for this
+/// business) is unknown; another business's number is never touched.
+async fn hosted(
+    gateway: &Arc<Gateway>,
+    id: &PhoneNumberId,
+    waba: &ventana_core::WabaId,
+) -> Result<Option<Hosted>, GraphError> {
     if let Some(hosted) = gateway.hosted(id) {
-        return Ok(Some(hosted));
+        return Ok(Some(hosted).filter(|h| &h.record.waba_id == waba));
     }
-    let Some(record) = gateway.store.phone_number(id).await.map_err(internal)? else {
+    let Some(record) = gateway
+        .store
+        .phone_number(id)
+        .await
+        .map_err(internal)?
+        .filter(|r| &r.waba_id == waba)
+    else {
         return Ok(None);
     };
     gateway.host(record).await.map_err(|e| {

@@ -9,10 +9,10 @@
 //!
 //! - the request differs (SHA-256 of its canonical JSON, without the key field): 422;
 //! - the answer is stored: it is given again (same status, same body, same `wamid`);
-//! - still in progress, but the message is in the number's history (an attempt committed
+//! - still in progress and the claim is live: 409 with `Retry-After`;
+//! - the claim ran out, but the message is in the number's history (an attempt committed
 //!   it; the outbox finishes it and webhooks report it): 200 with that id, stored as the
 //!   answer;
-//! - still in progress and the claim is live: 409 with `Retry-After`;
 //! - the claim ran out (its node died before committing anything): this request takes it
 //!   over and sends under the same id.
 //!
@@ -37,8 +37,12 @@ use ventana_store::idempotency::{
 
 /// How long a key is kept (and a retry answered from it): 24 hours, like Stripe's.
 pub(crate) const RETENTION_SECS: i64 = 24 * 60 * 60;
-/// How long a claim stands before a retry may take it over: longer than a send takes.
-const CLAIM_SECS: i64 = 30;
+/// How long a claim stands before a retry may take it over: longer than an attempt may take
+/// ([`ATTEMPT_LIMIT`]), so a live attempt is never taken over.
+const CLAIM_SECS: i64 = 60;
+/// How long one attempt may take before it answers 503 (the send may still finish: the
+/// message is then in the history, and a retry is answered with its id).
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(45);
 /// How often keys past retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
 /// The header, and the body field for SDKs that cannot set headers.
@@ -189,8 +193,17 @@ where
         if record.state == IdempotencyState::Completed {
             return replay(&record);
         }
+        // A live attempt gives its own answer (a refusal it is waiting for, say), so a retry
+        // must not answer for it.
+        if record.claimed_until > now {
+            let wait = record.claimed_until.0.saturating_sub(now.0);
+            return Err(GraphError::idempotency_in_progress(
+                u64::try_from(wait).unwrap_or(1),
+            ));
+        }
         if let Some(answer) = committed(record.message_id.clone()).await? {
-            // An attempt committed the message and then lost its answer: this is it.
+            // An attempt committed the message and then lost its answer (its node died, or
+            // it gave its claim up): the outbox finishes it and webhooks report it.
             let stored = stored(&answer);
             if store
                 .complete_idempotency_key(number, &key, record.attempt, stored)
@@ -200,12 +213,6 @@ where
             }
             // Completed (or taken over) meanwhile: look again.
             continue;
-        }
-        if record.claimed_until > now {
-            let wait = record.claimed_until.0.saturating_sub(now.0);
-            return Err(GraphError::idempotency_in_progress(
-                u64::try_from(wait).unwrap_or(1),
-            ));
         }
         let until = now.plus_secs(CLAIM_SECS);
         if store
@@ -234,9 +241,12 @@ async fn attempt<S>(
 where
     S: Future<Output = Result<Answer, GraphError>>,
 {
-    let answer = send(record.message_id.clone())
-        .await
-        .unwrap_or_else(Answer::from);
+    let answer = match tokio::time::timeout(ATTEMPT_LIMIT, send(record.message_id.clone())).await {
+        Ok(answer) => answer.unwrap_or_else(Answer::from),
+        Err(_) => Answer::from(GraphError::unavailable(
+            "The send is taking too long; retry with the same Idempotency-Key.",
+        )),
+    };
     let (store, number, key) = (&gateway.store, &record.phone_number_id, &record.key);
     let recorded = if answer.status.is_server_error() {
         store

@@ -244,6 +244,22 @@ async fn set_blocked(
     Ok(Reply::Done)
 }
 
+/// The clear header of a submission, as a resend must repeat it: the kind, and for a
+/// template message the template version it names.
+fn clear_header(submission: &Submission) -> String {
+    match &submission.template {
+        Some(t) => format!(
+            "{}:{}:{}:{}:{}",
+            submission.kind.as_str(),
+            t.id,
+            t.language,
+            t.version,
+            t.name
+        ),
+        None => submission.kind.as_str().to_owned(),
+    }
+}
+
 async fn send(
     relay: &Relay,
     me: &AccountRecord,
@@ -341,6 +357,7 @@ async fn send(
             fingerprint,
             wall: UnixTime::now(),
             resend: submission.resend,
+            header: clear_header(&submission),
         })
         .await
         .map_err(internal)?;

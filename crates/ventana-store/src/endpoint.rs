@@ -24,6 +24,11 @@ pub struct IdentityRecord {
     pub display_name: String,
 }
 
+/// How many sessions are kept per peer device: starting a new one (a device that could not
+/// decrypt asks for one) drops the least recently used beyond these, so a peer cannot make
+/// the list, and the cost of trying each on a message, grow without bound.
+pub const MAX_SESSIONS_PER_DEVICE: i64 = 5;
+
 /// A sealed Olm session with one peer device. `version` counts writes, for compare-and-swap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRecord {

@@ -162,6 +162,26 @@ pub struct NewSubmission {
     /// they name under the first acceptance, without deciding again; if not, it is accepted
     /// as a first submission.
     pub resend: bool,
+    /// The clear header a resend must repeat: the kind, and the template a template message
+    /// names (see [`NewSubmission::may_resend`]).
+    pub header: String,
+}
+
+/// How often one accepted message may be resent (new encryptions for some of its
+/// recipient's devices), whatever asks for it.
+pub const MAX_RESENDS_PER_MESSAGE: i64 = 16;
+
+impl NewSubmission {
+    /// Whether this may be queued as a resend of the accepted submission described by
+    /// `recipient` (digits), `header` and `resends` so far: the same message to the same
+    /// account under the same clear header, and not too often. Otherwise an accepted id
+    /// would let a sender skip the rules for anyone, or fill the queues with copies.
+    pub(crate) fn may_resend(&self, recipient: &str, header: &str, resends: i64) -> bool {
+        self.resend
+            && recipient == self.recipient.digits()
+            && header == self.header
+            && resends < MAX_RESENDS_PER_MESSAGE
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -47,6 +47,12 @@ enum DecryptFailure {
     Permanent(String),
 }
 
+/// Why a message a peer device asked for again cannot be resent, for good.
+struct Unsendable(String);
+
+/// How old a message may be and still be sent again when a device asks for it.
+const RESEND_WITHIN_SECS: i64 = 7 * 24 * 3600;
+
 /// What committing one inbound envelope writes besides the application's records.
 #[derive(Default)]
 struct Effects<'a> {
@@ -54,7 +60,8 @@ struct Effects<'a> {
     account: Option<AccountChange<'a>>,
     /// Submissions to queue with it (its receipt, resends a peer asked for).
     outbox: Vec<OutboxRow>,
-    /// False for a message acknowledged unread: a resend must not be taken for a duplicate.
+    /// True for a message acknowledged unread (no dedup marker written), so that its
+    /// resend is read rather than taken for a duplicate.
     unprocessed: bool,
 }
 
@@ -115,7 +122,9 @@ impl Endpoint {
             }
         }
         if receipt.status == ReceiptStatus::Retry {
-            return self.receive_retry(meta, messages, app).await;
+            return self
+                .receive_retry(meta, messages, receipt.session, app)
+                .await;
         }
         let records = messages
             .iter()
@@ -138,93 +147,95 @@ impl Endpoint {
     /// A peer device could not decrypt some of our messages: send each again on a new
     /// session with that device (claiming one of its one-time keys), under the same id, in
     /// the transaction that records the receipt, so a crash cannot lose the resend. After
-    /// [`MAX_RESENDS`] the message is recorded as failed, and the application reports it.
+    /// [`MAX_RESENDS`], or when it cannot be resent at all, the message is recorded as failed
+    /// and the application reports it (unless another device of the peer has it already).
+    ///
+    /// Receipts travel in clear, so a retry is only honoured for what it could genuinely
+    /// be: a recent message of ours to that account, asked for by a device we already
+    /// encrypt to (a device added since never had the message, and gets nothing).
     async fn receive_retry(
         &self,
         meta: InboundMeta,
         messages: Vec<MessageRecord>,
+        session: Option<String>,
         app: &dyn Application,
     ) -> Result<(), ClientError> {
         let lock = self.session_lock(&meta.from, meta.from_device);
         let _guard = lock.lock().await;
+        let known = !self
+            .store
+            .sessions(&self.owner, &meta.from, meta.from_device)
+            .await?
+            .is_empty();
+        let now = ventana_core::UnixTime::now();
         let mut resend = Vec::new();
-        let mut records = Vec::new();
+        let mut give_up: Vec<(&MessageRecord, String)> = Vec::new();
         for message in &messages {
-            let payload = self.open_body(message);
-            match payload {
-                Some(payload) if message.resends < MAX_RESENDS => resend.push((message, payload)),
-                _ => {
-                    tracing::warn!(id = %message.id, to = %meta.from, resends = message.resends, "a device still cannot decrypt this message; giving up");
-                    let settlement = Settlement {
-                        id: message.id.clone(),
-                        to: meta.from.clone(),
-                        outcome: Err(ProtocolError::new(
-                            ErrorCode::Undecryptable,
-                            format!(
-                                "the recipient's device could not decrypt the message, even after {} resends",
-                                message.resends
-                            ),
-                        )),
-                    };
-                    // The failure is announced only if it moves the message's status: not
-                    // after another device of the recipient reported it delivered.
-                    let mut announce = None;
-                    for record in app.settled(self, &settlement).await? {
-                        match record {
-                            AppRecord::Webhook(job) if announce.is_none() => announce = Some(job),
-                            other => records.push(other),
-                        }
-                    }
-                    records.push(AppRecord::Status {
-                        id: message.id.clone(),
-                        status: "failed".into(),
-                        announce,
-                    });
-                }
+            if !known {
+                tracing::warn!(id = %message.id, from = %meta.from, device = %meta.from_device, "a retry from a device this message was never encrypted for; ignored");
+                continue;
+            }
+            match self.open_body(message) {
+                _ if message.resends >= MAX_RESENDS => give_up.push((
+                    message,
+                    format!(
+                        "the recipient's device could not decrypt the message, even after {} resends",
+                        message.resends
+                    ),
+                )),
+                _ if now.0 - message.ts.0 > RESEND_WITHIN_SECS => give_up.push((
+                    message,
+                    "the recipient's device could not decrypt the message, and it is too old to send again".into(),
+                )),
+                Some(payload) => resend.push((message, payload)),
+                None => give_up.push((
+                    message,
+                    "the recipient's device could not decrypt the message, and it is no longer in the history".into(),
+                )),
             }
         }
         let mut effects = Effects::default();
-        let device = if resend.is_empty() {
-            None
-        } else {
-            match self.device_info(&meta.from, meta.from_device).await {
-                Ok(device) => Some(device),
-                Err(DecryptFailure::Transient(reason)) => {
-                    return Err(ClientError::Unexpected(format!(
-                        "retry receipt {} not processed yet: {reason}",
-                        meta.id
-                    )));
+        let mut records = Vec::new();
+        if !resend.is_empty() {
+            match self.encrypt_resends(&meta, &resend).await? {
+                Ok((write, rows)) => {
+                    effects.session = Some(write);
+                    for ((message, _), row) in resend.iter().zip(rows) {
+                        tracing::info!(id = %message.id, to = %meta.from, device = %meta.from_device, attempt = row.attempt, failed_session = ?session, "resending a message the device could not decrypt");
+                        effects.outbox.push(row);
+                        records.push(AppRecord::Resent {
+                            id: message.id.clone(),
+                        });
+                    }
                 }
-                // The device is gone (or may not be reached): nobody is left to resend to.
-                Err(DecryptFailure::Permanent(reason)) => {
-                    tracing::warn!(to = %meta.from, device = %meta.from_device, %reason, "no resend to a device that cannot be reached");
-                    None
+                Err(Unsendable(reason)) => {
+                    for (message, _) in &resend {
+                        give_up.push((message, reason.clone()));
+                    }
                 }
             }
-        };
-        if let Some(device) = device {
-            let plaintexts: Vec<Zeroizing<Vec<u8>>> = resend
-                .iter()
-                .map(|(_, payload)| Zeroizing::new(payload.to_bytes()))
-                .collect();
-            let borrowed: Vec<&[u8]> = plaintexts.iter().map(|p| p.as_slice()).collect();
-            let mut encrypted = self
-                .encrypt_for(&meta.from, &[device], &borrowed, true)
-                .await?;
-            effects.session = encrypted.last_mut().and_then(|e| e.writes.pop());
-            for ((message, payload), encrypted) in resend.iter().zip(encrypted) {
-                tracing::info!(id = %message.id, to = %meta.from, device = %meta.from_device, attempt = message.resends + 1, "resending a message the device could not decrypt");
-                effects.outbox.push(self.outbox_row(
-                    payload,
-                    encrypted.copies,
-                    encrypted.marks,
-                    true,
-                    message.resends + 1,
-                ));
-                records.push(AppRecord::Resent {
-                    id: message.id.clone(),
-                });
+        }
+        for (message, reason) in give_up {
+            tracing::warn!(id = %message.id, to = %meta.from, %reason, "giving up on a message");
+            let settlement = Settlement {
+                id: message.id.clone(),
+                to: meta.from.clone(),
+                outcome: Err(ProtocolError::new(ErrorCode::Undecryptable, reason)),
+            };
+            // The failure is announced only if it moves the message's status: not after
+            // another device of the recipient reported it delivered.
+            let mut announce = None;
+            for record in app.settled(self, &settlement).await? {
+                match record {
+                    AppRecord::Webhook(job) if announce.is_none() => announce = Some(job),
+                    other => records.push(other),
+                }
             }
+            records.push(AppRecord::Status {
+                id: message.id.clone(),
+                status: "failed".into(),
+                announce,
+            });
         }
         let event = Inbound::Receipt {
             meta,
@@ -238,6 +249,68 @@ impl Endpoint {
             }
         }
         Ok(())
+    }
+
+    /// Encrypts `resend` on one new session with the device that asked. A transient failure
+    /// (the relay not answering) is an error, so the receipt comes again; one that retrying
+    /// will not mend (the device is gone, has no keys, or the relay refuses a session with
+    /// it) is [`Unsendable`].
+    async fn encrypt_resends(
+        &self,
+        meta: &InboundMeta,
+        resend: &[(&MessageRecord, ventana_core::payload::Payload)],
+    ) -> Result<Result<(SessionWrite, Vec<OutboxRow>), Unsendable>, ClientError> {
+        let transient = |e: String| {
+            ClientError::Unexpected(format!("retry receipt {} not processed yet: {e}", meta.id))
+        };
+        let device = match self.device_info(&meta.from, meta.from_device).await {
+            Ok(device) => device,
+            Err(DecryptFailure::Transient(reason)) => return Err(transient(reason)),
+            Err(DecryptFailure::Permanent(reason)) => {
+                return Ok(Err(Unsendable(format!(
+                    "the recipient's device cannot be reached to send the message again: {reason}"
+                ))));
+            }
+        };
+        let plaintexts: Vec<Zeroizing<Vec<u8>>> = resend
+            .iter()
+            .map(|(_, payload)| Zeroizing::new(payload.to_bytes()))
+            .collect();
+        let borrowed: Vec<&[u8]> = plaintexts.iter().map(|p| p.as_slice()).collect();
+        let mut encrypted = match self
+            .encrypt_for(&meta.from, &[device], &borrowed, true)
+            .await
+        {
+            Ok(encrypted) => encrypted,
+            Err(ClientError::Link(LinkError::Refused(e))) => {
+                return Ok(Err(Unsendable(format!(
+                    "no new session with the recipient's device: {e}"
+                ))));
+            }
+            Err(ClientError::Unexpected(reason)) => {
+                return Ok(Err(Unsendable(format!(
+                    "no new session with the recipient's device: {reason}"
+                ))));
+            }
+            Err(e) => return Err(transient(e.to_string())),
+        };
+        let Some(write) = encrypted.last_mut().and_then(|e| e.writes.pop()) else {
+            return Ok(Err(Unsendable("nothing was encrypted".into())));
+        };
+        let rows = resend
+            .iter()
+            .zip(encrypted)
+            .map(|((message, payload), encrypted)| {
+                self.outbox_row(
+                    payload,
+                    encrypted.copies,
+                    encrypted.marks,
+                    true,
+                    message.resends + 1,
+                )
+            })
+            .collect();
+        Ok(Ok((write, rows)))
     }
 
     async fn receive_message(

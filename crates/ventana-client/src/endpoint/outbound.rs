@@ -40,6 +40,10 @@ pub(super) const CONFLICT_RETRIES: usize = 5;
 /// sender records it as failed.
 pub(super) const MAX_RESENDS: u32 = 3;
 
+/// The versions each session (recipient, device, session id) was written at by rows still
+/// in the outbox.
+type QueuedWrites = HashMap<(PhoneNumber, DeviceId, String), std::collections::HashSet<i64>>;
+
 /// One message encrypted for some devices of its recipient: the session states to commit,
 /// the copies, and where each copy stands in its session.
 pub(super) struct Encrypted {
@@ -502,15 +506,14 @@ impl Endpoint {
     ) -> Result<(), ClientError> {
         let now = UnixTime::now();
         let rows = self.store.outbox(&self.owner).await?;
-        // Writes this outbox itself will explain: the last version of each session that a
-        // queued row was encrypted at. Rows queued one after another on one session are in
-        // order, so only a write beyond the last of them moves a row's session on.
-        let mut queued: HashMap<(PhoneNumber, DeviceId, String), i64> = HashMap::new();
+        // Writes this outbox itself explains: the versions of each session that queued rows
+        // were encrypted at. Rows queued one after another on one session are in order, so
+        // a row's session has moved on only if it was written since by something else.
+        let mut queued: QueuedWrites = HashMap::new();
         for row in &rows {
             for mark in &row.sessions {
                 let key = (row.to.clone(), mark.peer_device, mark.session_id.clone());
-                let last = queued.entry(key).or_insert(mark.version);
-                *last = (*last).max(mark.version);
+                queued.entry(key).or_default().insert(mark.version);
             }
         }
         for row in rows {
@@ -522,42 +525,52 @@ impl Endpoint {
             let Some(_flight) = self.begin_flight(&row.id) else {
                 continue;
             };
-            if row.attempt == 0 && self.moved_on(&row, &queued).await? {
+            let reencrypted = if row.attempt == 0 && self.moved_on(&row, &queued).await? {
                 tracing::info!(id = %row.id, to = %row.to, "session moved on since this message was encrypted; encrypting it again");
-                self.reencrypt(&row, app, true).await?;
-                continue;
-            }
-            match self.submit(&row, app, Caller::Background).await? {
-                Submitted::Pending => break,
-                Submitted::Refused(e) if e.code == ErrorCode::StaleDevices => {
-                    self.reencrypt(&row, app, false).await?
+                self.reencrypt(&row, app).await
+            } else {
+                match self.submit(&row, app, Caller::Background).await? {
+                    Submitted::Pending => break,
+                    Submitted::Refused(e) if e.code == ErrorCode::StaleDevices => {
+                        self.reencrypt(&row, app).await
+                    }
+                    Submitted::Accepted(_) | Submitted::Refused(_) => Ok(()),
                 }
-                Submitted::Accepted(_) | Submitted::Refused(_) => {}
+            };
+            match reencrypted {
+                Ok(()) => {}
+                // The relay is out of reach: the rest waits for the next round too.
+                Err(ClientError::Link(_)) => break,
+                // Something about this row; the others still go.
+                Err(e) => {
+                    tracing::warn!(id = %row.id, error = %e, "a message could not be encrypted again; will retry")
+                }
             }
         }
         Ok(())
     }
 
     /// Whether a session a row's copy was encrypted on has been written since by anything
-    /// but the rows queued after it (`queued`: the last version each session's queued rows
-    /// reached).
-    async fn moved_on(
-        &self,
-        row: &OutboxRow,
-        queued: &HashMap<(PhoneNumber, DeviceId, String), i64>,
-    ) -> Result<bool, ClientError> {
+    /// but rows still queued (`queued`: the versions each session's queued rows wrote):
+    /// every version after the row's, up to the session's current one, must be one of them.
+    async fn moved_on(&self, row: &OutboxRow, queued: &QueuedWrites) -> Result<bool, ClientError> {
         for mark in &row.sessions {
             let sessions = self
                 .store
                 .sessions(&self.owner, &row.to, mark.peer_device)
                 .await?;
             let key = (row.to.clone(), mark.peer_device, mark.session_id.clone());
-            let last_queued = queued.get(&key).copied().unwrap_or(mark.version);
-            let current = sessions
+            let Some(current) = sessions
                 .iter()
                 .find(|s| s.session_id == mark.session_id)
-                .map(|s| s.version);
-            if current != Some(last_queued) {
+                .map(|s| s.version)
+            else {
+                return Ok(true);
+            };
+            let ours = queued.get(&key);
+            let explained = current >= mark.version
+                && (mark.version + 1..=current).all(|v| ours.is_some_and(|o| o.contains(&v)));
+            if !explained {
                 return Ok(true);
             }
         }
@@ -565,15 +578,10 @@ impl Endpoint {
     }
 
     /// Encrypts a row's message again from the history for the recipient's current devices,
-    /// under the same id: its devices changed while it waited (`resend` false: the earlier
-    /// ciphertext was never accepted), or its session moved on (`resend` true: it may have
-    /// been).
-    async fn reencrypt(
-        &self,
-        row: &OutboxRow,
-        app: &dyn Application,
-        resend: bool,
-    ) -> Result<(), ClientError> {
+    /// under the same id: its devices changed while it waited, or its session moved on. It
+    /// goes as a resend: the relay may have accepted an earlier ciphertext of it (a row
+    /// that was itself a resend, or one whose node died after the relay took it).
+    async fn reencrypt(&self, row: &OutboxRow, app: &dyn Application) -> Result<(), ClientError> {
         let record = self.store.message(&self.owner, &row.id).await?;
         let Some(payload) = record.as_ref().and_then(|r| self.open_body(r)) else {
             let error = ProtocolError::new(
@@ -585,12 +593,10 @@ impl Endpoint {
             return Ok(());
         };
         lock(&self.peers).remove(&row.to);
-        let refusal = match self
-            .deliver(&payload, app, Caller::Background, resend)
-            .await
-        {
+        let refusal = match self.deliver(&payload, app, Caller::Background, true).await {
             Ok(_) => return Ok(()),
-            Err(SendError::Refused(e)) => e,
+            Err(SendError::Refused(e))
+            | Err(SendError::Client(ClientError::Link(LinkError::Refused(e)))) => e,
             Err(SendError::UnknownRecipient(to)) => ProtocolError::new(
                 ErrorCode::UnknownAccount,
                 format!("{to} has no Ventana account"),

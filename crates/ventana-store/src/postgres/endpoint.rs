@@ -9,7 +9,8 @@ use super::db::{
 use super::wakeups::{self, Listener};
 use crate::endpoint::{
     AppRecord, Direction, EndpointStore, IdentityRecord, InboundCommit, InboundOutcome,
-    MessageRecord, OutboundCommit, OutboxRow, SessionMark, SessionRecord, SessionWrite,
+    MAX_SESSIONS_PER_DEVICE, MessageRecord, OutboundCommit, OutboxRow, SessionMark, SessionRecord,
+    SessionWrite,
 };
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -470,7 +471,7 @@ async fn write_session(
     let now = UnixTime::now().0;
     let written = match s.expected_version {
         None => {
-            execute(
+            let written = execute(
                 tx,
                 "INSERT INTO sessions
                      (owner, peer, peer_device, session_id, sealed, version, updated_at, recency)
@@ -478,7 +479,18 @@ async fn write_session(
                  ON CONFLICT DO NOTHING",
                 &[&owner, &peer, &peer_device, &session_id, &s.sealed, &now],
             )
-            .await?
+            .await?;
+            execute(
+                tx,
+                "DELETE FROM sessions
+                 WHERE owner = $1 AND peer = $2 AND peer_device = $3 AND session_id NOT IN (
+                     SELECT session_id FROM sessions
+                     WHERE owner = $1 AND peer = $2 AND peer_device = $3
+                     ORDER BY recency DESC LIMIT $4)",
+                &[&owner, &peer, &peer_device, &MAX_SESSIONS_PER_DEVICE],
+            )
+            .await?;
+            written
         }
         Some(version) => {
             execute(

@@ -41,6 +41,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_template_envelopes",
         sql: include_str!("../../migrations/postgres/relay/0003_template_envelopes.sql"),
     },
+    Migration {
+        name: "0004_resends",
+        sql: include_str!("../../migrations/postgres/relay/0004_resends.sql"),
+    },
 ];
 
 /// The relay's store in one schema of a PostgreSQL database, shared by every relay node.

@@ -5,7 +5,8 @@ use super::db::{Db, Migration, TxResult, backend, conflict, named, parsed};
 use crate::StoreResult;
 use crate::endpoint::{
     AppRecord, Direction, EndpointStore, IdentityRecord, InboundCommit, InboundOutcome,
-    MessageRecord, OutboundCommit, OutboxRow, SessionMark, SessionRecord, SessionWrite,
+    MAX_SESSIONS_PER_DEVICE, MessageRecord, OutboundCommit, OutboxRow, SessionMark, SessionRecord,
+    SessionWrite,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -414,13 +415,24 @@ fn write_session(tx: &Connection, owner: &PhoneNumber, s: &SessionWrite) -> TxRe
         .query_row(params![key.0, key.1, key.2], |row| row.get(0))?;
     let now = UnixTime::now().0;
     let written = match s.expected_version {
-        None => tx
-            .prepare_cached(
-                "INSERT INTO sessions (owner, peer, peer_device, session_id, sealed, version, updated_at, recency)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)
-                 ON CONFLICT DO NOTHING",
+        None => {
+            let written = tx
+                .prepare_cached(
+                    "INSERT INTO sessions (owner, peer, peer_device, session_id, sealed, version, updated_at, recency)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![key.0, key.1, key.2, key.3, s.sealed, now, recency])?;
+            tx.prepare_cached(
+                "DELETE FROM sessions
+                 WHERE owner = ?1 AND peer = ?2 AND peer_device = ?3 AND session_id NOT IN (
+                     SELECT session_id FROM sessions
+                     WHERE owner = ?1 AND peer = ?2 AND peer_device = ?3
+                     ORDER BY recency DESC LIMIT ?4)",
             )?
-            .execute(params![key.0, key.1, key.2, key.3, s.sealed, now, recency])?,
+            .execute(params![key.0, key.1, key.2, MAX_SESSIONS_PER_DEVICE])?;
+            written
+        }
         Some(version) => tx
             .prepare_cached(
                 "UPDATE sessions SET sealed = ?5, version = ?6 + 1, updated_at = ?7, recency = ?8

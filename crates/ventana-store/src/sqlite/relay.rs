@@ -32,6 +32,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_template_envelopes",
         sql: include_str!("../../migrations/sqlite/relay/0003_template_envelopes.sql"),
     },
+    Migration {
+        name: "0004_resends",
+        sql: include_str!("../../migrations/sqlite/relay/0004_resends.sql"),
+    },
 ];
 
 /// Wrong guesses allowed per number per window, across reissued codes.

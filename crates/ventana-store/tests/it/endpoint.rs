@@ -50,6 +50,7 @@ macro_rules! endpoint_cases {
                 an_envelope_acknowledged_unread_is_not_taken_for_a_duplicate,
                 a_resend_is_counted_on_the_message,
                 a_status_is_announced_only_when_it_moves,
+                a_device_keeps_only_its_most_recently_used_sessions,
             ]
         );
     };

@@ -51,6 +51,7 @@ macro_rules! relay_cases {
                 reusing_an_id_for_different_content_is_refused,
                 a_resend_of_an_accepted_id_queues_new_copies_under_the_first_acceptance,
                 a_resend_of_an_id_never_accepted_is_a_first_submission,
+                a_resend_must_repeat_its_message_and_is_capped,
                 a_stale_device_list_is_refused_with_the_current_devices,
                 a_business_learns_nothing_of_numbers_it_may_not_write_to,
                 committed_changes_wake_the_devices_they_concern,
@@ -166,6 +167,7 @@ fn submission(
         fingerprint: format!("fingerprint of {id}"),
         wall: UnixTime(wall),
         resend: false,
+        header: kind.as_str().into(),
     }
 }
 

@@ -41,7 +41,8 @@ pub(super) async fn accept(
     // A retry must get the first answer, even if the rules or the devices changed since.
     let earlier = query_opt(
         tx,
-        "SELECT fingerprint, accepted_at FROM submissions WHERE sender = $1 AND id = $2",
+        "SELECT fingerprint, accepted_at, recipient, header, resends FROM submissions
+         WHERE sender = $1 AND id = $2",
         &[&s.sender.digits(), &s.id.as_str()],
     )
     .await?;
@@ -60,7 +61,9 @@ pub(super) async fn accept(
                 duplicate: true,
             }));
         }
-        if !s.resend {
+        let (recipient, header, resends): (String, String, i64) =
+            (get(&row, 2)?, get(&row, 3)?, get(&row, 4)?);
+        if !s.may_resend(&recipient, &header, resends) {
             return Ok(Err(Refusal::IdReused));
         }
         // A new encryption of an accepted message: the first acceptance stands (the rules
@@ -74,6 +77,12 @@ pub(super) async fn accept(
         };
         let queued = copies.iter().map(|(device, _)| *device).collect();
         queue_copies(tx, s, accepted_at, copies).await?;
+        execute(
+            tx,
+            "UPDATE submissions SET resends = resends + 1 WHERE sender = $1 AND id = $2",
+            &[&s.sender.digits(), &s.id.as_str()],
+        )
+        .await?;
         return Ok(Ok(Accepted {
             accepted_at,
             devices: queued,
@@ -127,8 +136,16 @@ pub(super) async fn accept(
     queue_copies(tx, s, now, copies).await?;
     execute(
         tx,
-        "INSERT INTO submissions (sender, id, fingerprint, accepted_at) VALUES ($1, $2, $3, $4)",
-        &[&s.sender.digits(), &s.id.as_str(), &s.fingerprint, &now.0],
+        "INSERT INTO submissions (sender, id, fingerprint, accepted_at, recipient, header)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &s.sender.digits(),
+            &s.id.as_str(),
+            &s.fingerprint,
+            &now.0,
+            &s.recipient.digits(),
+            &s.header,
+        ],
     )
     .await?;
     Ok(Ok(Accepted {

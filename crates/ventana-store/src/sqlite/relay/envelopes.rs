@@ -13,15 +13,22 @@ use ventana_core::{BusinessClock, DeviceId, MessageId, PhoneNumber, Relationship
 /// the relationship read for the decision is the one the decision's effects are written over.
 pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Accepted, Refusal>> {
     // A retry must get the first answer, even if the rules or the devices changed since.
-    let earlier: Option<(String, i64)> = tx
+    let earlier: Option<(String, i64, String, String, i64)> = tx
         .prepare_cached(
-            "SELECT fingerprint, accepted_at FROM submissions WHERE sender = ?1 AND id = ?2",
+            "SELECT fingerprint, accepted_at, recipient, header, resends FROM submissions
+             WHERE sender = ?1 AND id = ?2",
         )?
         .query_row(params![s.sender.digits(), s.id.as_str()], |row| {
-            Ok((row.get(0)?, row.get(1)?))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
         })
         .optional()?;
-    if let Some((fingerprint, accepted_at)) = earlier {
+    if let Some((fingerprint, accepted_at, recipient, header, resends)) = earlier {
         let current = devices(tx, &s.recipient)?;
         let device_ids: Vec<DeviceId> = current.iter().map(|d| d.device_id).collect();
         if fingerprint == s.fingerprint {
@@ -31,7 +38,7 @@ pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Acce
                 duplicate: true,
             }));
         }
-        if !s.resend {
+        if !s.may_resend(&recipient, &header, resends) {
             return Ok(Err(Refusal::IdReused));
         }
         // A new encryption of an accepted message: the first acceptance stands (the rules
@@ -42,6 +49,10 @@ pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Acce
         let accepted_at = UnixTime(accepted_at);
         let queued = copies.iter().map(|(device, _)| *device).collect();
         queue_copies(tx, s, accepted_at, copies)?;
+        tx.prepare_cached(
+            "UPDATE submissions SET resends = resends + 1 WHERE sender = ?1 AND id = ?2",
+        )?
+        .execute(params![s.sender.digits(), s.id.as_str()])?;
         return Ok(Ok(Accepted {
             accepted_at,
             devices: queued,
@@ -91,13 +102,16 @@ pub(super) fn accept(tx: &Connection, s: &NewSubmission) -> TxResult<Result<Acce
 
     queue_copies(tx, s, now, copies)?;
     tx.prepare_cached(
-        "INSERT INTO submissions (sender, id, fingerprint, accepted_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO submissions (sender, id, fingerprint, accepted_at, recipient, header)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         s.sender.digits(),
         s.id.as_str(),
         s.fingerprint,
-        now.0
+        now.0,
+        s.recipient.digits(),
+        s.header,
     ])?;
     Ok(Ok(Accepted {
         accepted_at: now,

@@ -159,3 +159,36 @@ pub(crate) async fn a_status_is_announced_only_when_it_moves(store: &dyn Gateway
         .collect();
     assert_eq!(leased, ["d1", "r1"]);
 }
+
+pub(crate) async fn a_device_keeps_only_its_most_recently_used_sessions(store: &dyn EndpointStore) {
+    let cap = ventana_store::endpoint::MAX_SESSIONS_PER_DEVICE as usize;
+    // The first session stays in use; every other one is new once (as a retry makes them).
+    store
+        .commit_outbound(outbound(1, vec![session("kept", "1", None)], None))
+        .await
+        .unwrap();
+    for n in 0..cap + 2 {
+        let name = format!("s{n}");
+        let id = u32::try_from(n).unwrap() + 10;
+        store
+            .commit_outbound(outbound(id, vec![session(&name, "1", None)], None))
+            .await
+            .unwrap();
+        if n == 2 {
+            let used = versions(store)
+                .await
+                .into_iter()
+                .find(|s| s.0 == "kept")
+                .unwrap();
+            store
+                .commit_outbound(outbound(2, vec![session("kept", "2", Some(used.1))], None))
+                .await
+                .unwrap();
+        }
+    }
+    let names: Vec<String> = versions(store).await.into_iter().map(|s| s.0).collect();
+    assert_eq!(names.len(), cap);
+    assert!(names.contains(&"kept".to_string()), "{names:?}");
+    assert_eq!(names[0], format!("s{}", cap + 1));
+    assert!(!names.contains(&"s0".to_string()), "{names:?}");
+}

@@ -185,6 +185,36 @@ pub(super) async fn a_resend_of_an_accepted_id_queues_new_copies_under_the_first
     assert_eq!(refused(store, plain).await, Refusal::IdReused);
 }
 
+pub(super) async fn a_resend_must_repeat_its_message_and_is_capped(store: &dyn RelayStore) {
+    let (u, b) = (user(store, USER, 1).await, business(store, 1).await);
+    let other = user(store, OTHER_USER, 1).await;
+    accepted(store, message(1, &u, &b, &[1], 1000)).await;
+    accepted(store, message(2, &b, &u, &[1], 1000)).await;
+    let resend = |fingerprint: &str| NewSubmission {
+        fingerprint: fingerprint.into(),
+        resend: true,
+        ..message(2, &b, &u, &[1], 1000)
+    };
+    // An accepted id does not open a way to anyone else (the other user never wrote to
+    // the business), nor to another kind of message.
+    let elsewhere = NewSubmission {
+        recipient: other.clone(),
+        ..resend("to another user")
+    };
+    assert_eq!(refused(store, elsewhere).await, Refusal::IdReused);
+    let as_template = NewSubmission {
+        header: "template:1:en:1:promo".into(),
+        ..resend("as a template")
+    };
+    assert_eq!(refused(store, as_template).await, Refusal::IdReused);
+    assert!(queued(store, &other, 1).await.is_empty());
+    // And one message is resent only so often.
+    for n in 0..ventana_store::relay::MAX_RESENDS_PER_MESSAGE {
+        accepted(store, resend(&format!("encryption {n}"))).await;
+    }
+    assert_eq!(refused(store, resend("one more")).await, Refusal::IdReused);
+}
+
 pub(super) async fn a_resend_of_an_id_never_accepted_is_a_first_submission(store: &dyn RelayStore) {
     let (u, b) = (user(store, USER, 2).await, business(store, 1).await);
     accepted(store, message(1, &u, &b, &[1], 1000)).await;
