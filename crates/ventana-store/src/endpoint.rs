@@ -191,6 +191,8 @@ pub struct InboundCommit {
     /// Submissions this envelope gives rise to (its receipt, a resend a peer asked for),
     /// queued with it and sent until the relay accepts them.
     pub outbox: Vec<OutboxRow>,
+    /// Outbox rows of receipts the relay has taken since, dropped in the same transaction.
+    pub settled: Vec<MessageId>,
 }
 
 /// Everything that encrypting one outbound message changes, committed before it is sent.

@@ -508,8 +508,14 @@ impl Endpoint {
                 records,
                 processed: !unprocessed,
                 outbox: outbox.clone(),
+                settled: self.take_receipts_done(),
             };
-            Ok::<_, ClientError>(self.store.commit_inbound(commit).await?)
+            let settled = commit.settled.clone();
+            let outcome = self.store.commit_inbound(commit).await;
+            if outcome.is_err() {
+                self.return_receipts_done(settled);
+            }
+            Ok::<_, ClientError>(outcome?)
         }
         .await;
         match result {

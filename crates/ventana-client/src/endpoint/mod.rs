@@ -167,6 +167,10 @@ pub struct Endpoint {
     peers: Mutex<HashMap<PhoneNumber, Vec<DeviceInfo>>>,
     /// Outbox rows being handed to the relay right now, so the retry loop leaves them alone.
     in_flight: Mutex<HashSet<MessageId>>,
+    /// Receipts the relay has taken whose outbox rows are still to be dropped: with the next
+    /// inbound commit, or by the retry loop, rather than in a transaction of their own (a
+    /// row dropped late is at worst submitted again, and the relay answers as the first time).
+    receipts_done: Mutex<Vec<MessageId>>,
     link: RelayLink,
     /// Template versions fetched to render messages; shared with background prefetches.
     templates: Arc<templates::TemplateCache>,
@@ -203,6 +207,7 @@ impl Endpoint {
             session_locks: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
+            receipts_done: Mutex::new(Vec::new()),
             link,
             templates: Arc::new(templates),
         });

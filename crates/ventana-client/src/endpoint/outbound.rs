@@ -429,10 +429,19 @@ impl Endpoint {
             }
             Ok(_) | Err(_) => return Ok(Submitted::Pending),
         };
-        self.store
-            .settle_outbox(&self.owner, &row.id, Vec::new())
-            .await?;
+        // Its row goes with the next commit (see `receipts_done`), not a write of its own.
+        lock(&self.receipts_done).push(row.id.clone());
         Ok(submitted)
+    }
+
+    /// The receipts the relay has taken whose rows are still to be dropped.
+    pub(super) fn take_receipts_done(&self) -> Vec<MessageId> {
+        std::mem::take(&mut *lock(&self.receipts_done))
+    }
+
+    /// Gives back receipts whose rows a failed commit did not drop.
+    pub(super) fn return_receipts_done(&self, ids: Vec<MessageId>) {
+        lock(&self.receipts_done).extend(ids);
     }
 
     /// Records the relay's final answer: the message's status, the application's effects,
@@ -504,6 +513,11 @@ impl Endpoint {
         app: &dyn Application,
         min_age: Option<std::time::Duration>,
     ) -> Result<(), ClientError> {
+        for id in self.take_receipts_done() {
+            self.store
+                .settle_outbox(&self.owner, &id, Vec::new())
+                .await?;
+        }
         let now = UnixTime::now();
         let rows = self.store.outbox(&self.owner).await?;
         // Writes this outbox itself explains: the versions of each session that queued rows

@@ -253,6 +253,14 @@ impl EndpointStore for PgEndpointStore {
     async fn commit_inbound(&self, commit: InboundCommit) -> StoreResult<InboundOutcome> {
         transaction!(self.db, |tx| {
             let owner = &commit.owner;
+            for id in &commit.settled {
+                execute(
+                    tx,
+                    "DELETE FROM outbox WHERE owner = $1 AND id = $2",
+                    &[&owner.digits(), &id.as_str()],
+                )
+                .await?;
+            }
             // Of two nodes processing one envelope at once, the second waits here for the
             // first: it inserts if the first rolled back, and finds the marker otherwise.
             let first_time = !commit.processed

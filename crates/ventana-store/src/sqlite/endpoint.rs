@@ -221,6 +221,10 @@ impl EndpointStore for SqliteEndpointStore {
         self.db
             .write(move |tx| {
                 let owner = &commit.owner;
+                for id in &commit.settled {
+                    tx.prepare_cached("DELETE FROM outbox WHERE owner = ?1 AND id = ?2")?
+                        .execute(params![owner.digits(), id.as_str()])?;
+                }
                 let first_time = !commit.processed
                     || tx
                         .prepare_cached(

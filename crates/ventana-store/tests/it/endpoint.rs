@@ -132,6 +132,7 @@ fn inbound(n: u32, session: Option<SessionWrite>, records: Vec<AppRecord>) -> In
         records,
         processed: true,
         outbox: Vec::new(),
+        settled: Vec::new(),
     }
 }
 

@@ -76,9 +76,11 @@ pub(crate) async fn an_envelope_acknowledged_unread_is_not_taken_for_a_duplicate
             .unwrap()
     );
     assert_eq!(store.outbox(&me()).await.unwrap(), [retry]);
-    // The resend is read and marked; a copy after it is a duplicate.
+    // The resend is read and marked, and drops the retry receipt's row the relay has taken
+    // meanwhile; a copy after it is a duplicate.
     let read = InboundCommit {
         account_sealed: None,
+        settled: vec![mid(90)],
         ..inbound(
             1,
             None,
