@@ -52,16 +52,53 @@ fn forget_sessions(dir: &std::path::Path) {
     assert!(gone > 0);
 }
 
+/// A node, a business and Ana's device, which has written first and read the reply
+/// (`welcome`, whose id is returned): sessions exist both ways.
+struct Setting {
+    tmp: tempfile::TempDir,
+    node: Node,
+    shop: Business,
+    ana: Device,
+    welcome: String,
+}
+
+impl Setting {
+    async fn start() -> Setting {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = Node::start(&tmp.path().join("node")).await;
+        let mut shop = Business::create(&node, "1001", "2001", "15550001001", false).await;
+        let mut ana = Device::register(&node, &tmp.path().join("ana"), "34600000001", "Ana").await;
+        ana.send(&shop.number, "hello").await;
+        shop.next_message().await;
+        let welcome = reply(&node, &shop, &mut ana, "welcome").await;
+        Setting {
+            tmp,
+            node,
+            shop,
+            ana,
+            welcome,
+        }
+    }
+
+    fn node_dir(&self) -> std::path::PathBuf {
+        self.tmp.path().join("node")
+    }
+
+    fn ana_dir(&self) -> std::path::PathBuf {
+        self.tmp.path().join("ana")
+    }
+}
+
 #[tokio::test]
 async fn an_outbox_row_whose_session_moved_on_is_encrypted_again_before_it_is_sent() {
-    let tmp = tempfile::tempdir().unwrap();
-    let node = Node::start(&tmp.path().join("node")).await;
-    let mut shop = Business::create(&node, "1001", "2001", "15550001001", false).await;
+    let Setting {
+        tmp,
+        node,
+        mut shop,
+        mut ana,
+        ..
+    } = Setting::start().await;
     let dir = tmp.path().join("ana");
-    let mut ana = Device::register(&node, &dir, "34600000001", "Ana").await;
-    ana.send(&shop.number, "hello").await;
-    shop.next_message().await;
-    reply(&node, &shop, &mut ana, "welcome").await;
 
     // A second writer of Ana's sessions (as a second gateway node is of a business's): it
     // sends once, then loses its connection, and commits "late" without getting it out.
@@ -145,15 +182,14 @@ async fn an_outbox_row_whose_session_moved_on_is_encrypted_again_before_it_is_se
 
 #[tokio::test]
 async fn a_device_that_cannot_decrypt_asks_again_and_reads_the_resend() {
-    let tmp = tempfile::tempdir().unwrap();
-    let node_dir = tmp.path().join("node");
-    let node = Node::start(&node_dir).await;
-    let mut shop = Business::create(&node, "1001", "2001", "15550001001", false).await;
-    let dir = tmp.path().join("ana");
-    let mut ana = Device::register(&node, &dir, "34600000001", "Ana").await;
-    ana.send(&shop.number, "hello").await;
-    shop.next_message().await;
-    reply(&node, &shop, &mut ana, "welcome").await;
+    let setting = Setting::start().await;
+    let (node_dir, dir) = (setting.node_dir(), setting.ana_dir());
+    let Setting {
+        node,
+        mut shop,
+        ana,
+        ..
+    } = setting;
 
     // Ana's device loses its sessions: the next message cannot be decrypted.
     ana.disconnect().await;
@@ -191,16 +227,15 @@ async fn a_device_that_cannot_decrypt_asks_again_and_reads_the_resend() {
 
 #[tokio::test]
 async fn a_message_no_resend_can_get_through_ends_failed_at_the_business() {
-    let tmp = tempfile::tempdir().unwrap();
-    let node_dir = tmp.path().join("node");
-    let node = Node::start(&node_dir).await;
-    let mut shop = Business::create(&node, "1001", "2001", "15550001001", false).await;
-    let dir = tmp.path().join("ana");
+    let setting = Setting::start().await;
+    let (node_dir, dir) = (setting.node_dir(), setting.ana_dir());
+    let Setting {
+        node,
+        mut shop,
+        ana,
+        ..
+    } = setting;
     let phone: PhoneNumber = "34600000001".parse().unwrap();
-    let mut ana = Device::register(&node, &dir, "34600000001", "Ana").await;
-    ana.send(&shop.number, "hello").await;
-    shop.next_message().await;
-    reply(&node, &shop, &mut ana, "welcome").await;
 
     // The device's keys are replaced by keys the relay never saw (a broken restore): no
     // session the business can start with it will ever decrypt there.
@@ -240,15 +275,15 @@ async fn a_message_no_resend_can_get_through_ends_failed_at_the_business() {
 
 #[tokio::test]
 async fn a_read_receipt_made_while_the_relay_is_away_reaches_the_business_later() {
-    let tmp = tempfile::tempdir().unwrap();
-    let node_dir = tmp.path().join("node");
-    let node = Node::start(&node_dir).await;
-    let mut shop = Business::create(&node, "1001", "2001", "15550001001", false).await;
-    let dir = tmp.path().join("ana");
-    let mut ana = Device::register(&node, &dir, "34600000001", "Ana").await;
-    ana.send(&shop.number, "hello").await;
-    shop.next_message().await;
-    let id = reply(&node, &shop, &mut ana, "welcome").await;
+    let setting = Setting::start().await;
+    let (node_dir, dir) = (setting.node_dir(), setting.ana_dir());
+    let Setting {
+        node,
+        mut shop,
+        ana,
+        welcome: id,
+        ..
+    } = setting;
     shop.wait_status(&id, "delivered").await;
 
     // Ana reads it while the platform is down: the receipt is queued on her device...
