@@ -2,6 +2,8 @@
 //!
 //! - [`phone`]: E.164 phone numbers (`wa_id`) and their country.
 //! - [`ids`]: message ids (`wamid.…`), WABA and phone-number ids, device ids.
+//! - [`status`]: [`MessageStatus`], where a message stands in a history, and the order
+//!   statuses move in.
 //! - [`time`]: Unix time and the per-business [`BusinessClock`] (sandbox test clocks).
 //! - [`rules`]: contact-first, blocking and the 24-hour [`ServiceWindow`], as pure functions.
 //! - [`protocol`]: the client protocol's frames (devices and gateways ↔ relay), version 1.
@@ -16,6 +18,7 @@ pub mod payload;
 pub mod phone;
 pub mod protocol;
 pub mod rules;
+pub mod status;
 pub mod template;
 pub mod time;
 pub mod user_id;
@@ -23,4 +26,5 @@ pub mod user_id;
 pub use ids::{DeviceId, IdempotencyKey, MessageId, PhoneNumberId, WabaId};
 pub use phone::PhoneNumber;
 pub use rules::{AccountKind, Relationship, RuleViolation, SendDecision, ServiceWindow};
+pub use status::MessageStatus;
 pub use time::{BusinessClock, UnixTime};

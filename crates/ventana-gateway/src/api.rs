@@ -249,7 +249,7 @@ async fn handle(
                     owner,
                     vec![AppRecord::Status {
                         id: message_id,
-                        status: "read".into(),
+                        status: ventana_core::MessageStatus::Read,
                         announce: None,
                     }],
                 )

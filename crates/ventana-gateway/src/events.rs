@@ -18,7 +18,7 @@ use ventana_core::payload::Content;
 use ventana_core::protocol::{ErrorCode, ProtocolError, ReceiptStatus};
 use ventana_core::rules::RuleViolation;
 use ventana_core::user_id::business_scoped_user_id;
-use ventana_core::{PhoneNumber, UnixTime, WabaId};
+use ventana_core::{MessageStatus, PhoneNumber, UnixTime, WabaId};
 use ventana_store::endpoint::{AppRecord, WebhookJob};
 
 /// A relay refusal in Cloud API terms: (code, title, details).
@@ -211,9 +211,11 @@ impl Application for GatewayEvents {
                 vec![gateway.webhook_job(&hosted, event_id, &event, UnixTime::now())]
             }
             Inbound::Receipt { meta, status, ids } => {
-                let delivery = match status {
-                    ReceiptStatus::Delivered => DeliveryStatus::Delivered,
-                    ReceiptStatus::Read => DeliveryStatus::Read,
+                let (delivery, stored) = match status {
+                    ReceiptStatus::Delivered => {
+                        (DeliveryStatus::Delivered, MessageStatus::Delivered)
+                    }
+                    ReceiptStatus::Read => (DeliveryStatus::Read, MessageStatus::Read),
                     // The engine resends; only a final failure is reported (`settled`).
                     ReceiptStatus::Retry => return Ok(Vec::new()),
                 };
@@ -230,7 +232,7 @@ impl Application for GatewayEvents {
                     };
                     records.push(AppRecord::Status {
                         id: id.clone(),
-                        status: status.as_str().into(),
+                        status: stored,
                         announce,
                     });
                 }

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::{
-    DeviceId, IdempotencyKey, MessageId, PhoneNumber, PhoneNumberId, UnixTime, WabaId,
+    DeviceId, IdempotencyKey, MessageId, MessageStatus, PhoneNumber, PhoneNumberId, UnixTime,
+    WabaId,
 };
 
 /// Who this endpoint is at the relay, with its sealed Olm account and sealed relay token.
@@ -130,9 +131,7 @@ pub struct MessageRecord {
     pub kind: EnvelopeKind,
     pub ts: UnixTime,
     pub body_sealed: Vec<u8>,
-    /// `accepted`, `sent`, `delivered`, `read` or `failed` for outbound; `received` or `read`
-    /// for inbound.
-    pub status: String,
+    pub status: MessageStatus,
     /// How often an outbound message was encrypted again because its recipient's device
     /// could not decrypt it (bounded by the sender).
     pub resends: u32,
@@ -159,7 +158,7 @@ pub enum AppRecord {
     /// later one, announces nothing.
     Status {
         id: MessageId,
-        status: String,
+        status: MessageStatus,
         announce: Option<WebhookJob>,
     },
     /// One more resend of an outbound message (see [`MessageRecord::resends`]).

@@ -15,7 +15,7 @@ use ventana_core::protocol::{
     Ciphertext, DeviceInfo, Envelope, ErrorCode, ProtocolError, Receipt, ReceiptStatus,
 };
 use ventana_core::rules::EnvelopeKind;
-use ventana_core::{DeviceId, PhoneNumber};
+use ventana_core::{DeviceId, MessageStatus, PhoneNumber};
 use ventana_crypto::{DeviceAccount, PeerSession, pre_key_session_id};
 use ventana_store::StoreError;
 use ventana_store::endpoint::{
@@ -121,16 +121,20 @@ impl Endpoint {
                 messages.push(record);
             }
         }
-        if receipt.status == ReceiptStatus::Retry {
-            return self
-                .receive_retry(meta, messages, receipt.session, app)
-                .await;
-        }
+        let status = match receipt.status {
+            ReceiptStatus::Delivered => MessageStatus::Delivered,
+            ReceiptStatus::Read => MessageStatus::Read,
+            ReceiptStatus::Retry => {
+                return self
+                    .receive_retry(meta, messages, receipt.session, app)
+                    .await;
+            }
+        };
         let records = messages
             .iter()
             .map(|m| AppRecord::Status {
                 id: m.id.clone(),
-                status: receipt.status.as_str().into(),
+                status,
                 announce: None,
             })
             .collect();
@@ -233,7 +237,7 @@ impl Endpoint {
             }
             records.push(AppRecord::Status {
                 id: message.id.clone(),
-                status: "failed".into(),
+                status: MessageStatus::Failed,
                 announce,
             });
         }
@@ -413,7 +417,7 @@ impl Endpoint {
                 &body_aad(&self.owner, &meta.id, Direction::Inbound),
                 &plaintext,
             ),
-            status: "received".into(),
+            status: MessageStatus::Received,
             resends: 0,
         })];
         if let Some(name) = &payload.profile_name {

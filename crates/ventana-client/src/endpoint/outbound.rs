@@ -14,7 +14,7 @@ use ventana_core::protocol::{
 };
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::template::TemplateHeader;
-use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
+use ventana_core::{DeviceId, MessageId, MessageStatus, PhoneNumber, UnixTime};
 use ventana_crypto::PeerSession;
 use ventana_store::StoreError;
 use ventana_store::endpoint::{
@@ -215,7 +215,7 @@ impl Endpoint {
             body_sealed: self
                 .sealer
                 .seal(&body_aad(&self.owner, &id, Direction::Outbound), &plaintext),
-            status: "accepted".into(),
+            status: MessageStatus::Accepted,
             resends: 0,
         };
         self.store
@@ -465,13 +465,13 @@ impl Endpoint {
         let mut records = Vec::new();
         if attempt == 0 {
             let status = if settlement.outcome.is_ok() {
-                "sent"
+                MessageStatus::Sent
             } else {
-                "failed"
+                MessageStatus::Failed
             };
             records.push(AppRecord::Status {
                 id: id.clone(),
-                status: status.into(),
+                status,
                 announce: None,
             });
             // A refusal the caller is waiting for is its answer; the application hears only

@@ -18,7 +18,7 @@ use deadpool_postgres::GenericClient;
 use std::sync::Arc;
 use tokio_postgres::Row;
 use ventana_core::rules::EnvelopeKind;
-use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
+use ventana_core::{DeviceId, MessageId, MessageStatus, PhoneNumber, UnixTime};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -529,19 +529,6 @@ async fn write_session(
     Ok(())
 }
 
-/// Where a status stands; a message only ever moves to a higher rank. The same ranks are
-/// spelt out in SQL in `advance_status`, which compares them in the `UPDATE` itself.
-fn status_rank(status: &str) -> Option<i64> {
-    match status {
-        "received" | "accepted" => Some(0),
-        "sent" => Some(1),
-        "failed" => Some(2),
-        "delivered" => Some(3),
-        "read" => Some(4),
-        _ => None,
-    }
-}
-
 /// Applies application records. Each is idempotent, so a record applied twice (a settled
 /// outbox row answered again) changes nothing the second time.
 async fn apply(
@@ -567,7 +554,7 @@ async fn apply(
                         &m.kind.as_str(),
                         &m.ts.0,
                         &m.body_sealed,
-                        &m.status,
+                        &m.status.as_str(),
                     ],
                 )
                 .await?;
@@ -577,7 +564,7 @@ async fn apply(
                 status,
                 announce,
             } => {
-                if advance_status(tx, owner, id, status).await?
+                if advance_status(tx, owner, id, *status).await?
                     && let Some(job) = announce
                 {
                     super::gateway::queue_webhook(tx, job).await?;
@@ -625,21 +612,19 @@ async fn advance_status(
     tx: &impl GenericClient,
     owner: &PhoneNumber,
     id: &MessageId,
-    status: &str,
+    status: MessageStatus,
 ) -> TxResult<bool> {
-    let rank =
-        status_rank(status).ok_or_else(|| backend(format!("unknown message status {status:?}")))?;
+    // The statuses it may move from: those of a lower rank (the core's one order).
+    let below: Vec<&str> = MessageStatus::ALL
+        .into_iter()
+        .filter(|s| s.rank() < status.rank())
+        .map(MessageStatus::as_str)
+        .collect();
     let moved = execute(
         tx,
         "UPDATE messages SET status = $3
-         WHERE owner = $1 AND id = $2
-           AND (CASE status
-                    WHEN 'received' THEN 0 WHEN 'accepted' THEN 0
-                    WHEN 'sent' THEN 1 WHEN 'failed' THEN 2
-                    WHEN 'delivered' THEN 3 WHEN 'read' THEN 4
-                    ELSE -1
-                END) < $4::bigint",
-        &[&owner.digits(), &id.as_str(), &status, &rank],
+         WHERE owner = $1 AND id = $2 AND status = ANY($4)",
+        &[&owner.digits(), &id.as_str(), &status.as_str(), &below],
     )
     .await?;
     Ok(moved > 0)
@@ -658,7 +643,7 @@ fn message_from_row(row: &Row) -> TxResult<MessageRecord> {
         kind: named(row, 4, EnvelopeKind::parse)?,
         ts: time(row, 5)?,
         body_sealed: get(row, 6)?,
-        status: get(row, 7)?,
+        status: named(row, 7, MessageStatus::parse)?,
         resends: {
             let resends: i64 = get(row, 8)?;
             u32::try_from(resends).map_err(|_| backend(format!("resends {resends}")))?

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 use ventana_core::rules::EnvelopeKind;
-use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
+use ventana_core::{DeviceId, MessageId, MessageStatus, PhoneNumber, UnixTime};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -453,18 +453,6 @@ fn write_session(tx: &Connection, owner: &PhoneNumber, s: &SessionWrite) -> TxRe
     Ok(())
 }
 
-/// Where a status stands; a message only ever moves to a higher rank.
-fn status_rank(status: &str) -> Option<u8> {
-    match status {
-        "received" | "accepted" => Some(0),
-        "sent" => Some(1),
-        "failed" => Some(2),
-        "delivered" => Some(3),
-        "read" => Some(4),
-        _ => None,
-    }
-}
-
 /// Applies application records. Each is idempotent, so a record applied twice (a settled
 /// outbox row answered again) changes nothing the second time.
 fn apply(tx: &Connection, owner: &PhoneNumber, records: &[AppRecord]) -> TxResult<()> {
@@ -485,7 +473,7 @@ fn apply(tx: &Connection, owner: &PhoneNumber, records: &[AppRecord]) -> TxResul
                     m.kind.as_str(),
                     m.ts.0,
                     m.body_sealed,
-                    m.status,
+                    m.status.as_str(),
                 ])?;
             }
             AppRecord::Status {
@@ -493,7 +481,7 @@ fn apply(tx: &Connection, owner: &PhoneNumber, records: &[AppRecord]) -> TxResul
                 status,
                 announce,
             } => {
-                if advance_status(tx, owner, id, status)?
+                if advance_status(tx, owner, id, *status)?
                     && let Some(job) = announce
                 {
                     super::gateway::queue_webhook(tx, job)?;
@@ -527,10 +515,8 @@ fn advance_status(
     tx: &Connection,
     owner: &PhoneNumber,
     id: &MessageId,
-    status: &str,
+    status: MessageStatus,
 ) -> TxResult<bool> {
-    let rank =
-        status_rank(status).ok_or_else(|| backend(format!("unknown message status {status:?}")))?;
     let mut advanced = false;
     let rows: Vec<(String, String)> = tx
         .prepare_cached("SELECT direction, status FROM messages WHERE owner = ?1 AND id = ?2")?
@@ -539,11 +525,16 @@ fn advance_status(
         })?
         .collect::<rusqlite::Result<_>>()?;
     for (direction, current) in rows {
-        if status_rank(&current).is_none_or(|current| current < rank) {
+        if MessageStatus::parse(&current).is_none_or(|current| current.rank() < status.rank()) {
             tx.prepare_cached(
                 "UPDATE messages SET status = ?4 WHERE owner = ?1 AND id = ?2 AND direction = ?3",
             )?
-            .execute(params![owner.digits(), id.as_str(), direction, status])?;
+            .execute(params![
+                owner.digits(),
+                id.as_str(),
+                direction,
+                status.as_str()
+            ])?;
             advanced = true;
         }
     }
@@ -559,7 +550,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         kind: named(row, 4, EnvelopeKind::parse)?,
         ts: UnixTime(row.get(5)?),
         body_sealed: row.get(6)?,
-        status: row.get(7)?,
+        status: named(row, 7, MessageStatus::parse)?,
         resends: row.get(8)?,
     })
 }

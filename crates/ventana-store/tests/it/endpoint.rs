@@ -3,7 +3,7 @@
 
 use crate::{mid, phone, waba};
 use ventana_core::rules::EnvelopeKind;
-use ventana_core::{DeviceId, PhoneNumber, UnixTime};
+use ventana_core::{DeviceId, MessageStatus, PhoneNumber, UnixTime};
 use ventana_store::endpoint::{
     AccessTokenRecord, AppRecord, BusinessRecord, Direction, IdentityRecord, InboundCommit,
     InboundOutcome, MessageRecord, OutboundCommit, OutboxRow, PhoneNumberRecord, SessionWrite,
@@ -95,7 +95,7 @@ fn message(n: u32, direction: Direction, ts: i64, status: &str) -> MessageRecord
         kind: EnvelopeKind::Message,
         ts: UnixTime(ts),
         body_sealed: format!("body {n}").into_bytes(),
-        status: status.into(),
+        status: MessageStatus::parse(status).unwrap(),
         resends: 0,
     }
 }
@@ -160,7 +160,9 @@ async fn versions(store: &dyn EndpointStore) -> Vec<(String, i64, Vec<u8>)> {
 
 async fn statuses(store: &dyn EndpointStore) -> Vec<(u32, String)> {
     let all = store.messages(&me(), 100).await.unwrap();
-    all.into_iter().map(|m| (m.ts.0 as u32, m.status)).collect()
+    all.into_iter()
+        .map(|m| (m.ts.0 as u32, m.status.as_str().to_owned()))
+        .collect()
 }
 
 // --- template cache ------------------------------------------------------------------------

@@ -97,7 +97,7 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
                     "/read" => if let Some(id) = &last_inbound {
                         match endpoint.send_receipt(&business, ReceiptStatus::Read, vec![id.clone()]).await {
                             Ok(()) => {
-                                let read = AppRecord::Status { id: id.clone(), status: "read".into(), announce: None };
+                                let read = AppRecord::Status { id: id.clone(), status: ventana_core::MessageStatus::Read, announce: None };
                                 let _ = endpoint.store().apply(endpoint.owner(), vec![read]).await;
                                 println!("        (marked read)");
                             }

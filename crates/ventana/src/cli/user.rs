@@ -276,7 +276,7 @@ pub(crate) async fn run(config: &Config, args: UserArgs) -> Result<()> {
                 let payload = endpoint.open_body(r);
                 let mut entry = json!({
                     "id": r.id, "direction": r.direction.as_str(), "peer": r.peer, "timestamp": r.ts,
-                    "status": r.status, "kind": r.kind.as_str(),
+                    "status": r.status.as_str(), "kind": r.kind.as_str(),
                 });
                 // A template is rendered once, for both forms (it may take a trip to the relay).
                 let text = match &payload {
@@ -363,7 +363,7 @@ pub(crate) async fn run(config: &Config, args: UserArgs) -> Result<()> {
                     endpoint.owner(),
                     vec![AppRecord::Status {
                         id: id.clone(),
-                        status: "read".into(),
+                        status: ventana_core::MessageStatus::Read,
                         announce: None,
                     }],
                 )

@@ -437,7 +437,7 @@ impl Device {
                     .message(self.endpoint.owner(), id)
                     .await
                     .unwrap();
-                if record.is_some_and(|r| r.status == status) {
+                if record.is_some_and(|r| r.status.as_str() == status) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

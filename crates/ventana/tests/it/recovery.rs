@@ -268,7 +268,7 @@ async fn a_message_no_resend_can_get_through_ends_failed_at_the_business() {
     );
     let record = gateway_record(&node_dir, &shop, &id).await;
     assert_eq!(record.resends, 3);
-    assert_eq!(record.status, "failed");
+    assert_eq!(record.status, ventana_core::MessageStatus::Failed);
     ana.expect_silence(Duration::from_millis(500)).await;
     ana.disconnect().await;
 }

@@ -159,7 +159,7 @@ async fn statuses_moved_on_two_nodes_at_once_never_go_backwards() {
         tasks.spawn(async move {
             let record = AppRecord::Status {
                 id: mid(1),
-                status: status.into(),
+                status: MessageStatus::parse(status).unwrap(),
                 announce: None,
             };
             node.apply(&me(), vec![record]).await.unwrap();

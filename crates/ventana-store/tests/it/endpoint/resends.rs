@@ -140,7 +140,7 @@ pub(crate) async fn a_status_is_announced_only_when_it_moves(store: &dyn Gateway
         .unwrap();
     let status = |status: &str, job_id: &str| AppRecord::Status {
         id: mid(1),
-        status: status.into(),
+        status: MessageStatus::parse(status).unwrap(),
         announce: Some(job(job_id, 1, 1)),
     };
     // delivered, delivered again (a second receipt), read, then a late delivered.

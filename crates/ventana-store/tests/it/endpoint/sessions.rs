@@ -249,7 +249,7 @@ pub(super) async fn the_outbox_is_oldest_first_and_settled_with_its_records(
 
     let sent = vec![AppRecord::Status {
         id: mid(1),
-        status: "sent".into(),
+        status: MessageStatus::parse("sent").unwrap(),
         announce: None,
     }];
     assert!(
@@ -263,7 +263,7 @@ pub(super) async fn the_outbox_is_oldest_first_and_settled_with_its_records(
     assert_eq!(store.outbox(&me()).await.unwrap().len(), 1);
     assert_eq!(
         store.message(&me(), &mid(1)).await.unwrap().unwrap().status,
-        "sent"
+        MessageStatus::Sent
     );
 }
 
@@ -287,13 +287,21 @@ pub(super) async fn a_status_only_moves_forward(store: &dyn EndpointStore) {
                 &me(),
                 vec![AppRecord::Status {
                     id: mid(1),
-                    status: status.into(),
+                    status: MessageStatus::parse(status).unwrap(),
                     announce: None,
                 }],
             )
             .await
             .unwrap();
-        seen.push(store.message(&me(), &mid(1)).await.unwrap().unwrap().status);
+        seen.push(
+            store
+                .message(&me(), &mid(1))
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+                .as_str(),
+        );
     }
     assert_eq!(
         seen,
@@ -312,7 +320,7 @@ pub(super) async fn a_status_only_moves_forward(store: &dyn EndpointStore) {
             &me(),
             vec![AppRecord::Status {
                 id: mid(2),
-                status: "read".into(),
+                status: MessageStatus::parse("read").unwrap(),
                 announce: None,
             }],
         )
