@@ -429,8 +429,17 @@ impl Endpoint {
             }
             Ok(_) | Err(_) => return Ok(Submitted::Pending),
         };
-        // Its row goes with the next commit (see `receipts_done`), not a write of its own.
-        lock(&self.receipts_done).push(row.id.clone());
+        if self.link.is_receiving() {
+            // Its row goes with the next inbound commit or retry round (see
+            // `receipts_done`), not a write of its own.
+            lock(&self.receipts_done).push(row.id.clone());
+        } else {
+            // A send-only endpoint (a gateway node marking a message read for a number
+            // another node receives for) has neither: it would only collect ids.
+            self.store
+                .settle_outbox(&self.owner, &row.id, Vec::new())
+                .await?;
+        }
         Ok(submitted)
     }
 
