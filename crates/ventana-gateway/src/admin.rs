@@ -53,7 +53,7 @@ impl AdminError {
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(what) => Self(StatusCode::CONFLICT, "conflict", what),
+            StoreError::Conflict(what) => Self(StatusCode::CONFLICT, "conflict", what.detail),
             StoreError::Backend(what) => {
                 tracing::error!(%what, "gateway store failed");
                 Self(

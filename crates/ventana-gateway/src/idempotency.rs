@@ -30,10 +30,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use ventana_core::{IdempotencyKey, MessageId, UnixTime};
-use ventana_store::StoreError;
 use ventana_store::idempotency::{
     ClaimOutcome, IdempotencyRecord, IdempotencyState, NewClaim, StoredResponse,
 };
+use ventana_store::{ConflictKind, StoreError};
 
 /// How long a key is kept (and a retry answered from it): 24 hours, like Stripe's.
 pub(crate) const RETENTION_SECS: i64 = 24 * 60 * 60;
@@ -181,7 +181,12 @@ where
         {
             Ok(ClaimOutcome::Claimed(record)) => return Ok(attempt(gateway, record, send).await),
             Ok(ClaimOutcome::Existing(record)) => record,
-            Err(StoreError::Conflict(_)) => continue,
+            // Another node claimed or dropped the key between our read and write: look again.
+            Err(StoreError::Conflict(c))
+                if matches!(c.kind, ConflictKind::Exists | ConflictKind::Changed) =>
+            {
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         if record.fingerprint != fingerprint {

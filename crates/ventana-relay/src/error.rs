@@ -56,7 +56,7 @@ impl HttpError {
 impl From<StoreError> for HttpError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Conflict(what) => Self::conflict(what),
+            StoreError::Conflict(what) => Self::conflict(what.detail),
             StoreError::Backend(what) => {
                 tracing::error!(%what, "relay store failed");
                 Self(

@@ -34,7 +34,7 @@ pub(crate) fn bad(message: impl Into<String>) -> ProtocolError {
 
 pub(crate) fn internal(error: StoreError) -> ProtocolError {
     match error {
-        StoreError::Conflict(what) => ProtocolError::new(ErrorCode::Conflict, what),
+        StoreError::Conflict(what) => ProtocolError::new(ErrorCode::Conflict, what.detail),
         StoreError::Backend(what) => {
             tracing::error!(%what, "relay store failed");
             ProtocolError::new(ErrorCode::Internal, "internal error")

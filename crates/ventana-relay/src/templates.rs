@@ -24,10 +24,10 @@ use ventana_core::protocol::{
 use ventana_core::rules::{AccountKind, RuleViolation};
 use ventana_core::template::{Category, TemplateDefinition, TemplateHeader, TemplateStatus};
 use ventana_core::{PhoneNumber, UnixTime, WabaId};
-use ventana_store::StoreError;
 use ventana_store::template::{
     CreateRefusal, NewTemplate, TemplateEdit, TemplateEvent, TemplateFilter, TemplateRecord,
 };
+use ventana_store::{ConflictKind, StoreError};
 
 /// Who the audit trail names for what a business does through its devices.
 const BUSINESS_ACTOR: &str = "business";
@@ -219,7 +219,9 @@ pub(crate) async fn create(
             now: UnixTime::now(),
         };
         match relay.store.create_template(new, limit).await {
-            Err(StoreError::Conflict(_)) if attempts < 3 => continue,
+            Err(StoreError::Conflict(c)) if c.kind == ConflictKind::Exists && attempts < 3 => {
+                continue;
+            }
             other => break other.map_err(internal)?,
         }
     };

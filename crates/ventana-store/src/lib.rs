@@ -42,8 +42,10 @@ pub mod idempotency;
 pub mod postgres;
 pub mod relay;
 pub mod schedule;
+mod sql;
 pub mod sqlite;
 pub mod template;
+mod units;
 
 pub use endpoint::{EndpointStore, GatewayStore};
 pub use relay::RelayStore;
@@ -53,12 +55,53 @@ pub use template::TemplateStore;
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A uniqueness or version check failed; the caller decides whether that is an error.
+    /// The store refused the change; [`Conflict::kind`] says why, so the caller can decide
+    /// whether to read again and retry, report it, or treat it as done.
     #[error("conflict: {0}")]
-    Conflict(String),
+    Conflict(Conflict),
     /// The database itself failed (I/O, corruption, a bug in a query).
     #[error("storage backend: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    pub fn conflict(kind: ConflictKind, detail: impl Into<String>) -> Self {
+        Self::Conflict(Conflict {
+            kind,
+            detail: detail.into(),
+        })
+    }
+
+    /// The conflict's kind, if this is one.
+    pub fn conflict_kind(&self) -> Option<ConflictKind> {
+        match self {
+            Self::Conflict(c) => Some(c.kind),
+            Self::Backend(_) => None,
+        }
+    }
+}
+
+/// A change the store refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct Conflict {
+    pub kind: ConflictKind,
+    /// For people: what was refused.
+    pub detail: String,
+}
+
+/// Why the store refused a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConflictKind {
+    /// A key or unique index already holds the row (a taken id, number or device).
+    Exists,
+    /// The row changed since the caller read it (a version check failed): reading it again
+    /// and retrying may succeed.
+    Changed,
+    /// The row is missing, or its state does not allow the change (a template that is not
+    /// pending review, a schedule already sent): retrying will not help.
+    State,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -12,7 +12,7 @@
 //! with the webhook jobs it queued, so an event is reported once even with several nodes.
 
 use crate::endpoint::WebhookJob;
-use crate::{StoreError, StoreResult};
+use crate::{ConflictKind, StoreError, StoreResult};
 use async_trait::async_trait;
 use ventana_core::{MessageId, PhoneNumber, UnixTime, WabaId};
 
@@ -180,11 +180,14 @@ pub trait ScheduleStore: Send + Sync {
 pub(crate) fn check_finish(id: &MessageId, state: ScheduleState) -> Result<(), StoreError> {
     match state {
         ScheduleState::Sent | ScheduleState::Failed => Ok(()),
-        other => Err(StoreError::Conflict(format!(
-            "schedule {} cannot be finished as {}: only sent or failed end a send",
-            id.as_str(),
-            other.as_str()
-        ))),
+        other => Err(StoreError::conflict(
+            ConflictKind::State,
+            format!(
+                "schedule {} cannot be finished as {}: only sent or failed end a send",
+                id.as_str(),
+                other.as_str()
+            ),
+        )),
     }
 }
 

@@ -9,7 +9,7 @@
 //! Components are an opaque JSON text here: the caller parsed and validated them
 //! (`ventana_core::template`) before handing them over.
 
-use crate::{StoreError, StoreResult};
+use crate::{ConflictKind, StoreError, StoreResult};
 use async_trait::async_trait;
 use ventana_core::template::{Category, TemplateStatus};
 use ventana_core::{UnixTime, WabaId};
@@ -239,14 +239,16 @@ pub(crate) fn next_version(
     expected_version: u32,
 ) -> Result<u32, StoreError> {
     if matches!(status, TemplateStatus::Deleted | TemplateStatus::Disabled) {
-        return Err(StoreError::Conflict(format!(
-            "template {id} is {status} and cannot be edited"
-        )));
+        return Err(StoreError::conflict(
+            ConflictKind::State,
+            format!("template {id} is {status} and cannot be edited"),
+        ));
     }
     if version != expected_version {
-        return Err(StoreError::Conflict(format!(
-            "template {id} is at version {version}, not {expected_version}"
-        )));
+        return Err(StoreError::conflict(
+            ConflictKind::Changed,
+            format!("template {id} is at version {version}, not {expected_version}"),
+        ));
     }
     version
         .checked_add(1)
@@ -258,8 +260,9 @@ pub(crate) fn check_review(expected: TemplateStatus, to: TemplateStatus) -> Resu
     if expected.may_become(to) {
         Ok(())
     } else {
-        Err(StoreError::Conflict(format!(
-            "review cannot move a template from {expected} to {to}"
-        )))
+        Err(StoreError::conflict(
+            ConflictKind::State,
+            format!("review cannot move a template from {expected} to {to}"),
+        ))
     }
 }

@@ -330,7 +330,9 @@ impl Endpoint {
                 .await
             {
                 // Another node (sending on the same session) wrote it first: read it again.
-                Err(ClientError::Store(StoreError::Conflict(_))) if attempt < CONFLICT_RETRIES => {
+                Err(ClientError::Store(StoreError::Conflict(c)))
+                    if super::written_meanwhile(&c) && attempt < CONFLICT_RETRIES =>
+                {
                     attempt += 1
                 }
                 other => return other,

@@ -503,3 +503,12 @@ fn body_aad(owner: &PhoneNumber, id: &MessageId, direction: Direction) -> Vec<u8
 pub fn contact_aad(owner: &PhoneNumber, peer: &PhoneNumber) -> Vec<u8> {
     format!("contact/{owner}/{peer}").into_bytes()
 }
+
+/// A store refusal that means another node (sending or receiving on the same sessions) wrote
+/// first: reading again and redoing the work succeeds.
+fn written_meanwhile(conflict: &ventana_store::Conflict) -> bool {
+    matches!(
+        conflict.kind,
+        ventana_store::ConflictKind::Changed | ventana_store::ConflictKind::Exists
+    )
+}

@@ -6,7 +6,8 @@
 //! rest atomic on their own. Deadlocks and serialization failures, which the locks are
 //! ordered to avoid, are still retried a few times by [`transaction!`].
 
-use crate::{StoreError, StoreResult};
+use super::tx::PgTx;
+use crate::{StoreError, StoreResult, sql};
 use deadpool_postgres::{
     Client, GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction,
 };
@@ -60,7 +61,7 @@ impl From<TxError> for StoreError {
             // A key or unique index refusing a row is the "already exists" the traits call a
             // conflict; every other constraint (foreign key, check) is a bug and stays Backend.
             TxError::Pg(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                StoreError::Conflict(describe(&e))
+                StoreError::conflict(crate::ConflictKind::Exists, describe(&e))
             }
             TxError::Pg(e) => StoreError::Backend(describe(&e)),
             TxError::Store(e) => e,
@@ -68,8 +69,8 @@ impl From<TxError> for StoreError {
     }
 }
 
-pub(crate) fn conflict(what: impl Into<String>) -> TxError {
-    TxError::Store(StoreError::Conflict(what.into()))
+pub(crate) fn conflict(kind: crate::ConflictKind, what: impl Into<String>) -> TxError {
+    TxError::Store(StoreError::conflict(kind, what))
 }
 
 pub(crate) fn backend(what: impl Into<String>) -> TxError {
@@ -148,6 +149,7 @@ pub(crate) fn config_for(url: &str, schema: &str) -> StoreResult<tokio_postgres:
 #[derive(Clone, Debug)]
 pub(crate) struct Db {
     pool: Pool,
+    schema: std::sync::Arc<str>,
 }
 
 impl Db {
@@ -174,7 +176,10 @@ impl Db {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
-        let db = Self { pool };
+        let db = Self {
+            pool,
+            schema: schema.into(),
+        };
         let mut client = db.client().await?;
         let applied = migrate(&mut client, schema, migrations).await?;
         if applied > 0 {
@@ -191,6 +196,26 @@ impl Db {
     ) -> StoreResult<T> {
         let client = self.client().await?;
         Ok(work(&client).await?)
+    }
+
+    /// Runs a reading unit of work written over [`Tx`](crate::sql::Tx) on a pooled
+    /// connection, outside a transaction block: each statement is atomic on its own, and a
+    /// read of one statement saves the two round trips of `BEGIN` and `COMMIT`.
+    pub(crate) async fn read_unit<T>(
+        &self,
+        unit: impl AsyncFnOnce(&mut PgTx<'_, Client>) -> sql::TxResult<T>,
+    ) -> StoreResult<T> {
+        let client = self.client().await?;
+        let mut tx = PgTx {
+            client: &client,
+            schema: &self.schema,
+        };
+        Ok(unit(&mut tx).await?)
+    }
+
+    /// The schema the store lives in, which also names its `NOTIFY` channels.
+    pub(crate) fn schema(&self) -> &str {
+        &self.schema
     }
 
     /// A pooled connection, for [`transaction!`].
@@ -240,6 +265,70 @@ macro_rules! transaction {
 }
 
 pub(crate) use transaction;
+
+/// Runs `$body`, an expression of type [`sql::TxResult<T>`] using `$tx: &mut PgTx` (a unit of
+/// work written over [`Tx`](crate::sql::Tx)), in one transaction on a connection of `$db`
+/// ([`Db`]), and evaluates to `StoreResult<T>`: committed if the body succeeded, rolled back
+/// otherwise. A transaction that lost a deadlock or a serialization check is run again from
+/// the start, so the body must not have effects outside the transaction.
+///
+/// A macro rather than a method taking an async closure: the futures of `async_trait` methods
+/// must be `Send`, which the compiler cannot yet prove for an async closure that borrows both
+/// the transaction and the method's arguments.
+macro_rules! unit {
+    ($db:expr, |$tx:ident| $body:expr) => {{
+        match $db.client().await {
+            Err(e) => Err(e),
+            Ok(mut client) => {
+                let mut attempt = 1;
+                loop {
+                    let transaction = match $crate::postgres::db::begin(&mut client).await {
+                        Ok(transaction) => transaction,
+                        Err(e) => break Err(e),
+                    };
+                    let outcome: $crate::sql::TxResult<_> = {
+                        let $tx = &mut $crate::postgres::tx::PgTx {
+                            client: &transaction,
+                            schema: $db.schema(),
+                        };
+                        async { $body }.await
+                    };
+                    match $crate::postgres::db::finish_unit(transaction, outcome, attempt).await {
+                        ::std::ops::ControlFlow::Break(result) => break result,
+                        ::std::ops::ControlFlow::Continue(()) => attempt += 1,
+                    }
+                }
+            }
+        }
+    }};
+}
+
+pub(crate) use unit;
+
+/// Ends a transaction [`unit!`] ran: commits it if `outcome` is a success, rolls it back
+/// otherwise, and says whether to run it again (`Continue`) or what to answer (`Break`).
+pub(crate) async fn finish_unit<T>(
+    tx: Transaction<'_>,
+    outcome: sql::TxResult<T>,
+    attempt: u32,
+) -> ControlFlow<StoreResult<T>> {
+    let outcome = match outcome {
+        Ok(value) => tx.commit().await.map(|()| value).map_err(super::tx::error),
+        Err(e) => {
+            // A failed rollback means a broken connection: the server rolls back on its own,
+            // and the pool drops the connection when it is returned.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    };
+    match outcome {
+        Err(sql::TxError::Transient(e)) if attempt < MAX_ATTEMPTS => {
+            tracing::debug!(attempt, error = e, "running a transaction again");
+            ControlFlow::Continue(())
+        }
+        outcome => ControlFlow::Break(outcome.map_err(StoreError::from)),
+    }
+}
 
 pub(crate) async fn begin(client: &mut Client) -> StoreResult<Transaction<'_>> {
     client.transaction().await.map_err(pg_error)

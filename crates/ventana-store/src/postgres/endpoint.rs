@@ -521,10 +521,13 @@ async fn write_session(
         }
     };
     if written == 0 {
-        return Err(conflict(format!(
-            "session {} with {}/{} was written by someone else",
-            s.session_id, s.peer, s.peer_device
-        )));
+        return Err(conflict(
+            crate::ConflictKind::Changed,
+            format!(
+                "session {} with {}/{} was written by someone else",
+                s.session_id, s.peer, s.peer_device
+            ),
+        ));
     }
     Ok(())
 }

@@ -359,7 +359,12 @@ impl GatewayStore for PgEndpointStore {
             select_key(tx, &c.phone_number_id, &c.key)
                 .await?
                 .map(ClaimOutcome::Existing)
-                .ok_or_else(|| conflict("the idempotency key vanished while claimed; retry"))
+                .ok_or_else(|| {
+                    conflict(
+                        crate::ConflictKind::Changed,
+                        "the idempotency key vanished while claimed; retry",
+                    )
+                })
         })
     }
 

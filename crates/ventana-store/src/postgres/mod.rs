@@ -18,6 +18,7 @@ mod endpoint;
 mod gateway;
 mod relay;
 mod schedules;
+mod tx;
 mod wakeups;
 
 pub use endpoint::PgEndpointStore;

@@ -8,17 +8,17 @@
 //! the same transaction (see `wakeups`), so every node hears of every commit.
 
 mod directory;
-mod envelopes;
 mod templates;
 mod verification;
 
-use super::db::{self, DEFAULT_POOL_SIZE, Db, Migration, TxResult, transaction};
+use super::db::{self, DEFAULT_POOL_SIZE, Db, Migration, TxResult, transaction, unit};
 use super::wakeups::{self, Listener, notify};
 use crate::StoreResult;
 use crate::relay::{
     Accepted, AccountRecord, ClaimedPreKey, DeviceRecord, NewDevice, NewSubmission, Refusal,
     RelayStore, StoredEnvelope, VerificationOutcome, WakeReason, Wakeup,
 };
+use crate::units::relay::envelopes;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use std::sync::Arc;
@@ -219,20 +219,12 @@ impl RelayStore for PgRelayStore {
     }
 
     async fn accept(&self, submission: NewSubmission) -> StoreResult<Result<Accepted, Refusal>> {
-        transaction!(self.db, |tx| {
-            let outcome = envelopes::accept(tx, &submission).await?;
-            if let Ok(accepted) = &outcome {
-                let devices = accepted.devices.iter().copied();
-                let recipient = &submission.recipient;
-                wake(tx, &self.channel, recipient, devices, WakeReason::Envelopes).await?;
-            }
-            Ok(outcome)
-        })
+        unit!(self.db, |tx| envelopes::accept(tx, &submission).await)
     }
 
     async fn submitted(&self, sender: &PhoneNumber, id: &MessageId) -> StoreResult<bool> {
         self.db
-            .read(async |c| envelopes::submitted(c, sender, id).await)
+            .read_unit(async |tx| envelopes::submitted(tx, sender, id).await)
             .await
     }
 
@@ -244,12 +236,12 @@ impl RelayStore for PgRelayStore {
         limit: u32,
     ) -> StoreResult<Vec<StoredEnvelope>> {
         self.db
-            .read(async |c| envelopes::pending(c, account, device, after_seq, limit).await)
+            .read_unit(async |tx| envelopes::pending(tx, account, device, after_seq, limit).await)
             .await
     }
 
     async fn ack(&self, account: &PhoneNumber, device: DeviceId, seqs: &[u64]) -> StoreResult<u64> {
-        transaction!(self.db, |tx| envelopes::ack(tx, account, device, seqs)
+        unit!(self.db, |tx| envelopes::ack(tx, account, device, seqs)
             .await)
     }
 
@@ -259,7 +251,7 @@ impl RelayStore for PgRelayStore {
         user: &PhoneNumber,
     ) -> StoreResult<Option<Relationship>> {
         self.db
-            .read(async |c| envelopes::relationship_between(c, business, user).await)
+            .read_unit(async |tx| envelopes::relationship_between(tx, business, user).await)
             .await
     }
 
@@ -279,15 +271,9 @@ impl RelayStore for PgRelayStore {
         blocked: bool,
         at: UnixTime,
     ) -> StoreResult<()> {
-        transaction!(self.db, |tx| {
-            envelopes::set_blocked(tx, user, business, blocked, at).await?;
-            if !blocked {
-                // Held-back envelopes are released: every device reads its queue again.
-                let devices = directory::devices(tx, user).await?;
-                let devices = devices.into_iter().map(|d| d.device_id);
-                wake(tx, &self.channel, user, devices, WakeReason::Rescan).await?;
-            }
-            Ok(())
-        })
+        unit!(self.db, |tx| envelopes::set_blocked(
+            tx, user, business, blocked, at
+        )
+        .await)
     }
 }

@@ -37,7 +37,7 @@ pub(crate) fn channel(schema: &str) -> String {
     format!("{schema}_wakeups")
 }
 
-fn payload(w: &Wakeup) -> String {
+pub(crate) fn payload(w: &Wakeup) -> String {
     format!(
         "{}:{}:{}",
         w.account.digits(),

@@ -1,12 +1,15 @@
 //! The connection every SQLite store shares: opening, migrating, and running one unit of work.
 
-use crate::{StoreError, StoreResult};
+use super::tx::{SqliteTx, finish_now};
+use crate::relay::Wakeup;
+use crate::{StoreError, StoreResult, sql};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row, TransactionBehavior, ffi};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 /// One schema step: a plain SQL file kept beside the other backends' under `migrations/`.
 /// Its version is its position in the list, starting at 1, tracked in `PRAGMA user_version`.
@@ -42,7 +45,9 @@ impl From<TxError> for StoreError {
         match e {
             // A key or unique index refusing a row is the "already exists" the traits call a
             // conflict; every other constraint (foreign key, check) is a bug and stays Backend.
-            TxError::Sql(e) if is_uniqueness_violation(&e) => StoreError::Conflict(e.to_string()),
+            TxError::Sql(e) if is_uniqueness_violation(&e) => {
+                StoreError::conflict(crate::ConflictKind::Exists, e.to_string())
+            }
             TxError::Sql(e) => StoreError::Backend(e.to_string()),
             TxError::Store(e) => e,
         }
@@ -58,8 +63,8 @@ fn is_uniqueness_violation(e: &rusqlite::Error) -> bool {
     })
 }
 
-pub(crate) fn conflict(what: impl Into<String>) -> TxError {
-    TxError::Store(StoreError::Conflict(what.into()))
+pub(crate) fn conflict(kind: crate::ConflictKind, what: impl Into<String>) -> TxError {
+    TxError::Store(StoreError::conflict(kind, what))
 }
 
 pub(crate) fn backend(what: impl Into<String>) -> TxError {
@@ -83,7 +88,12 @@ pub(crate) struct Db {
     writer: Arc<Writer>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
+    /// One file has one node: wake-ups go to this process's subscribers after each commit.
+    wakeups: broadcast::Sender<Wakeup>,
 }
+
+/// Wake-ups a slow subscriber may fall behind by before it is told it lagged.
+const WAKEUP_BUFFER: usize = 4096;
 
 /// The writer thread and the way to it. Dropped with the last handle to the store: the
 /// thread finishes what it was given, closes the file (checkpointing the WAL), and is joined,
@@ -170,7 +180,65 @@ impl Db {
             }),
             readers: Arc::new(readers),
             next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            wakeups: broadcast::channel(WAKEUP_BUFFER).0,
         })
+    }
+
+    /// Publishes a wake-up at once (for callers that have committed already).
+    pub(crate) fn announce(&self, wakeup: Wakeup) {
+        // No subscriber is fine: nobody is connected.
+        let _ = self.wakeups.send(wakeup);
+    }
+
+    /// The wake-ups of units run by [`Db::unit`], each after its commit.
+    pub(crate) fn wakeups(&self) -> broadcast::Receiver<Wakeup> {
+        self.wakeups.subscribe()
+    }
+
+    /// Runs a unit of work written over [`Tx`] on the writer thread, in one poll (SQLite's
+    /// statements are answered at once), as one unit of a group commit; once it is durable,
+    /// publishes the wake-ups it asked for.
+    pub(crate) async fn unit<T, F>(&self, unit: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: AsyncFnOnce(&mut SqliteTx<'_>) -> sql::TxResult<T> + Send + 'static,
+    {
+        let (value, wakeups) = self
+            .write(move |conn| {
+                let mut tx = SqliteTx::new(conn);
+                let value = finish_now(unit(&mut tx)).map_err(|e| TxError::Store(e.into()))?;
+                Ok((value, tx.wakeups))
+            })
+            .await?;
+        for wakeup in wakeups {
+            // No subscriber is fine: nobody is connected.
+            let _ = self.wakeups.send(wakeup);
+        }
+        Ok(value)
+    }
+
+    /// Runs a reading unit of work written over [`Tx`] like [`Db::read`].
+    pub(crate) async fn read_unit<T, F>(&self, unit: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: AsyncFnOnce(&mut SqliteTx<'_>) -> sql::TxResult<T> + Send + 'static,
+    {
+        self.read(move |conn| {
+            finish_now(unit(&mut SqliteTx::new(conn))).map_err(|e| TxError::Store(e.into()))
+        })
+        .await
+    }
+
+    /// Like [`Db::read_unit`], on a blocking thread (see [`Db::read_blocking`]).
+    pub(crate) async fn read_unit_blocking<T, F>(&self, unit: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: AsyncFnOnce(&mut SqliteTx<'_>) -> sql::TxResult<T> + Send + 'static,
+    {
+        self.read_blocking(move |conn| {
+            finish_now(unit(&mut SqliteTx::new(conn))).map_err(|e| TxError::Store(e.into()))
+        })
+        .await
     }
 
     /// Runs `work` in one deferred (read) transaction on a read connection, on the calling
@@ -523,7 +591,7 @@ mod tests {
                     db.write(move |c| {
                         c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
                         if n % 3 == 0 {
-                            Err(conflict("refused"))
+                            Err(conflict(crate::ConflictKind::State, "refused"))
                         } else {
                             Ok(())
                         }
@@ -560,7 +628,8 @@ mod tests {
         let rt = runtime();
         rt.block_on(db.write(|c| Ok(c.execute_batch("INSERT INTO a (x) VALUES (7)")?)))
             .unwrap();
-        let refused = rt.block_on(db.read(|_| Err::<(), _>(conflict("refused"))));
+        let refused =
+            rt.block_on(db.read(|_| Err::<(), _>(conflict(crate::ConflictKind::State, "refused"))));
         assert!(matches!(refused, Err(StoreError::Conflict(_))));
         let panicked = rt.block_on(db.read(|_| -> TxResult<()> { panic!("a bug") }));
         assert!(matches!(panicked, Err(StoreError::Backend(_))));

@@ -445,10 +445,13 @@ fn write_session(tx: &Connection, owner: &PhoneNumber, s: &SessionWrite) -> TxRe
             .execute(params![key.0, key.1, key.2, key.3, s.sealed, version, now, recency])?,
     };
     if written == 0 {
-        return Err(conflict(format!(
-            "session {} with {}/{} was written by someone else",
-            s.session_id, s.peer, s.peer_device
-        )));
+        return Err(conflict(
+            crate::ConflictKind::Changed,
+            format!(
+                "session {} with {}/{} was written by someone else",
+                s.session_id, s.peer, s.peer_device
+            ),
+        ));
     }
     Ok(())
 }

@@ -362,7 +362,12 @@ impl GatewayStore for SqliteEndpointStore {
                 }
                 select_key(tx, &c.phone_number_id, &c.key)?
                     .map(ClaimOutcome::Existing)
-                    .ok_or_else(|| conflict("the idempotency key vanished while claimed; retry"))
+                    .ok_or_else(|| {
+                        conflict(
+                            crate::ConflictKind::Changed,
+                            "the idempotency key vanished while claimed; retry",
+                        )
+                    })
             })
             .await
     }

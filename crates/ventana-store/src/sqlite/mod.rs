@@ -12,6 +12,7 @@ mod endpoint;
 mod gateway;
 mod relay;
 mod schedules;
+mod tx;
 
 pub use endpoint::SqliteEndpointStore;
 pub use relay::SqliteRelayStore;

@@ -2,7 +2,6 @@
 //! here; envelopes and the rules in [`envelopes`]; the template registry
 //! ([`TemplateStore`](crate::TemplateStore)) in [`templates`].
 
-mod envelopes;
 mod templates;
 
 use super::db::{Db, Migration, TxResult, backend, conflict, named, parsed, parsed_opt};
@@ -11,6 +10,7 @@ use crate::relay::{
     Accepted, AccountRecord, ClaimedPreKey, DeviceRecord, NewDevice, NewSubmission, Refusal,
     RelayStore, StoredEnvelope, VerificationOutcome, WakeReason, Wakeup,
 };
+use crate::units::relay::envelopes;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -36,6 +36,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0004_resends",
         sql: include_str!("../../migrations/sqlite/relay/0004_resends.sql"),
     },
+    Migration {
+        name: "0005_user_address",
+        sql: include_str!("../../migrations/sqlite/relay/0005_user_address.sql"),
+    },
 ];
 
 /// Wrong guesses allowed per number per window, across reissued codes.
@@ -49,8 +53,6 @@ const VERIFICATION_WINDOW_SECS: i64 = 3600;
 #[derive(Clone, Debug)]
 pub struct SqliteRelayStore {
     db: Db,
-    /// One file has one node: wake-ups go to this process's subscribers after each commit.
-    wakeups: broadcast::Sender<Wakeup>,
 }
 
 impl SqliteRelayStore {
@@ -58,13 +60,9 @@ impl SqliteRelayStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
         Ok(Self {
             db: Db::open(path, MIGRATIONS)?,
-            wakeups: broadcast::channel(WAKEUP_BUFFER).0,
         })
     }
 }
-
-/// Wake-ups a slow subscriber may fall behind by before it is told it lagged.
-const WAKEUP_BUFFER: usize = 4096;
 
 impl SqliteRelayStore {
     fn wake(
@@ -74,8 +72,7 @@ impl SqliteRelayStore {
         reason: WakeReason,
     ) {
         for device in devices {
-            // No subscriber is fine: nobody is connected.
-            let _ = self.wakeups.send(Wakeup {
+            self.db.announce(Wakeup {
                 account: account.clone(),
                 device,
                 reason,
@@ -87,7 +84,7 @@ impl SqliteRelayStore {
 #[async_trait]
 impl RelayStore for SqliteRelayStore {
     fn wakeups(&self) -> broadcast::Receiver<Wakeup> {
-        self.wakeups.subscribe()
+        self.db.wakeups()
     }
 
     async fn put_verification(
@@ -253,7 +250,7 @@ impl RelayStore for SqliteRelayStore {
                 let new = &device.account;
                 match account(tx, &new.address)? {
                     Some(known) if known.kind != new.kind || known.waba_id != new.waba_id => {
-                        return Err(conflict(format!(
+                        return Err(conflict(crate::ConflictKind::Exists, format!(
                             "account {} exists as another kind of account or for another business",
                             new.address
                         )));
@@ -419,25 +416,15 @@ impl RelayStore for SqliteRelayStore {
     }
 
     async fn accept(&self, submission: NewSubmission) -> StoreResult<Result<Accepted, Refusal>> {
-        let recipient = submission.recipient.clone();
-        let outcome = self
-            .db
-            .write(move |tx| envelopes::accept(tx, &submission))
-            .await?;
-        if let Ok(accepted) = &outcome {
-            self.wake(
-                &recipient,
-                accepted.devices.iter().copied(),
-                WakeReason::Envelopes,
-            );
-        }
-        Ok(outcome)
+        self.db
+            .unit(async move |tx| envelopes::accept(tx, &submission).await)
+            .await
     }
 
     async fn submitted(&self, sender: &PhoneNumber, id: &MessageId) -> StoreResult<bool> {
         let (sender, id) = (sender.clone(), id.clone());
         self.db
-            .read(move |tx| envelopes::submitted(tx, &sender, &id))
+            .read_unit(async move |tx| envelopes::submitted(tx, &sender, &id).await)
             .await
     }
 
@@ -450,7 +437,9 @@ impl RelayStore for SqliteRelayStore {
     ) -> StoreResult<Vec<StoredEnvelope>> {
         let account = account.clone();
         self.db
-            .read(move |tx| envelopes::pending(tx, &account, device, after_seq, limit))
+            .read_unit(async move |tx| {
+                envelopes::pending(tx, &account, device, after_seq, limit).await
+            })
             .await
     }
 
@@ -458,7 +447,7 @@ impl RelayStore for SqliteRelayStore {
         let account = account.clone();
         let seqs = seqs.to_vec();
         self.db
-            .write(move |tx| envelopes::ack(tx, &account, device, &seqs))
+            .unit(async move |tx| envelopes::ack(tx, &account, device, &seqs).await)
             .await
     }
 
@@ -469,7 +458,7 @@ impl RelayStore for SqliteRelayStore {
     ) -> StoreResult<Option<ventana_core::Relationship>> {
         let (business, user) = (business.clone(), user.clone());
         self.db
-            .read(move |tx| envelopes::relationship_between(tx, &business, &user))
+            .read_unit(async move |tx| envelopes::relationship_between(tx, &business, &user).await)
             .await
     }
 
@@ -487,21 +476,9 @@ impl RelayStore for SqliteRelayStore {
         at: UnixTime,
     ) -> StoreResult<()> {
         let (user, business) = (user.clone(), business.clone());
-        let account = user.clone();
-        let devices = self
-            .db
-            .write(move |tx| {
-                envelopes::set_blocked(tx, &user, &business, blocked, at)?;
-                Ok(devices(tx, &user)?
-                    .into_iter()
-                    .map(|d| d.device_id)
-                    .collect::<Vec<_>>())
-            })
-            .await?;
-        if !blocked {
-            self.wake(&account, devices, WakeReason::Rescan);
-        }
-        Ok(())
+        self.db
+            .unit(async move |tx| envelopes::set_blocked(tx, &user, &business, blocked, at).await)
+            .await
     }
 }
 
@@ -590,10 +567,13 @@ fn add_one_time_keys(
                     Ok((row.get(0)?, row.get(1)?))
                 })?;
             if stored_key != key.key || stored_signature != key.signature {
-                return Err(conflict(format!(
-                    "one-time key {} of device {device} was uploaded before with another value",
-                    key.key_id
-                )));
+                return Err(conflict(
+                    crate::ConflictKind::Exists,
+                    format!(
+                        "one-time key {} of device {device} was uploaded before with another value",
+                        key.key_id
+                    ),
+                ));
             }
         }
     }

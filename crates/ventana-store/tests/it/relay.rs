@@ -252,7 +252,9 @@ async fn consent_is_audited_and_a_block_records_no_relationship() {
     accepted(&*fresh, message(2, &u, &b, &[1], 2000)).await;
     assert_eq!(relationships(&conn), 1);
     let events: Vec<(String, String, String, i64, Option<String>)> = conn
-        .prepare("SELECT business, user, event, at, origin FROM consent_events ORDER BY seq")
+        .prepare(
+            "SELECT business, user_address, event, at, origin FROM consent_events ORDER BY seq",
+        )
         .unwrap()
         .query_map([], |row| {
             Ok((

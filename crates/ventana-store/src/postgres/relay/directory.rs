@@ -79,18 +79,6 @@ pub(super) async fn account(
     row.as_ref().map(account_from_row).transpose()
 }
 
-/// Reads the account and locks its row until the transaction ends: a concurrent `accept` to
-/// it and a concurrent `add_device` to it wait (see `envelopes::accept` for why).
-pub(super) async fn lock_account(
-    tx: &impl GenericClient,
-    address: &PhoneNumber,
-) -> TxResult<Option<AccountRecord>> {
-    let sql =
-        format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE address = $1 FOR NO KEY UPDATE");
-    let row = query_opt(tx, &sql, &[&address.digits()]).await?;
-    row.as_ref().map(account_from_row).transpose()
-}
-
 /// Reads the five account columns, in `ACCOUNT_COLUMNS`' order, from the start of a row.
 fn account_from_row(row: &Row) -> TxResult<AccountRecord> {
     Ok(AccountRecord {
@@ -133,10 +121,13 @@ pub(super) async fn add_device(tx: &impl GenericClient, device: &NewDevice) -> T
     let waba_id: Option<WabaId> = parsed_opt(&row, 2)?;
     if kind != new.kind || waba_id != new.waba_id {
         // Rolling back undoes the counter's step.
-        return Err(conflict(format!(
-            "account {} exists as another kind of account or for another business",
-            new.address
-        )));
+        return Err(conflict(
+            crate::ConflictKind::Exists,
+            format!(
+                "account {} exists as another kind of account or for another business",
+                new.address
+            ),
+        ));
     }
     let id = device_id(&row, 0)?;
     execute(
@@ -246,10 +237,13 @@ pub(super) async fn add_one_time_keys(
             let (stored_key, stored_signature): (String, String) =
                 (get(&known, 0)?, get(&known, 1)?);
             if stored_key != key.key || stored_signature != key.signature {
-                return Err(conflict(format!(
-                    "one-time key {} of device {device} was uploaded before with another value",
-                    key.key_id
-                )));
+                return Err(conflict(
+                    crate::ConflictKind::Exists,
+                    format!(
+                        "one-time key {} of device {device} was uploaded before with another value",
+                        key.key_id
+                    ),
+                ));
             }
         }
     }

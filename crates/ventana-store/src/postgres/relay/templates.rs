@@ -279,7 +279,12 @@ async fn apply_edit(
         &[&id],
     )
     .await?
-    .ok_or_else(|| conflict(format!("there is no template {id}")))?;
+    .ok_or_else(|| {
+        conflict(
+            crate::ConflictKind::State,
+            format!("there is no template {id}"),
+        )
+    })?;
     let (version, status): (u32, TemplateStatus) =
         (unsigned(&row, 0)?, named(&row, 1, status_named)?);
     let next = next_version(id, version, status, expected_version)?;
@@ -326,9 +331,10 @@ async fn set_status(
     )
     .await?
     .ok_or_else(|| {
-        conflict(format!(
-            "template {id} does not exist or is no longer {expected}"
-        ))
+        conflict(
+            crate::ConflictKind::Changed,
+            format!("template {id} does not exist or is no longer {expected}"),
+        )
     })?;
     if to == TemplateStatus::Approved {
         let version: i64 = get(&moved, 0)?;

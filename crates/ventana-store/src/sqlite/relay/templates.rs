@@ -282,9 +282,10 @@ fn set_status(
         )?
         .execute(params![id, expected.as_str(), to.as_str(), reason, now.0])?;
     if moved == 0 {
-        return Err(conflict(format!(
-            "template {id} does not exist or is no longer {expected}"
-        )));
+        return Err(conflict(
+            crate::ConflictKind::Changed,
+            format!("template {id} does not exist or is no longer {expected}"),
+        ));
     }
     if to == TemplateStatus::Approved {
         tx.prepare_cached(
@@ -390,7 +391,12 @@ fn current_state(tx: &Connection, id: &str) -> TxResult<(u32, TemplateStatus)> {
     tx.prepare_cached("SELECT version, status FROM templates WHERE id = ?1")?
         .query_row([id], |row| Ok((row.get(0)?, named(row, 1, status_named)?)))
         .optional()?
-        .ok_or_else(|| conflict(format!("there is no template {id}")))
+        .ok_or_else(|| {
+            conflict(
+                crate::ConflictKind::State,
+                format!("there is no template {id}"),
+            )
+        })
 }
 
 fn insert_version(
