@@ -418,7 +418,7 @@ pub(crate) trait Tx {
     fn wake(
         &mut self,
         account: &PhoneNumber,
-        devices: impl IntoIterator<Item = DeviceId>,
+        devices: &[DeviceId],
         reason: WakeReason,
     ) -> impl Future<Output = TxResult<()>> + Send;
 
@@ -482,10 +482,10 @@ pub(crate) trait Tx {
 /// The wake-ups of one [`Tx::wake`] call.
 pub(crate) fn wakeups(
     account: &PhoneNumber,
-    devices: impl IntoIterator<Item = DeviceId>,
+    devices: &[DeviceId],
     reason: WakeReason,
 ) -> impl Iterator<Item = Wakeup> {
-    devices.into_iter().map(move |device| Wakeup {
+    devices.iter().map(move |&device| Wakeup {
         account: account.clone(),
         device,
         reason,

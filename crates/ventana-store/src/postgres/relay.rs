@@ -1,26 +1,22 @@
-//! [`RelayStore`] on PostgreSQL. This module holds the store and the trait's dispatch; the
-//! work is in `verification` (one-time codes), `directory` (business clocks, accounts,
-//! devices, keys) and `envelopes` (the rules at acceptance, the queues, blocking). The
-//! template registry ([`TemplateStore`](crate::TemplateStore)) is in `templates`.
+//! [`RelayStore`] on PostgreSQL: the schema, the listener for wake-ups, and the trait's
+//! dispatch to the units of work in [`crate::units::relay`]. The template registry
+//! ([`TemplateStore`](crate::TemplateStore)) is in `templates`.
 //!
 //! Several nodes share one database: every method is one transaction whose decisions are
-//! protected by locks (see each function), and wake-ups are published with `pg_notify` in
-//! the same transaction (see `wakeups`), so every node hears of every commit.
+//! protected by locks (see each unit), and wake-ups are published with `pg_notify` in the
+//! same transaction (see `wakeups`), so every node hears of every commit.
 
-mod directory;
 mod templates;
-mod verification;
 
-use super::db::{self, DEFAULT_POOL_SIZE, Db, Migration, TxResult, transaction, unit};
-use super::wakeups::{self, Listener, notify};
+use super::db::{self, DEFAULT_POOL_SIZE, Db, Migration, unit};
+use super::wakeups::{self, Listener};
 use crate::StoreResult;
 use crate::relay::{
     Accepted, AccountRecord, ClaimedPreKey, DeviceRecord, NewDevice, NewSubmission, Refusal,
-    RelayStore, StoredEnvelope, VerificationOutcome, WakeReason, Wakeup,
+    RelayStore, StoredEnvelope, VerificationOutcome, Wakeup,
 };
-use crate::units::relay::envelopes;
+use crate::units::relay::{directory, envelopes, verification};
 use async_trait::async_trait;
-use deadpool_postgres::GenericClient;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use ventana_core::protocol::SignedKey;
@@ -51,8 +47,6 @@ const MIGRATIONS: &[Migration] = &[
 #[derive(Clone, Debug)]
 pub struct PgRelayStore {
     db: Db,
-    /// Where this schema's wake-ups are published and listened for.
-    channel: Arc<str>,
     listener: Arc<Listener>,
 }
 
@@ -74,31 +68,16 @@ impl PgRelayStore {
         let config = db::config_for(url, schema)?;
         let db = Db::connect(config.clone(), schema, pool_size, MIGRATIONS).await?;
         let channel = wakeups::channel(schema);
-        let listener = Listener::start(config, channel.clone()).await?;
+        let listener = Listener::start(config, channel).await?;
         Ok(Self {
             db,
-            channel: channel.into(),
             listener: Arc::new(listener),
         })
     }
 }
 
-/// Publishes, in the current transaction, a wake-up of each of `devices` of `account`.
-async fn wake(
-    tx: &impl GenericClient,
-    channel: &str,
-    account: &PhoneNumber,
-    devices: impl IntoIterator<Item = DeviceId>,
-    reason: WakeReason,
-) -> TxResult<()> {
-    let wakeups = devices.into_iter().map(|device| Wakeup {
-        account: account.clone(),
-        device,
-        reason,
-    });
-    notify(tx, channel, wakeups).await
-}
-
+// Each method runs its unit of work in one transaction (`unit!`), or, for a read of one
+// statement, on a pooled connection (`read_unit`).
 #[async_trait]
 impl RelayStore for PgRelayStore {
     fn wakeups(&self) -> broadcast::Receiver<Wakeup> {
@@ -112,7 +91,7 @@ impl RelayStore for PgRelayStore {
         now: UnixTime,
         expires_at: UnixTime,
     ) -> StoreResult<bool> {
-        transaction!(self.db, |tx| verification::put(
+        unit!(self.db, |tx| verification::put(
             tx, phone, code, now, expires_at
         )
         .await)
@@ -124,7 +103,7 @@ impl RelayStore for PgRelayStore {
         code: &str,
         now: UnixTime,
     ) -> StoreResult<VerificationOutcome> {
-        transaction!(self.db, |tx| verification::check(tx, phone, code, now)
+        unit!(self.db, |tx| verification::check(tx, phone, code, now)
             .await)
     }
 
@@ -134,34 +113,34 @@ impl RelayStore for PgRelayStore {
         now: UnixTime,
     ) -> StoreResult<Option<String>> {
         self.db
-            .read(async |c| verification::peek(c, phone, now).await)
+            .read_unit(async |tx| verification::peek(tx, phone, now).await)
             .await
     }
 
     async fn ensure_business(&self, waba: &WabaId, sandbox: bool) -> StoreResult<BusinessClock> {
-        transaction!(self.db, |tx| directory::ensure_business(tx, waba, sandbox)
+        unit!(self.db, |tx| directory::ensure_business(tx, waba, sandbox)
             .await)
     }
 
     async fn business_clock(&self, waba: &WabaId) -> StoreResult<Option<BusinessClock>> {
         self.db
-            .read(async |c| directory::business_clock(c, waba).await)
+            .read_unit(async |tx| directory::business_clock(tx, waba).await)
             .await
     }
 
     async fn set_business_clock(&self, waba: &WabaId, clock: BusinessClock) -> StoreResult<()> {
-        transaction!(self.db, |tx| directory::set_business_clock(tx, waba, clock)
+        unit!(self.db, |tx| directory::set_business_clock(tx, waba, clock)
             .await)
     }
 
     async fn account(&self, address: &PhoneNumber) -> StoreResult<Option<AccountRecord>> {
         self.db
-            .read(async |c| directory::account(c, address).await)
+            .read_unit(async |tx| directory::account(tx, address).await)
             .await
     }
 
     async fn add_device(&self, device: NewDevice) -> StoreResult<DeviceId> {
-        transaction!(self.db, |tx| directory::add_device(tx, &device).await)
+        unit!(self.db, |tx| directory::add_device(tx, &device).await)
     }
 
     async fn device_by_token(
@@ -169,13 +148,13 @@ impl RelayStore for PgRelayStore {
         token_hash: &str,
     ) -> StoreResult<Option<(AccountRecord, DeviceId)>> {
         self.db
-            .read(async |c| directory::device_by_token(c, token_hash).await)
+            .read_unit(async |tx| directory::device_by_token(tx, token_hash).await)
             .await
     }
 
     async fn devices(&self, account: &PhoneNumber) -> StoreResult<Vec<DeviceRecord>> {
         self.db
-            .read(async |c| directory::devices(c, account).await)
+            .read_unit(async |tx| directory::devices(tx, account).await)
             .await
     }
 
@@ -186,13 +165,14 @@ impl RelayStore for PgRelayStore {
         one_time_keys: &[SignedKey],
         fallback_key: Option<&SignedKey>,
     ) -> StoreResult<u64> {
-        transaction!(self.db, |tx| {
-            directory::add_one_time_keys(tx, account, device, one_time_keys).await?;
-            if let Some(key) = fallback_key {
-                directory::replace_fallback_key(tx, account, device, key).await?;
-            }
-            directory::unclaimed_count(tx, account, device).await
-        })
+        unit!(self.db, |tx| directory::upload_keys(
+            tx,
+            account,
+            device,
+            one_time_keys,
+            fallback_key
+        )
+        .await)
     }
 
     async fn one_time_key_count(
@@ -201,7 +181,7 @@ impl RelayStore for PgRelayStore {
         device: DeviceId,
     ) -> StoreResult<u64> {
         self.db
-            .read(async |c| directory::unclaimed_count(c, account, device).await)
+            .read_unit(async |tx| directory::unclaimed_count(tx, account, device).await)
             .await
     }
 
@@ -210,12 +190,8 @@ impl RelayStore for PgRelayStore {
         account: &PhoneNumber,
         only: Option<&[DeviceId]>,
     ) -> StoreResult<Vec<ClaimedPreKey>> {
-        transaction!(self.db, |tx| {
-            let claimed = directory::claim_pre_keys(tx, account, only).await?;
-            let devices: Vec<DeviceId> = claimed.iter().map(|c| c.device.device_id).collect();
-            wake(tx, &self.channel, account, devices, WakeReason::KeysClaimed).await?;
-            Ok(claimed)
-        })
+        unit!(self.db, |tx| directory::claim_pre_keys(tx, account, only)
+            .await)
     }
 
     async fn accept(&self, submission: NewSubmission) -> StoreResult<Result<Accepted, Refusal>> {
@@ -257,10 +233,7 @@ impl RelayStore for PgRelayStore {
 
     async fn ping(&self) -> StoreResult<()> {
         self.db
-            .read(async |c| {
-                db::query_one(c, "SELECT 1", &[]).await?;
-                Ok(())
-            })
+            .read_unit(async |tx| directory::ping(tx).await)
             .await
     }
 

@@ -98,7 +98,7 @@ impl<C: GenericClient + Sync> Tx for PgTx<'_, C> {
     fn wake(
         &mut self,
         account: &PhoneNumber,
-        devices: impl IntoIterator<Item = DeviceId>,
+        devices: &[DeviceId],
         reason: WakeReason,
     ) -> impl Future<Output = TxResult<()>> + Send {
         let payloads: Vec<String> = sql::wakeups(account, devices, reason)

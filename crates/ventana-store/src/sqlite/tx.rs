@@ -79,7 +79,7 @@ impl Tx for SqliteTx<'_> {
     fn wake(
         &mut self,
         account: &PhoneNumber,
-        devices: impl IntoIterator<Item = DeviceId>,
+        devices: &[DeviceId],
         reason: WakeReason,
     ) -> impl Future<Output = TxResult<()>> + Send {
         self.wakeups.extend(sql::wakeups(account, devices, reason));

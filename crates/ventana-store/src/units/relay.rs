@@ -2,6 +2,8 @@
 //!
 //! - `directory`: business clocks, accounts, devices and the key directory.
 //! - `envelopes`: accepting submissions under the rules, the per-device queues, blocking.
+//! - `verification`: one-time codes proving control of a number.
 
 pub(crate) mod directory;
 pub(crate) mod envelopes;
+pub(crate) mod verification;

@@ -35,8 +35,7 @@ pub(crate) async fn accept(
 ) -> TxResult<Result<Accepted, Refusal>> {
     let outcome = decide(tx, s).await?;
     if let Ok(accepted) = &outcome {
-        let devices = accepted.devices.iter().copied();
-        tx.wake(&s.recipient, devices, WakeReason::Envelopes)
+        tx.wake(&s.recipient, &accepted.devices, WakeReason::Envelopes)
             .await?;
     }
     Ok(outcome)
@@ -363,13 +362,12 @@ pub(crate) async fn set_blocked(
         .await?;
     }
     if !blocked {
-        let devices = devices(tx, user).await?;
-        tx.wake(
-            user,
-            devices.into_iter().map(|d| d.device_id),
-            WakeReason::Rescan,
-        )
-        .await?;
+        let devices: Vec<DeviceId> = devices(tx, user)
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
+        tx.wake(user, &devices, WakeReason::Rescan).await?;
     }
     Ok(())
 }
