@@ -2,8 +2,10 @@
 //!
 //! - `directory`: business clocks, accounts, devices and the key directory.
 //! - `envelopes`: accepting submissions under the rules, the per-device queues, blocking.
+//! - `templates`: the template registry: versions, review, the audit trail of events.
 //! - `verification`: one-time codes proving control of a number.
 
 pub(crate) mod directory;
 pub(crate) mod envelopes;
+pub(crate) mod templates;
 pub(crate) mod verification;
