@@ -360,7 +360,7 @@ impl Endpoint {
         let (one_time_keys, _) = account.unpublished_keys(missing, false);
         let aad = identity_aad(&self.owner);
         self.store
-            .save_account(&self.owner, account.seal(&self.sealer, &aad))
+            .save_account(&self.owner, account.seal(&self.sealer, &aad)?)
             .await?;
         let upload = Op::UploadKeys {
             one_time_keys,
@@ -369,7 +369,7 @@ impl Endpoint {
         self.link.request(upload, REQUEST_WAIT).await?;
         account.mark_published();
         self.store
-            .save_account(&self.owner, account.seal(&self.sealer, &aad))
+            .save_account(&self.owner, account.seal(&self.sealer, &aad)?)
             .await?;
         Ok(())
     }
