@@ -39,6 +39,9 @@ pub enum ClientError {
     Http(String),
     #[error("this device is not registered here (no identity for {0})")]
     NotRegistered(String),
+    /// A submission could not be written to the outbox as JSON, or a stored row read back.
+    #[error("outbox row: {0}")]
+    Outbox(serde_json::Error),
     #[error("unexpected: {0}")]
     Unexpected(String),
     /// The host application could not take an event now (it is shutting down, say).

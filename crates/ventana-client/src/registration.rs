@@ -106,7 +106,7 @@ pub async fn register(
             owner: phone.clone(),
             device_id: registered.device_id,
             relay_token_sealed: sealer.seal(&token_aad(phone), registered.token.as_bytes()),
-            account_sealed: account.seal(sealer, &identity_aad(phone)),
+            account_sealed: account.seal(sealer, &identity_aad(phone))?,
             display_name: display_name.to_owned(),
         })
         .await?;

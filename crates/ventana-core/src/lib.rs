@@ -5,6 +5,8 @@
 //! - [`status`]: [`MessageStatus`], where a message stands in a history, and the order
 //!   statuses move in.
 //! - [`time`]: Unix time and the per-business [`BusinessClock`] (sandbox test clocks).
+//! - [`cloud_error`]: what a refusal means to a business in the Cloud API's codes, decided
+//!   once for the synchronous answer and the `failed` status webhook alike.
 //! - [`rules`]: contact-first, blocking and the 24-hour [`ServiceWindow`], as pure functions.
 //! - [`protocol`]: the client protocol's frames (devices and gateways ↔ relay), version 1.
 //! - [`payload`]: what travels *inside* the ciphertext, with the clear header bound into it.
@@ -13,6 +15,7 @@
 //!   rendering on the device, and review lints.
 //! - [`user_id`]: business-scoped user ids (`US.8146…`) that do not reveal the phone number.
 
+pub mod cloud_error;
 pub mod ids;
 pub mod payload;
 pub mod phone;
@@ -23,6 +26,7 @@ pub mod template;
 pub mod time;
 pub mod user_id;
 
+pub use cloud_error::{CloudError, CloudErrorKind};
 pub use ids::{DeviceId, IdempotencyKey, MessageId, PhoneNumberId, WabaId};
 pub use phone::PhoneNumber;
 pub use rules::{AccountKind, Relationship, RuleViolation, SendDecision, ServiceWindow};

@@ -31,4 +31,7 @@ pub enum CryptoError {
     Session(String),
     #[error("could not decrypt: {0}")]
     Decrypt(String),
+    /// An account or session could not be pickled to be sealed.
+    #[error("could not pickle: {0}")]
+    Pickle(serde_json::Error),
 }

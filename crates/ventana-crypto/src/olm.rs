@@ -115,9 +115,12 @@ impl DeviceAccount {
         ))
     }
 
-    pub fn seal(&self, sealer: &Sealer, aad: &[u8]) -> Vec<u8> {
-        let json = Zeroizing::new(serde_json::to_vec(&self.inner.pickle()).unwrap_or_default());
-        sealer.seal(aad, &json)
+    /// The state pickled and sealed, to store. A pickle that cannot be written is an error,
+    /// never an empty blob that would replace the state for good.
+    pub fn seal(&self, sealer: &Sealer, aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let json =
+            Zeroizing::new(serde_json::to_vec(&self.inner.pickle()).map_err(CryptoError::Pickle)?);
+        Ok(sealer.seal(aad, &json))
     }
 
     pub fn open(sealer: &Sealer, aad: &[u8], sealed: &[u8]) -> Result<Self, CryptoError> {
@@ -166,9 +169,12 @@ impl PeerSession {
         matches!(decode(ciphertext), Ok(OlmMessage::PreKey(m)) if m.session_id() == self.id())
     }
 
-    pub fn seal(&self, sealer: &Sealer, aad: &[u8]) -> Vec<u8> {
-        let json = Zeroizing::new(serde_json::to_vec(&self.inner.pickle()).unwrap_or_default());
-        sealer.seal(aad, &json)
+    /// The state pickled and sealed, to store. A pickle that cannot be written is an error,
+    /// never an empty blob that would replace the state for good.
+    pub fn seal(&self, sealer: &Sealer, aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let json =
+            Zeroizing::new(serde_json::to_vec(&self.inner.pickle()).map_err(CryptoError::Pickle)?);
+        Ok(sealer.seal(aad, &json))
     }
 
     pub fn open(sealer: &Sealer, aad: &[u8], sealed: &[u8]) -> Result<Self, CryptoError> {
@@ -256,7 +262,8 @@ mod tests {
         assert_eq!(first.message_type, 0);
 
         let business =
-            DeviceAccount::open(&sealer, b"acct", &business.seal(&sealer, b"acct")).unwrap();
+            DeviceAccount::open(&sealer, b"acct", &business.seal(&sealer, b"acct").unwrap())
+                .unwrap();
         let mut business = business;
         let (mut inbound, plaintext) = business
             .inbound_session(&user.curve25519(), &first)
@@ -266,7 +273,8 @@ mod tests {
         assert_eq!(inbound.id(), outbound.id());
 
         let reply = inbound.encrypt(b"shipped today").unwrap();
-        let mut outbound = PeerSession::open(&sealer, b"s", &outbound.seal(&sealer, b"s")).unwrap();
+        let mut outbound =
+            PeerSession::open(&sealer, b"s", &outbound.seal(&sealer, b"s").unwrap()).unwrap();
         assert_eq!(
             outbound.decrypt(&reply).unwrap().as_slice(),
             b"shipped today"

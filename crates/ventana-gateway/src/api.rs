@@ -207,13 +207,13 @@ async fn handle(
             schedule,
             ..
         } => {
-            let prepared = outbound::prepare(hosted, request).await?;
+            let message = outbound::prepare(hosted, request, id.clone()).await?;
             if let Some(send_at) = schedule {
                 let scheduled =
                     schedules::create(gateway, hosted, request, body, *send_at, id).await?;
                 return Ok(Answer::ok(response::scheduled(input, to, &scheduled)));
             }
-            let sent = outbound::send(gateway, hosted, id, prepared).await?;
+            let sent = outbound::send(gateway, hosted, message).await?;
             Ok(Answer::ok(response::sent(input, to, &sent.id)))
         }
         SendRequest::MarkRead { message_id, .. } => {
@@ -235,7 +235,7 @@ async fn handle(
                 .send_receipt(&message.peer, ReceiptStatus::Read, vec![message_id.clone()])
                 .await
                 .map_err(|e| match e {
-                    SendError::Refused(error) => outbound::refusal(&error),
+                    SendError::Refused(error) => outbound::refused(&error),
                     other => {
                         tracing::warn!(error = %other, "read receipt not sent");
                         GraphError::unavailable(

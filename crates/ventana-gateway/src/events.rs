@@ -15,54 +15,10 @@ use std::sync::{Arc, Weak};
 use ventana_client::endpoint::contact_aad;
 use ventana_client::{Application, ClientError, Endpoint, Inbound, Settlement};
 use ventana_core::payload::Content;
-use ventana_core::protocol::{ErrorCode, ProtocolError, ReceiptStatus};
-use ventana_core::rules::RuleViolation;
+use ventana_core::protocol::ReceiptStatus;
 use ventana_core::user_id::business_scoped_user_id;
-use ventana_core::{MessageStatus, PhoneNumber, UnixTime, WabaId};
+use ventana_core::{CloudError, MessageStatus, PhoneNumber, UnixTime, WabaId};
 use ventana_store::endpoint::{AppRecord, WebhookJob};
-
-/// A relay refusal in Cloud API terms: (code, title, details).
-pub(crate) fn cloud_error(error: &ProtocolError) -> (i64, &'static str, String) {
-    match (&error.code, &error.rule) {
-        (ErrorCode::Refused, Some(RuleViolation::WindowClosed { .. })) => (
-            131047,
-            "Re-engagement message",
-            "Message failed to send because more than 24 hours have passed since the customer last replied to this number.".into(),
-        ),
-        (ErrorCode::Refused, Some(RuleViolation::NoContact)) => (
-            131026,
-            "Message undeliverable",
-            "The recipient has never messaged this business number; businesses may only contact users who wrote first.".into(),
-        ),
-        (ErrorCode::Refused, Some(RuleViolation::TemplateUnavailable { name, language })) => (
-            132001,
-            "Template name does not exist in the translation",
-            format!("No template named {name} is approved in language {language} in the version sent."),
-        ),
-        (ErrorCode::Refused, Some(RuleViolation::TemplatePaused { name, language })) => (
-            132015,
-            "Template is Paused",
-            format!("Template {name} ({language}) is paused and cannot be sent now."),
-        ),
-        (ErrorCode::Refused, Some(RuleViolation::TemplateDisabled { name, language })) => (
-            132016,
-            "Template is Disabled",
-            format!("Template {name} ({language}) is disabled and can no longer be sent."),
-        ),
-        (ErrorCode::UnknownAccount, _) => (131026, "Message undeliverable", "The recipient is not on Ventana.".into()),
-        (ErrorCode::Refused, _) => (
-            131026,
-            "Message undeliverable",
-            "The recipient cannot receive messages from this business.".into(),
-        ),
-        (ErrorCode::Undecryptable, _) => (
-            131000,
-            "Something went wrong",
-            "The recipient's device could not decrypt the message, even after it was sent again on new sessions.".into(),
-        ),
-        _ => (131000, "Something went wrong", "The message could not be handed to the platform.".into()),
-    }
-}
 
 pub(crate) struct GatewayEvents {
     pub(crate) gateway: Weak<Gateway>,
@@ -264,12 +220,9 @@ impl Application for GatewayEvents {
                     .await
             }
             Err(error) => {
-                let (code, title, details) = cloud_error(error);
-                let failed = DeliveryStatus::Failed(StatusError {
-                    code,
-                    title,
-                    details: &details,
-                });
+                // What the business would have been answered, had it waited.
+                let refusal = CloudError::of_send(error);
+                let failed = DeliveryStatus::Failed(StatusError::from(&refusal));
                 gateway
                     .status_job(
                         &hosted,

@@ -6,8 +6,8 @@
 //!   - `admin`: operator routes (businesses, numbers, access tokens);
 //! - `ownership`: which node receives for each number (a lease in the shared store);
 //! - `events`: how inbound messages, receipts and relay answers become webhook events;
-//! - `outbound`: a send request resolved (template lookup and binding) and handed to the
-//!   number's endpoint;
+//! - `outbound`: a send request resolved (template lookup and binding) into the endpoint's
+//!   `Outgoing` and handed to it; a relay refusal as the Graph error of the answer;
 //! - `schedules`: Ventana's scheduled sends (kept, listed, cancelled, fired once);
 //! - `idempotency`: Ventana's `Idempotency-Key` on sends: the message id claimed with the key
 //!   before sending, the first answer replayed to retries on any node, keys kept 24 hours;
@@ -15,6 +15,8 @@
 //!   `/{template_id}`), answered by the relay, and the follower of the relay's template
 //!   events that queues `message_template_status_update` webhooks;
 //! - `graph`: Graph API conventions (paths, tokens, the error envelope, request parsing);
+//!   a relay refusal's code is `ventana_core::CloudError`'s, only its HTTP status is chosen
+//!   here;
 //! - `webhook`: event payloads, ASCII-escaped signed bodies, the durable delivery worker.
 //!
 //! The gateway is a client of the relay like any user device: in the all-in-one node it

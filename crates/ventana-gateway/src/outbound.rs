@@ -5,7 +5,7 @@
 //! 132015/132016 at once with the details; the relay checks the template's clear header
 //! again when it accepts the envelope (a template paused in between is refused there).
 
-use crate::events::{GatewayEvents, cloud_error};
+use crate::events::GatewayEvents;
 use crate::graph::error::GraphError;
 use crate::graph::send::SendRequest;
 use crate::{Gateway, Hosted, templates};
@@ -13,37 +13,19 @@ use std::sync::Arc;
 use ventana_client::{Outgoing, SendError, Sent};
 use ventana_core::payload::Content;
 use ventana_core::protocol::{ErrorCode, Op, ProtocolError, Reply, TemplateInfo, TemplateQuery};
+use ventana_core::rules::RuleViolation;
 use ventana_core::template::{
-    SendTemplate, TemplateDefinition, TemplateHeader, TemplateStatus, bind,
+    BoundTemplate, SendTemplate, TemplateDefinition, TemplateHeader, TemplateStatus, bind,
 };
-use ventana_core::{MessageId, PhoneNumber, UnixTime};
+use ventana_core::{CloudError, CloudErrorKind, MessageId, UnixTime};
 
-/// A message ready to encrypt: its recipient, content and, for a template, the version.
-#[derive(Clone, Debug)]
-pub(crate) struct Prepared {
-    pub(crate) to: PhoneNumber,
-    pub(crate) template: Option<TemplateHeader>,
-    pub(crate) content: Content,
-    pub(crate) reply_to: Option<MessageId>,
-}
-
-impl Prepared {
-    pub(crate) fn into_outgoing(self, id: MessageId) -> Outgoing {
-        Outgoing {
-            id,
-            to: self.to,
-            template: self.template,
-            content: self.content,
-            reply_to: self.reply_to,
-        }
-    }
-}
-
-/// Resolves a text or template send request (not a mark-as-read) for `hosted`.
+/// Resolves a text or template send request (not a mark-as-read) for `hosted` into the
+/// message to send under `id`.
 pub(crate) async fn prepare(
     hosted: &Hosted,
     request: &SendRequest,
-) -> Result<Prepared, GraphError> {
+    id: MessageId,
+) -> Result<Outgoing, GraphError> {
     match request {
         SendRequest::Text {
             to,
@@ -51,7 +33,8 @@ pub(crate) async fn prepare(
             preview_url,
             reply_to,
             ..
-        } => Ok(Prepared {
+        } => Ok(Outgoing {
+            id,
             to: to.clone(),
             template: None,
             content: Content::Text {
@@ -67,7 +50,8 @@ pub(crate) async fn prepare(
             ..
         } => {
             let (header, values) = bind_template(hosted, template).await?;
-            Ok(Prepared {
+            Ok(Outgoing {
+                id,
                 to: to.clone(),
                 template: Some(header),
                 content: Content::Template { values },
@@ -81,31 +65,32 @@ pub(crate) async fn prepare(
 }
 
 /// The business's approved template the send names, and the send's values bound to it.
+/// A paused or disabled one is refused as the relay would refuse it.
 async fn bind_template(
     hosted: &Hosted,
     send: &SendTemplate,
-) -> Result<(TemplateHeader, ventana_core::template::BoundTemplate), GraphError> {
+) -> Result<(TemplateHeader, BoundTemplate), GraphError> {
     let (name, language) = (send.name.as_str(), send.language.as_str());
+    let named = || (name.to_owned(), language.to_owned());
     let template = match find_template(hosted, name, language).await? {
         Some(t) if t.status == TemplateStatus::Approved => t,
         Some(t) if t.status == TemplateStatus::Paused => {
-            return Err(GraphError::template_parameter(
-                132015,
-                "Template is Paused",
-                format!("Template {name} ({language}) is paused and cannot be sent now."),
-            ));
+            let (name, language) = named();
+            let rule = RuleViolation::TemplatePaused { name, language };
+            return Err(CloudError::from(&rule).into());
         }
         Some(t) if t.status == TemplateStatus::Disabled => {
-            return Err(GraphError::template_parameter(
-                132016,
-                "Template is Disabled",
-                format!("Template {name} ({language}) is disabled and can no longer be sent."),
-            ));
+            let (name, language) = named();
+            let rule = RuleViolation::TemplateDisabled { name, language };
+            return Err(CloudError::from(&rule).into());
         }
+        // Not the relay's 132001, which names a version: none is chosen yet.
         _ => {
-            return Err(GraphError::no_template(format!(
-                "No template named {name} is approved in language {language}."
-            )));
+            return Err(CloudError::new(
+                CloudErrorKind::TemplateUnavailable,
+                format!("No template named {name} is approved in language {language}."),
+            )
+            .into());
         }
     };
     let definition = TemplateDefinition::from_parts(
@@ -119,13 +104,7 @@ async fn bind_template(
         tracing::error!(id = %template.id, error = %e, "an approved template does not parse");
         GraphError::internal()
     })?;
-    let values = bind(&definition, send).map_err(|e| {
-        if e.code() == 132001 {
-            GraphError::no_template(e.to_string())
-        } else {
-            GraphError::template_parameter(e.code(), e.title(), e.to_string())
-        }
-    })?;
+    let values = bind(&definition, send).map_err(|e| GraphError::from(CloudError::from(&e)))?;
     let header = TemplateHeader {
         id: template.id,
         name: template.name,
@@ -159,7 +138,7 @@ async fn find_template(
 /// One request to the relay through the number's link, its refusals as the Graph errors a
 /// send gets.
 async fn request(hosted: &Hosted, op: Op) -> Result<Reply, GraphError> {
-    templates::ask(&hosted.endpoint, op, |error| refusal(&error)).await
+    templates::ask(&hosted.endpoint, op, |error| refused(&error)).await
 }
 
 /// The business's clock (a sandbox's test clock included), as the relay keeps it.
@@ -170,25 +149,25 @@ pub(crate) async fn business_now(hosted: &Hosted) -> Result<UnixTime, GraphError
     }
 }
 
-/// Encrypts and hands the message to the relay under `id`.
+/// Encrypts the message and hands it to the relay.
 pub(crate) async fn send(
     gateway: &Arc<Gateway>,
     hosted: &Hosted,
-    id: MessageId,
-    prepared: Prepared,
+    message: Outgoing,
 ) -> Result<Sent, GraphError> {
     let app = GatewayEvents {
         gateway: Arc::downgrade(gateway),
     };
     let sent = hosted
         .endpoint
-        .send(prepared.into_outgoing(id), &app)
+        .send(message, &app)
         .await
         .map_err(|e| match e {
-            SendError::Refused(error) => refusal(&error),
-            SendError::UnknownRecipient(_) => {
-                GraphError::undeliverable("The recipient is not on Ventana.")
-            }
+            SendError::Refused(error) => refused(&error),
+            SendError::UnknownRecipient(to) => refused(&ProtocolError::new(
+                ErrorCode::UnknownAccount,
+                format!("{to} has no Ventana account"),
+            )),
             SendError::Client(e) => {
                 tracing::warn!(error = %e, "send failed before reaching the relay");
                 GraphError::unavailable("The platform is temporarily unavailable; retry later.")
@@ -198,20 +177,13 @@ pub(crate) async fn send(
     Ok(sent)
 }
 
-/// A relay refusal as the Graph error the business gets.
-pub(crate) fn refusal(error: &ProtocolError) -> GraphError {
-    let (code, title, details) = cloud_error(error);
-    match code {
-        131047 => GraphError::outside_window(details),
-        131026 => GraphError::undeliverable(details),
-        132001 => GraphError::no_template(details),
-        132015 | 132016 => GraphError::template_parameter(code as u32, title, details),
-        _ if error.code == ErrorCode::BadRequest => {
-            GraphError::invalid_parameter(error.message.clone())
-        }
-        _ => {
-            tracing::error!(%error, "the relay refused unexpectedly");
-            GraphError::internal()
-        }
+/// A relay refusal of a send (or of a request made for one) as the Graph error the business
+/// gets: the same [`CloudError`] a `failed` status webhook would carry. One the business can
+/// do nothing about is logged here, and answered opaquely.
+pub(crate) fn refused(error: &ProtocolError) -> GraphError {
+    let refusal = CloudError::of_send(error);
+    if refusal.kind() == CloudErrorKind::SomethingWentWrong {
+        tracing::error!(%error, "the relay refused unexpectedly");
     }
+    refusal.into()
 }

@@ -307,11 +307,7 @@ async fn fire(gateway: &Arc<Gateway>, hosted: &Hosted, record: ScheduleRecord) {
             return;
         }
         Err(e) => {
-            let failed = DeliveryStatus::Failed(StatusError {
-                code: e.code,
-                title: &e.title,
-                details: &e.details,
-            });
+            let failed = DeliveryStatus::Failed(StatusError::from(&e));
             let job = gateway
                 .status_job(
                     hosted,
@@ -370,7 +366,7 @@ async fn attempt(
             GraphError::internal()
         })?;
     let request = SendRequest::parse(&body)?;
-    let prepared = outbound::prepare(hosted, &request).await?;
-    outbound::send(gateway, hosted, record.id.clone(), prepared).await?;
+    let message = outbound::prepare(hosted, &request, record.id.clone()).await?;
+    outbound::send(gateway, hosted, message).await?;
     Ok(())
 }

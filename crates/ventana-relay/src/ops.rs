@@ -50,8 +50,14 @@ fn info(device: DeviceRecord) -> DeviceInfo {
     }
 }
 
-fn json(body: &StoredBody) -> Vec<u8> {
-    serde_json::to_vec(body).unwrap_or_default()
+/// The JSON of what is stored, or of what is fingerprinted. Failing to write it fails the
+/// request: an empty body would be stored and delivered as if it were the message, an
+/// empty fingerprint would let any submission pass for a retry of any other.
+fn json(value: &impl Serialize) -> Result<Vec<u8>, ProtocolError> {
+    serde_json::to_vec(value).map_err(|e| {
+        tracing::error!(error = %e, "a submission could not be written as JSON");
+        ProtocolError::new(ErrorCode::Internal, "internal error")
+    })
 }
 
 pub(crate) async fn handle(
@@ -303,7 +309,7 @@ async fn send(
                         template: submission.template.clone(),
                         ciphertext: Some(c.clone()),
                         receipt: None,
-                    }),
+                    })?,
                 ));
             }
             EnvelopeBody::PerDevice(copies)
@@ -318,7 +324,7 @@ async fn send(
                 template: None,
                 ciphertext: None,
                 receipt: Some(receipt.clone()),
-            }))
+            })?)
         }
         _ => {
             return Err(bad(
@@ -327,7 +333,7 @@ async fn send(
         }
     };
     let fingerprint = {
-        let bytes = serde_json::to_vec(&submission).unwrap_or_default();
+        let bytes = json(&submission)?;
         Sha256::digest(&bytes)
             .iter()
             .map(|b| format!("{b:02x}"))

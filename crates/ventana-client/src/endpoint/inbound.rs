@@ -1,7 +1,7 @@
 //! Receiving: find (or create) the session, decrypt, check the bound header, commit the
 //! state and every effect at once; the caller acknowledges afterwards.
 
-use super::outbound::{CONFLICT_RETRIES, MAX_RESENDS};
+use super::outbound::{CONFLICT_RETRIES, MAX_RESENDS, Queued};
 use super::templates::check_template_shape;
 use super::{
     Application, Endpoint, Inbound, InboundMeta, SendError, Settlement, body_aad, contact_aad,
@@ -19,7 +19,7 @@ use ventana_core::{DeviceId, MessageStatus, PhoneNumber};
 use ventana_crypto::{DeviceAccount, PeerSession, pre_key_session_id};
 use ventana_store::StoreError;
 use ventana_store::endpoint::{
-    AppRecord, Direction, InboundCommit, InboundOutcome, MessageRecord, OutboxRow, SessionWrite,
+    AppRecord, Direction, InboundCommit, InboundOutcome, MessageRecord, SessionWrite,
 };
 use zeroize::Zeroizing;
 
@@ -59,7 +59,7 @@ struct Effects<'a> {
     session: Option<SessionWrite>,
     account: Option<AccountChange<'a>>,
     /// Submissions to queue with it (its receipt, resends a peer asked for).
-    outbox: Vec<OutboxRow>,
+    outbox: Vec<Queued>,
     /// True for a message acknowledged unread (no dedup marker written), so that its
     /// resend is read rather than taken for a duplicate.
     unprocessed: bool,
@@ -204,9 +204,9 @@ impl Endpoint {
             match self.encrypt_resends(&meta, &resend).await? {
                 Ok((write, rows)) => {
                     effects.session = Some(write);
-                    for ((message, _), row) in resend.iter().zip(rows) {
-                        tracing::info!(id = %message.id, to = %meta.from, device = %meta.from_device, attempt = row.attempt, failed_session = ?session, "resending a message the device could not decrypt");
-                        effects.outbox.push(row);
+                    for ((message, _), queued) in resend.iter().zip(rows) {
+                        tracing::info!(id = %message.id, to = %meta.from, device = %meta.from_device, attempt = queued.row.attempt, failed_session = ?session, "resending a message the device could not decrypt");
+                        effects.outbox.push(queued);
                         records.push(AppRecord::Resent {
                             id: message.id.clone(),
                         });
@@ -247,9 +247,9 @@ impl Endpoint {
             ids: messages.into_iter().map(|m| m.id).collect(),
         };
         let queued = self.commit(event, effects, records, app).await?;
-        for row in &queued {
-            if let Err(e) = self.submit_queued(row, Some(app)).await {
-                tracing::debug!(id = %row.id, error = %e, "resend queued; the outbox will send it");
+        for resend in &queued {
+            if let Err(e) = self.submit_queued(resend, Some(app)).await {
+                tracing::debug!(id = %resend.row.id, error = %e, "resend queued; the outbox will send it");
             }
         }
         Ok(())
@@ -263,7 +263,7 @@ impl Endpoint {
         &self,
         meta: &InboundMeta,
         resend: &[(&MessageRecord, ventana_core::payload::Payload)],
-    ) -> Result<Result<(SessionWrite, Vec<OutboxRow>), Unsendable>, ClientError> {
+    ) -> Result<Result<(SessionWrite, Vec<Queued>), Unsendable>, ClientError> {
         let transient = |e: String| {
             ClientError::Unexpected(format!("retry receipt {} not processed yet: {e}", meta.id))
         };
@@ -313,7 +313,7 @@ impl Endpoint {
                     message.resends + 1,
                 )
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(Ok((write, rows)))
     }
 
@@ -367,7 +367,7 @@ impl Endpoint {
                         ids: vec![meta.id.clone()],
                         session: pre_key_session_id(ciphertext),
                     },
-                );
+                )?;
                 let effects = Effects {
                     outbox: vec![retry],
                     unprocessed: true,
@@ -441,7 +441,7 @@ impl Endpoint {
                 ids: vec![meta.id.clone()],
                 session: None,
             },
-        );
+        )?;
         let effects = Effects {
             session,
             account,
@@ -462,10 +462,10 @@ impl Endpoint {
 
     /// Hands receipts just committed to the relay; what it does not take now goes out with
     /// the outbox.
-    async fn submit_receipts(&self, rows: &[OutboxRow]) {
-        for row in rows {
-            if let Err(e) = self.submit_queued(row, None).await {
-                tracing::debug!(id = %row.id, error = %e, "receipt queued; the outbox will send it");
+    async fn submit_receipts(&self, receipts: &[Queued]) {
+        for receipt in receipts {
+            if let Err(e) = self.submit_queued(receipt, None).await {
+                tracing::debug!(id = %receipt.row.id, error = %e, "receipt queued; the outbox will send it");
             }
         }
     }
@@ -478,7 +478,7 @@ impl Endpoint {
         effects: Effects<'_>,
         mut records: Vec<AppRecord>,
         app: &dyn Application,
-    ) -> Result<Vec<OutboxRow>, ClientError> {
+    ) -> Result<Vec<Queued>, ClientError> {
         let Effects {
             session,
             account,
@@ -513,7 +513,7 @@ impl Endpoint {
                 session,
                 records,
                 processed: !unprocessed,
-                outbox: outbox.clone(),
+                outbox: outbox.iter().map(|q| q.row.clone()).collect(),
                 settled: self.take_receipts_done(),
             };
             let settled = commit.settled.clone();
@@ -569,11 +569,14 @@ impl Endpoint {
                 continue;
             }
             if let Ok(plaintext) = session.decrypt(ciphertext) {
+                let sealed = session
+                    .seal(&self.sealer, &aad)
+                    .map_err(|e| DecryptFailure::Transient(e.to_string()))?;
                 let write = SessionWrite {
                     peer: meta.from.clone(),
                     peer_device: meta.from_device,
                     session_id: record.session_id.clone(),
-                    sealed: session.seal(&self.sealer, &aad),
+                    sealed,
                     expected_version: Some(record.version),
                 };
                 return Ok((plaintext, Some(write), None));
@@ -592,16 +595,31 @@ impl Endpoint {
             .map_err(|e| DecryptFailure::Permanent(e.to_string()))?;
         let session_id = session.id();
         let aad = session_aad(&self.owner, &meta.from, meta.from_device, &session_id);
+        let sealed = session.seal(&self.sealer, &aad).and_then(|session| {
+            let account = account.seal(&self.sealer, &identity_aad(&self.owner))?;
+            Ok((session, account))
+        });
+        let (session_sealed, account_sealed) = match sealed {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                // The session consumed a one-time key in memory only: go back to the stored
+                // account, so the redelivered message finds its key again.
+                *account = self
+                    .stored_account()
+                    .await
+                    .map_err(|e| DecryptFailure::Transient(e.to_string()))?;
+                return Err(DecryptFailure::Transient(e.to_string()));
+            }
+        };
         let write = SessionWrite {
             peer: meta.from.clone(),
             peer_device: meta.from_device,
             session_id,
-            sealed: session.seal(&self.sealer, &aad),
+            sealed: session_sealed,
             expected_version: None,
         };
-        let sealed = account.seal(&self.sealer, &identity_aad(&self.owner));
         let change = AccountChange {
-            sealed,
+            sealed: account_sealed,
             resident: account,
         };
         Ok((plaintext, Some(write), Some(change)))

@@ -1,7 +1,8 @@
 //! The end-to-end engine of one device: encrypt, commit, send; receive, decrypt, commit, ack.
 //!
 //! - `outbound`: sending — sessions per recipient device, the outbox (messages, receipts,
-//!   resends), the relay's answer; a row whose session moved on is encrypted again.
+//!   resends) as `Queued` rows that carry their typed submission, the relay's answer; a row
+//!   whose session moved on is encrypted again.
 //! - `inbound`: receiving — finding or creating the session, committing, acknowledging; a
 //!   message that cannot be decrypted is asked for again (`retry` receipt), and a peer's
 //!   `retry` receipt is answered with a resend on a new session.
@@ -360,7 +361,7 @@ impl Endpoint {
         let (one_time_keys, _) = account.unpublished_keys(missing, false);
         let aad = identity_aad(&self.owner);
         self.store
-            .save_account(&self.owner, account.seal(&self.sealer, &aad))
+            .save_account(&self.owner, account.seal(&self.sealer, &aad)?)
             .await?;
         let upload = Op::UploadKeys {
             one_time_keys,
@@ -369,7 +370,7 @@ impl Endpoint {
         self.link.request(upload, REQUEST_WAIT).await?;
         account.mark_published();
         self.store
-            .save_account(&self.owner, account.seal(&self.sealer, &aad))
+            .save_account(&self.owner, account.seal(&self.sealer, &aad)?)
             .await?;
         Ok(())
     }

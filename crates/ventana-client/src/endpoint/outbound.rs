@@ -52,6 +52,40 @@ pub(super) struct Encrypted {
     pub(super) marks: Vec<SessionMark>,
 }
 
+/// A submission in the outbox: the row as the store keeps it (the submission as JSON) and
+/// the submission itself. One queued just now goes to the relay as it was built, never read
+/// back from the JSON it was written as; one read from the store is parsed once, here.
+#[derive(Clone, Debug)]
+pub(super) struct Queued {
+    pub(super) row: OutboxRow,
+    pub(super) submission: Submission,
+}
+
+impl Queued {
+    /// Queues `submission` (a refusal to write it is an error, never an empty row).
+    fn new(
+        submission: Submission,
+        sessions: Vec<SessionMark>,
+        attempt: u32,
+    ) -> Result<Self, ClientError> {
+        let row = OutboxRow {
+            id: submission.id.clone(),
+            to: submission.to.clone(),
+            submission: serde_json::to_vec(&submission).map_err(ClientError::Outbox)?,
+            created_at: UnixTime::now(),
+            sessions,
+            attempt,
+        };
+        Ok(Self { row, submission })
+    }
+
+    /// A row the store kept.
+    pub(super) fn read(row: OutboxRow) -> Result<Self, ClientError> {
+        let submission = serde_json::from_slice(&row.submission).map_err(ClientError::Outbox)?;
+        Ok(Self { row, submission })
+    }
+}
+
 /// The relay's answer for one submission.
 pub(super) enum Submitted {
     Accepted(UnixTime),
@@ -138,10 +172,10 @@ impl Endpoint {
         let mut refresh = false;
         for _ in 0..STALE_RETRIES {
             let devices = self.peer_devices(to, refresh).await?;
-            let row = self
+            let queued = self
                 .encrypt_and_commit_retrying(to, &devices, payload, resend)
                 .await?;
-            match self.submit(&row, app, caller).await? {
+            match self.submit(&queued, app, caller).await? {
                 Submitted::Refused(e) if e.code == ErrorCode::StaleDevices => {
                     lock(&self.peers).remove(to);
                     refresh = true;
@@ -166,7 +200,7 @@ impl Endpoint {
         devices: &[DeviceInfo],
         payload: &Payload,
         resend: bool,
-    ) -> Result<OutboxRow, ClientError> {
+    ) -> Result<Queued, ClientError> {
         let mut attempt = 0;
         loop {
             match self.encrypt_and_commit(to, devices, payload, resend).await {
@@ -187,7 +221,7 @@ impl Endpoint {
         devices: &[DeviceInfo],
         payload: &Payload,
         resend: bool,
-    ) -> Result<OutboxRow, ClientError> {
+    ) -> Result<Queued, ClientError> {
         let plaintext = zeroize::Zeroizing::new(payload.to_bytes());
         let mut ids: Vec<DeviceId> = devices.iter().map(|d| d.device_id).collect();
         ids.sort();
@@ -204,7 +238,7 @@ impl Endpoint {
             .ok_or_else(|| ClientError::Unexpected("nothing was encrypted".into()))?;
         let id = payload.header.id.clone();
         let now = UnixTime::now();
-        let row = self.outbox_row(payload, encrypted.copies, encrypted.marks, resend, 0);
+        let queued = self.outbox_row(payload, encrypted.copies, encrypted.marks, resend, 0)?;
         let record = MessageRecord {
             id: id.clone(),
             direction: Direction::Outbound,
@@ -223,13 +257,13 @@ impl Endpoint {
                 owner: self.owner.clone(),
                 account_sealed: None,
                 sessions: encrypted.writes,
-                outbox: row.clone(),
+                outbox: queued.row.clone(),
                 // A re-encryption replaces only the outbox row; the history has the message.
                 records: vec![AppRecord::Message(record)],
             })
             .await?;
         drop(guards);
-        Ok(row)
+        Ok(queued)
     }
 
     /// Encrypts each plaintext, in order, for each of `devices` (whose session locks the
@@ -325,7 +359,7 @@ impl Endpoint {
                 peer: to.clone(),
                 peer_device: device.device_id,
                 session_id,
-                sealed: session.seal(&self.sealer, &aad),
+                sealed: session.seal(&self.sealer, &aad)?,
                 expected_version: expected,
             });
         }
@@ -343,7 +377,7 @@ impl Endpoint {
         sessions: Vec<SessionMark>,
         resend: bool,
         attempt: u32,
-    ) -> OutboxRow {
+    ) -> Result<Queued, ClientError> {
         let submission = Submission {
             id: payload.header.id.clone(),
             to: payload.header.to.clone(),
@@ -353,21 +387,17 @@ impl Endpoint {
             receipt: None,
             resend,
         };
-        OutboxRow {
-            id: payload.header.id.clone(),
-            to: payload.header.to.clone(),
-            submission: serde_json::to_vec(&submission).unwrap_or_default(),
-            created_at: UnixTime::now(),
-            sessions,
-            attempt,
-        }
+        Queued::new(submission, sessions, attempt)
     }
 
     /// The outbox row of a receipt, under an id of its own.
-    pub(super) fn receipt_row(&self, to: &PhoneNumber, receipt: Receipt) -> OutboxRow {
-        let id = MessageId::generate();
+    pub(super) fn receipt_row(
+        &self,
+        to: &PhoneNumber,
+        receipt: Receipt,
+    ) -> Result<Queued, ClientError> {
         let submission = Submission {
-            id: id.clone(),
+            id: MessageId::generate(),
             to: to.clone(),
             kind: EnvelopeKind::Receipt,
             template: None,
@@ -375,30 +405,23 @@ impl Endpoint {
             receipt: Some(receipt),
             resend: false,
         };
-        OutboxRow {
-            id,
-            to: to.clone(),
-            submission: serde_json::to_vec(&submission).unwrap_or_default(),
-            created_at: UnixTime::now(),
-            sessions: Vec::new(),
-            attempt: 0,
-        }
+        Queued::new(submission, Vec::new(), 0)
     }
 
     /// Hands a committed outbox row to the relay. A final answer settles the row, except
     /// `stale_devices`, which leaves it for the caller to encrypt again.
     pub(super) async fn submit(
         &self,
-        row: &OutboxRow,
+        queued: &Queued,
         app: &dyn Application,
         caller: Caller,
     ) -> Result<Submitted, ClientError> {
-        let submission: Submission = serde_json::from_slice(&row.submission)
-            .map_err(|e| ClientError::Unexpected(format!("unreadable outbox row: {e}")))?;
-        if submission.kind == EnvelopeKind::Receipt {
-            return self.submit_receipt(row, submission).await;
+        if queued.submission.kind == EnvelopeKind::Receipt {
+            return self.submit_receipt(queued).await;
         }
-        let outcome = match self.link.request(Op::Send(submission), SUBMIT_WAIT).await {
+        let row = &queued.row;
+        let op = Op::Send(queued.submission.clone());
+        let outcome = match self.link.request(op, SUBMIT_WAIT).await {
             Ok(Reply::Sent { accepted_at }) => Ok(accepted_at),
             Err(LinkError::Refused(e)) if e.code == ErrorCode::StaleDevices => {
                 return Ok(Submitted::Refused(e));
@@ -416,12 +439,10 @@ impl Endpoint {
 
     /// Hands a queued receipt to the relay. A receipt only has to reach it: accepted, or
     /// refused (the peer blocked us, or is gone) and dropped, it is settled either way.
-    async fn submit_receipt(
-        &self,
-        row: &OutboxRow,
-        submission: Submission,
-    ) -> Result<Submitted, ClientError> {
-        let submitted = match self.link.request(Op::Send(submission), SUBMIT_WAIT).await {
+    async fn submit_receipt(&self, queued: &Queued) -> Result<Submitted, ClientError> {
+        let row = &queued.row;
+        let op = Op::Send(queued.submission.clone());
+        let submitted = match self.link.request(op, SUBMIT_WAIT).await {
             Ok(Reply::Sent { accepted_at }) => Submitted::Accepted(accepted_at),
             Err(LinkError::Refused(e)) => {
                 tracing::debug!(id = %row.id, error = %e, "a receipt was refused");
@@ -552,7 +573,8 @@ impl Endpoint {
                 tracing::info!(id = %row.id, to = %row.to, "session moved on since this message was encrypted; encrypting it again");
                 self.reencrypt(&row, app).await
             } else {
-                match self.submit(&row, app, Caller::Background).await? {
+                let stored = Queued::read(row.clone())?;
+                match self.submit(&stored, app, Caller::Background).await? {
                     Submitted::Pending => break,
                     Submitted::Refused(e) if e.code == ErrorCode::StaleDevices => {
                         self.reencrypt(&row, app).await
@@ -654,25 +676,25 @@ impl Endpoint {
         status: ReceiptStatus,
         ids: Vec<MessageId>,
     ) -> Result<(), SendError> {
-        let row = self.receipt_row(
+        let queued = self.receipt_row(
             to,
             Receipt {
                 status,
                 ids,
                 session: None,
             },
-        );
+        )?;
         self.store
             .commit_outbound(OutboundCommit {
                 owner: self.owner.clone(),
                 account_sealed: None,
                 sessions: Vec::new(),
-                outbox: row.clone(),
+                outbox: queued.row.clone(),
                 records: Vec::new(),
             })
             .await
             .map_err(ClientError::from)?;
-        match self.submit_queued(&row, None).await? {
+        match self.submit_queued(&queued, None).await? {
             Submitted::Refused(e) => Err(SendError::Refused(e)),
             Submitted::Accepted(_) | Submitted::Pending => Ok(()),
         }
@@ -682,19 +704,15 @@ impl Endpoint {
     /// loop has it. Whatever is not answered now goes out with the outbox.
     pub(super) async fn submit_queued(
         &self,
-        row: &OutboxRow,
+        queued: &Queued,
         app: Option<&dyn Application>,
     ) -> Result<Submitted, ClientError> {
-        let Some(_flight) = self.begin_flight(&row.id) else {
+        let Some(_flight) = self.begin_flight(&queued.row.id) else {
             return Ok(Submitted::Pending);
         };
         match app {
-            Some(app) => self.submit(row, app, Caller::Background).await,
-            None => {
-                let submission: Submission = serde_json::from_slice(&row.submission)
-                    .map_err(|e| ClientError::Unexpected(format!("unreadable outbox row: {e}")))?;
-                self.submit_receipt(row, submission).await
-            }
+            Some(app) => self.submit(queued, app, Caller::Background).await,
+            None => self.submit_receipt(queued).await,
         }
     }
 

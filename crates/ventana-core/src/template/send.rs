@@ -7,6 +7,7 @@
 
 use super::definition::{LanguageCode, MediaKind, TemplateName};
 use super::reader::{FieldError, Node};
+use crate::cloud_error::CloudErrorKind;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Number, Value};
 
@@ -157,10 +158,19 @@ pub struct SendError {
 }
 
 impl SendError {
-    /// Cloud API code: 131008 (required parameter is missing) or 131009 (parameter value
-    /// is not valid).
+    /// The Cloud API error this is: 131008 (required parameter is missing) or 131009
+    /// (parameter value is not valid).
+    pub fn kind(&self) -> CloudErrorKind {
+        if self.missing {
+            CloudErrorKind::RequiredParameterMissing
+        } else {
+            CloudErrorKind::ParameterValueNotValid
+        }
+    }
+
+    /// The Cloud API error code.
     pub fn code(&self) -> u32 {
-        if self.missing { 131008 } else { 131009 }
+        self.kind().code()
     }
 }
 

@@ -3,6 +3,10 @@
 //! SDKs key on `error.code` (pywa maps codes to exception classes), so the code is the
 //! contract; `message` follows Meta's `"(#<code>) <title>"` style and `error_data.details`
 //! says what exactly was wrong, naming the offending field.
+//!
+//! The codes a business can also meet after its send was accepted (a relay refusal, a
+//! template that does not fit) are [`CloudError`]s, decided in `ventana-core`; this module
+//! only chooses their HTTP status ([`From<CloudError>`](GraphError#impl-From<CloudError>-for-GraphError)).
 
 use axum::Json;
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
@@ -10,6 +14,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use serde_json::{Map, Value, json};
+use ventana_core::{CloudError, CloudErrorKind};
 use ventana_store::StoreError;
 
 /// One error answer of the business API.
@@ -50,28 +55,7 @@ impl GraphError {
 
     /// 100: a field is missing, misspelled or has a bad value.
     pub(crate) fn invalid_parameter(details: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, 100, "Invalid parameter", details)
-    }
-
-    /// A template send the Cloud API refuses with its own code: 131008/131009 (the
-    /// `template` object is malformed), 132000/132012 (parameters do not fit), 132015/132016
-    /// (paused/disabled). 132001 (no such approved template) is [`Self::no_template`].
-    pub(crate) fn template_parameter(
-        code: u32,
-        title: impl Into<String>,
-        details: impl Into<String>,
-    ) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, i64::from(code), title, details)
-    }
-
-    /// 132001, HTTP 404: no template of that name is approved in that language.
-    pub(crate) fn no_template(details: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            132001,
-            "Template name does not exist in the translation",
-            details,
-        )
+        CloudError::new(CloudErrorKind::InvalidParameter, details).into()
     }
 
     /// 190: no token, or one this server does not know (or has revoked).
@@ -94,26 +78,6 @@ impl GraphError {
         )
     }
 
-    /// 131026: the recipient cannot receive this message (no account, blocked, ...).
-    pub(crate) fn undeliverable(details: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            131026,
-            "Message undeliverable",
-            details,
-        )
-    }
-
-    /// 131047: more than 24 hours since the user last wrote; only a template may be sent.
-    pub(crate) fn outside_window(details: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            131047,
-            "Re-engagement message",
-            details,
-        )
-    }
-
     /// 803: the node in the path does not exist, or the token may not see it (Graph does not
     /// tell those apart, so neither do we).
     pub(crate) fn unknown_node(id: &str) -> Self {
@@ -127,10 +91,11 @@ impl GraphError {
 
     /// 100 with HTTP 413: the request body exceeds `limit` bytes.
     pub(crate) fn payload_too_large(limit: usize) -> Self {
+        let kind = CloudErrorKind::InvalidParameter;
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            100,
-            "Invalid parameter",
+            i64::from(kind.code()),
+            kind.title(),
             format!("The request body is larger than the limit of {limit} bytes."),
         )
     }
@@ -147,49 +112,22 @@ impl GraphError {
         )
     }
 
-    /// 100: the business already has a template of this name in this language. Meta answers
-    /// a duplicate with code 100 too, and shows its user this title; editing that template,
-    /// or another name, is how to go on.
+    /// 100: the business already has a template of this name in this language; editing
+    /// that template, or another name, is how to go on.
     pub(crate) fn template_exists(details: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            100,
-            "Content in this language already exists",
-            details,
-        )
-    }
-
-    /// 100: the business has as many templates as the platform allows; `details` says how
-    /// many that is.
-    pub(crate) fn template_limit(details: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            100,
-            "Message template limit reached",
-            details,
-        )
+        CloudError::new(CloudErrorKind::TemplateExists, details).into()
     }
 
     /// 100 with HTTP 404: the parameters name no template of this business (a delete by
     /// name or `hsm_id`). A template id in the path that names none is [`Self::unknown_node`].
     pub(crate) fn template_not_found(details: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            100,
-            "Message template not found",
-            details,
-        )
+        CloudError::new(CloudErrorKind::TemplateNotFound, details).into()
     }
 
     /// 100 with HTTP 409: the template changed while the request was handled (an edit racing
     /// another, or a review), or its status does not allow the change; read it and retry.
     pub(crate) fn template_changed(details: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::CONFLICT,
-            100,
-            "Message template changed",
-            details,
-        )
+        CloudError::new(CloudErrorKind::TemplateChanged, details).into()
     }
 
     /// 133010: the WABA has no phone number on this server. Templates live at the platform,
@@ -232,10 +170,11 @@ impl GraphError {
 
     /// 131000: a failure on our side. Deliberately opaque: the caller logs the cause.
     pub(crate) fn internal() -> Self {
+        let kind = CloudErrorKind::SomethingWentWrong;
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            131000,
-            "Something went wrong",
+            i64::from(kind.code()),
+            kind.title(),
             "Something went wrong on the server. Please try again later.",
         )
     }
@@ -281,6 +220,33 @@ impl GraphError {
         }
         error.insert("fbtrace_id".into(), fbtrace_id.into());
         json!({ "error": error })
+    }
+}
+
+/// The one way a [`CloudError`] becomes an answer: its code, title and details, under the
+/// HTTP status Meta answers that code with. 131000 is answered opaquely, as every failure of
+/// ours is (the caller logs what happened).
+impl From<CloudError> for GraphError {
+    fn from(error: CloudError) -> Self {
+        use CloudErrorKind as K;
+        let status = match error.kind() {
+            K::SomethingWentWrong => return Self::internal(),
+            K::TemplateUnavailable | K::TemplateNotFound => StatusCode::NOT_FOUND,
+            K::TemplateChanged => StatusCode::CONFLICT,
+            K::InvalidParameter
+            | K::TemplateExists
+            | K::TemplateLimitReached
+            | K::RequiredParameterMissing
+            | K::ParameterValueNotValid
+            | K::Undeliverable
+            | K::OutsideWindow
+            | K::ParameterCountMismatch
+            | K::ParameterFormatMismatch
+            | K::TemplatePaused
+            | K::TemplateDisabled => StatusCode::BAD_REQUEST,
+        };
+        let (code, title) = (i64::from(error.code()), error.title());
+        Self::new(status, code, title, error.into_details())
     }
 }
 
@@ -356,10 +322,11 @@ mod tests {
 
     #[tokio::test]
     async fn outside_window_is_written_as_metas_131047_envelope() {
-        let (status, body) = rendered(GraphError::outside_window(
+        let refusal = CloudError::new(
+            CloudErrorKind::OutsideWindow,
             "More than 24 hours have passed.",
-        ))
-        .await;
+        );
+        let (status, body) = rendered(refusal.into()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(
             without_trace_id(body),
@@ -429,7 +396,10 @@ mod tests {
     fn template_errors_are_code_100_but_for_a_business_without_a_number() {
         for (error, status) in [
             (GraphError::template_exists("x"), StatusCode::BAD_REQUEST),
-            (GraphError::template_limit("x"), StatusCode::BAD_REQUEST),
+            (
+                CloudError::new(CloudErrorKind::TemplateLimitReached, "x").into(),
+                StatusCode::BAD_REQUEST,
+            ),
             (GraphError::template_not_found("x"), StatusCode::NOT_FOUND),
             (GraphError::template_changed("x"), StatusCode::CONFLICT),
         ] {
@@ -438,5 +408,43 @@ mod tests {
         let error = GraphError::no_business_number("102290129340398");
         assert_eq!(error.code, 133010);
         assert!(error.details.contains("102290129340398"));
+    }
+
+    #[test]
+    fn each_cloud_error_is_answered_with_the_http_status_meta_gives_its_code() {
+        use CloudErrorKind as K;
+        for (kind, status) in [
+            (K::InvalidParameter, StatusCode::BAD_REQUEST),
+            (K::TemplateExists, StatusCode::BAD_REQUEST),
+            (K::TemplateLimitReached, StatusCode::BAD_REQUEST),
+            (K::TemplateNotFound, StatusCode::NOT_FOUND),
+            (K::TemplateChanged, StatusCode::CONFLICT),
+            (K::RequiredParameterMissing, StatusCode::BAD_REQUEST),
+            (K::ParameterValueNotValid, StatusCode::BAD_REQUEST),
+            (K::Undeliverable, StatusCode::BAD_REQUEST),
+            (K::OutsideWindow, StatusCode::BAD_REQUEST),
+            (K::ParameterCountMismatch, StatusCode::BAD_REQUEST),
+            (K::TemplateUnavailable, StatusCode::NOT_FOUND),
+            (K::ParameterFormatMismatch, StatusCode::BAD_REQUEST),
+            (K::TemplatePaused, StatusCode::BAD_REQUEST),
+            (K::TemplateDisabled, StatusCode::BAD_REQUEST),
+        ] {
+            let error = GraphError::from(CloudError::new(kind, "details"));
+            assert_eq!(error.status, status, "{kind:?}");
+            assert_eq!(error.code, i64::from(kind.code()));
+            assert_eq!(
+                (error.title.as_str(), error.details.as_str()),
+                (kind.title(), "details")
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_the_business_can_do_nothing_about_is_answered_opaquely() {
+        let error = GraphError::from(CloudError::new(
+            CloudErrorKind::SomethingWentWrong,
+            "relay internals",
+        ));
+        assert_eq!(error, GraphError::internal());
     }
 }

@@ -9,7 +9,7 @@ use super::error::GraphError;
 use serde_json::{Map, Value};
 use ventana_core::payload::MAX_TEXT_CHARS;
 use ventana_core::template::SendTemplate;
-use ventana_core::{MessageId, PhoneNumber, UnixTime};
+use ventana_core::{CloudError, CloudErrorKind, MessageId, PhoneNumber, UnixTime};
 
 /// Message types of the Cloud API this server does not send yet. Anything else that is not
 /// `text` is not a Cloud API type at all; both are refused with 131051.
@@ -144,19 +144,13 @@ impl SendRequest {
             "text" => {}
             "template" => {
                 let template = field(request, "template").ok_or_else(|| {
-                    GraphError::template_parameter(
-                        131008,
-                        "Required parameter is missing",
+                    GraphError::from(CloudError::new(
+                        CloudErrorKind::RequiredParameterMissing,
                         "The parameter template is required.",
-                    )
+                    ))
                 })?;
                 let template = SendTemplate::parse(template).map_err(|e| {
-                    let title = if e.code() == 131008 {
-                        "Required parameter is missing"
-                    } else {
-                        "Parameter value is not valid"
-                    };
-                    GraphError::template_parameter(e.code(), title, format!("template.{e}"))
+                    GraphError::from(CloudError::new(e.kind(), format!("template.{e}")))
                 })?;
                 return Ok(Self::Template {
                     to,

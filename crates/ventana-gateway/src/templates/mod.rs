@@ -29,8 +29,8 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use ventana_client::{Endpoint, LinkError};
-use ventana_core::WabaId;
 use ventana_core::protocol::{ErrorCode, Op, ProtocolError, Reply, TemplateInfo};
+use ventana_core::{CloudError, CloudErrorKind, WabaId};
 
 /// The WABA's edge that holds its templates.
 const MESSAGE_TEMPLATES: &str = "message_templates";
@@ -253,17 +253,11 @@ pub(crate) async fn ask(
 
 /// The Graph error of a refusal every template op may meet.
 fn refusal(error: ProtocolError) -> GraphError {
-    match error.code {
-        // The relay's message names the offending field (`components[1].text: …`).
-        ErrorCode::BadRequest => GraphError::invalid_parameter(error.message),
-        ErrorCode::Conflict => GraphError::template_changed(error.message),
-        ErrorCode::NotFound => GraphError::template_not_found(error.message),
-        ErrorCode::LimitReached => GraphError::template_limit(error.message),
-        _ => {
-            tracing::error!(%error, "the relay refused a template request unexpectedly");
-            GraphError::internal()
-        }
+    let refusal = CloudError::of_template_request(&error);
+    if refusal.kind() == CloudErrorKind::SomethingWentWrong {
+        tracing::error!(%error, "the relay refused a template request unexpectedly");
     }
+    refusal.into()
 }
 
 pub(crate) fn unexpected(reply: &Reply) -> GraphError {

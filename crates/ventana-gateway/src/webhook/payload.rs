@@ -5,9 +5,10 @@
 //! with `user_id`, because pywa fails on either without it. Template status changes are
 //! the business's, not a number's: their entry has no `metadata` and no `contacts`.
 
+use crate::graph::error::GraphError;
 use serde_json::{Map, Value, json};
 use ventana_core::protocol::TemplateEventInfo;
-use ventana_core::{MessageId, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
+use ventana_core::{CloudError, MessageId, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
 
 /// Where Meta's error codes are documented; statuses carry it in `errors[].href`.
 const ERROR_CODES_HREF: &str =
@@ -54,12 +55,34 @@ impl DeliveryStatus<'_> {
 }
 
 /// Why a message failed, with the same code, title and details a synchronous refusal would
-/// have had (`GraphError`'s fields).
+/// have had: written as the status's `errors[]` item.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StatusError<'a> {
     pub(crate) code: i64,
     pub(crate) title: &'a str,
     pub(crate) details: &'a str,
+}
+
+/// A refusal after the send was accepted (the relay's, told by the outbox).
+impl<'a> From<&'a CloudError> for StatusError<'a> {
+    fn from(error: &'a CloudError) -> Self {
+        Self {
+            code: i64::from(error.code()),
+            title: error.title(),
+            details: error.details(),
+        }
+    }
+}
+
+/// A scheduled send refused when it fired, as its request would have been answered then.
+impl<'a> From<&'a GraphError> for StatusError<'a> {
+    fn from(error: &'a GraphError) -> Self {
+        Self {
+            code: error.code,
+            title: &error.title,
+            details: &error.details,
+        }
+    }
 }
 
 /// The per-message pricing (PMP) object of a status: `category` is the template category
@@ -443,6 +466,43 @@ mod tests {
                     }],
                 })
             )
+        );
+    }
+
+    #[test]
+    fn a_refusal_after_acceptance_reports_what_the_api_would_have_answered() {
+        use ventana_core::protocol::ProtocolError;
+        use ventana_core::rules::RuleViolation;
+        let refusal = CloudError::of_send(&ProtocolError::refused(RuleViolation::TemplatePaused {
+            name: "order_update".into(),
+            language: "en_US".into(),
+        }));
+        let answered = GraphError::from(refusal.clone());
+        let reported = StatusError::from(&refusal);
+        assert_eq!(
+            (reported.code, reported.title, reported.details),
+            (
+                answered.code,
+                answered.title.as_str(),
+                answered.details.as_str()
+            )
+        );
+        let user = user();
+        let event = status(
+            &ctx(),
+            contact(&user),
+            &OUT.parse().unwrap(),
+            DeliveryStatus::Failed(reported),
+            UnixTime(1),
+            Pricing::FREE_SERVICE,
+            None,
+        );
+        let error = &event["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"][0];
+        assert_eq!(error["code"], 132015);
+        assert_eq!(error["title"], "Template is Paused");
+        assert_eq!(
+            error["error_data"]["details"],
+            "Template order_update (en_US) is paused and cannot be sent now."
         );
     }
 

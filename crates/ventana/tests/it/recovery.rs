@@ -246,7 +246,9 @@ async fn a_message_no_resend_can_get_through_ends_failed_at_the_business() {
     store
         .save_account(
             &phone,
-            stranger.seal(&sealer, format!("identity/{phone}").as_bytes()),
+            stranger
+                .seal(&sealer, format!("identity/{phone}").as_bytes())
+                .unwrap(),
         )
         .await
         .unwrap();

@@ -13,6 +13,7 @@ use super::parse::is_web_url;
 use super::send::{
     ButtonSubType, Location, MediaRef, Parameter, ParameterValue, SendComponent, SendTemplate,
 };
+use crate::cloud_error::{CloudError, CloudErrorKind};
 use serde::{Deserialize, Serialize};
 
 /// The values of one template message. Empty parts are left out of its JSON, and the body's
@@ -100,26 +101,30 @@ pub enum BindError {
 }
 
 impl BindError {
+    /// The Cloud API error this is.
+    pub fn kind(&self) -> CloudErrorKind {
+        match self {
+            Self::WrongTemplate { .. } => CloudErrorKind::TemplateUnavailable,
+            Self::ParameterCount { .. } => CloudErrorKind::ParameterCountMismatch,
+            Self::ParameterFormat { .. } => CloudErrorKind::ParameterFormatMismatch,
+        }
+    }
+
     /// The Cloud API error code.
     pub fn code(&self) -> u32 {
-        match self {
-            Self::WrongTemplate { .. } => 132001,
-            Self::ParameterCount { .. } => 132000,
-            Self::ParameterFormat { .. } => 132012,
-        }
+        self.kind().code()
     }
 
     /// The Cloud API error message for [`code`](Self::code); `Display` gives the details.
     pub fn title(&self) -> &'static str {
-        match self {
-            Self::WrongTemplate { .. } => "Template name does not exist in the translation",
-            Self::ParameterCount { .. } => {
-                "Number of parameters does not match the expected number of params"
-            }
-            Self::ParameterFormat { .. } => {
-                "Parameter format does not match format in the created template"
-            }
-        }
+        self.kind().title()
+    }
+}
+
+/// The details are what `Display` says: the component or field, and what is wrong with it.
+impl From<&BindError> for CloudError {
+    fn from(error: &BindError) -> Self {
+        Self::new(error.kind(), error.to_string())
     }
 }
 
