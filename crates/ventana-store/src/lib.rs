@@ -37,6 +37,7 @@
 //! Methods are units of work: each one is a single transaction, so callers never hold a
 //! transaction across an await and never see half-written state.
 
+mod dispatch;
 pub mod endpoint;
 pub mod idempotency;
 pub mod postgres;

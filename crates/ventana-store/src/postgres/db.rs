@@ -213,6 +213,32 @@ impl Db {
         Ok(unit(&mut tx).await?)
     }
 
+    /// Runs a unit of work written over [`Tx`](crate::sql::Tx) in one transaction on a pooled
+    /// connection: committed if it succeeds, rolled back otherwise. A transaction that lost a
+    /// deadlock or a serialization check is run again from the start, so the unit must not
+    /// have effects outside the transaction.
+    pub(crate) async fn unit<T, F>(&self, unit: F) -> StoreResult<T>
+    where
+        F: AsyncFn(&mut PgTx<'_, Transaction<'_>>) -> sql::TxResult<T>,
+    {
+        let mut client = self.client().await?;
+        let mut attempt = 1;
+        loop {
+            let transaction = begin(&mut client).await?;
+            let outcome = {
+                let mut tx = PgTx {
+                    client: &transaction,
+                    schema: &self.schema,
+                };
+                unit(&mut tx).await
+            };
+            match finish_unit(transaction, outcome, attempt).await {
+                ControlFlow::Break(result) => return result,
+                ControlFlow::Continue(()) => attempt += 1,
+            }
+        }
+    }
+
     /// The schema the store lives in, which also names its `NOTIFY` channels.
     pub(crate) fn schema(&self) -> &str {
         &self.schema

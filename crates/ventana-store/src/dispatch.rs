@@ -1,0 +1,7 @@
+//! The store traits implemented once for every backend, as macros a backend's store type
+//! invokes (`dispatch::relay::relay_store!(SqliteRelayStore)`): each method moves its
+//! arguments into its unit of work and hands it to the backend's `Db`.
+//!
+//! - `relay`: [`RelayStore`](crate::RelayStore) and [`TemplateStore`](crate::TemplateStore).
+
+pub(crate) mod relay;
