@@ -67,6 +67,29 @@ pub(crate) fn backend(what: impl Into<String>) -> TxError {
     TxError::Store(StoreError::Backend(what.into()))
 }
 
+/// One schema step: a plain SQL file under `migrations/<backend>/<store>/`. Its version is
+/// its position in the store's list, starting at 1; each backend records which it applied.
+pub(crate) struct Migration {
+    pub(crate) name: &'static str,
+    pub(crate) sql: &'static str,
+}
+
+/// The steps of one store on one backend, in order:
+/// `migrations!("sqlite/relay", "0001_init", "0002_templates")` reads
+/// `migrations/sqlite/relay/0001_init.sql` and the rest into the binary.
+macro_rules! migrations {
+    ($dir:literal, $($name:literal),+ $(,)?) => {
+        &[$($crate::sql::Migration {
+            name: $name,
+            sql: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"), "/migrations/", $dir, "/", $name, ".sql"
+            )),
+        }),+]
+    };
+}
+
+pub(crate) use migrations;
+
 /// One statement, in the SQL both backends share, or with PostgreSQL's own variant.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sql {

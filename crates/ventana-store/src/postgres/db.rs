@@ -25,13 +25,7 @@ pub(crate) const DEFAULT_POOL_SIZE: usize = 8;
 /// How many times a transaction that lost a deadlock or a serialization check is run.
 const MAX_ATTEMPTS: u32 = 4;
 
-/// One schema step: a plain SQL file kept beside the other backends' under `migrations/`.
-/// Its version is its position in the list, starting at 1, tracked in the schema's
-/// `schema_migrations` table.
-pub(crate) struct Migration {
-    pub(crate) name: &'static str,
-    pub(crate) sql: &'static str,
-}
+pub(crate) use crate::sql::Migration;
 
 /// Why a unit of work stopped: PostgreSQL failed, or the store decided to refuse (a version
 /// check). Either way the transaction is rolled back.

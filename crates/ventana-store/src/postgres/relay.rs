@@ -12,27 +12,17 @@ use super::db::{self, DEFAULT_POOL_SIZE, Db, Migration};
 use super::wakeups::{self, Listener};
 use crate::StoreResult;
 use crate::relay::Wakeup;
+use crate::sql::migrations;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        name: "0001_init",
-        sql: include_str!("../../migrations/postgres/relay/0001_init.sql"),
-    },
-    Migration {
-        name: "0002_templates",
-        sql: include_str!("../../migrations/postgres/relay/0002_templates.sql"),
-    },
-    Migration {
-        name: "0003_template_envelopes",
-        sql: include_str!("../../migrations/postgres/relay/0003_template_envelopes.sql"),
-    },
-    Migration {
-        name: "0004_resends",
-        sql: include_str!("../../migrations/postgres/relay/0004_resends.sql"),
-    },
-];
+const MIGRATIONS: &[Migration] = migrations!(
+    "postgres/relay",
+    "0001_init",
+    "0002_templates",
+    "0003_template_envelopes",
+    "0004_resends",
+);
 
 /// The relay's store in one schema of a PostgreSQL database, shared by every relay node.
 #[derive(Clone, Debug)]

@@ -11,12 +11,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
-/// One schema step: a plain SQL file kept beside the other backends' under `migrations/`.
-/// Its version is its position in the list, starting at 1, tracked in `PRAGMA user_version`.
-pub(crate) struct Migration {
-    pub(crate) name: &'static str,
-    pub(crate) sql: &'static str,
-}
+pub(crate) use crate::sql::Migration;
 
 /// Why a unit of work stopped: SQLite failed, or the store decided to refuse (a version check).
 /// Either way the transaction is rolled back.

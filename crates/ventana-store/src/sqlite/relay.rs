@@ -7,31 +7,18 @@ mod templates;
 use super::db::{Db, Migration};
 use crate::StoreResult;
 use crate::relay::Wakeup;
+use crate::sql::migrations;
 use std::path::Path;
 use tokio::sync::broadcast;
 
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        name: "0001_init",
-        sql: include_str!("../../migrations/sqlite/relay/0001_init.sql"),
-    },
-    Migration {
-        name: "0002_templates",
-        sql: include_str!("../../migrations/sqlite/relay/0002_templates.sql"),
-    },
-    Migration {
-        name: "0003_template_envelopes",
-        sql: include_str!("../../migrations/sqlite/relay/0003_template_envelopes.sql"),
-    },
-    Migration {
-        name: "0004_resends",
-        sql: include_str!("../../migrations/sqlite/relay/0004_resends.sql"),
-    },
-    Migration {
-        name: "0005_user_address",
-        sql: include_str!("../../migrations/sqlite/relay/0005_user_address.sql"),
-    },
-];
+const MIGRATIONS: &[Migration] = migrations!(
+    "sqlite/relay",
+    "0001_init",
+    "0002_templates",
+    "0003_template_envelopes",
+    "0004_resends",
+    "0005_user_address",
+);
 
 /// The relay's store in one SQLite file.
 #[derive(Clone, Debug)]
