@@ -16,19 +16,26 @@
 //! - [`idempotency`]: part of every [`GatewayStore`]: the idempotency keys of sends, claimed
 //!   with the message id the send will carry, completed with the answer to replay, taken over
 //!   from a node that died, pruned after a retention period.
+//! - `sql`: what every unit of work is written against, whichever database runs it: the
+//!   `Tx` trait (statements in the shared dialect, rows, and the hooks only one backend
+//!   needs: PostgreSQL's locks and `NOTIFY`), `Sql` statements with PostgreSQL's variant.
+//! - `units`: the units of work, each written once as an `async fn` over `Tx` (accept a
+//!   submission, claim a key, lease a webhook, commit an inbound message, …).
+//! - `dispatch`: the store traits implemented once, as macros each backend's store type
+//!   invokes: a method moves its arguments into its unit and hands it to the backend.
 //! - [`sqlite`]: the embedded default. Each store is its own file, so the relay's can be
 //!   inspected for plaintext independently of the gateway's:
 //!   [`SqliteRelayStore`](sqlite::SqliteRelayStore) and
 //!   [`SqliteEndpointStore`](sqlite::SqliteEndpointStore) (which is also the [`GatewayStore`]).
-//!   Their schemas are plain SQL under `migrations/sqlite/<store>/`, applied in order and
-//!   tracked in `PRAGMA user_version`; another backend keeps its own under
-//!   `migrations/<backend>/<store>/`.
+//!   One writer thread runs units in group commits. Schemas are plain SQL under
+//!   `migrations/sqlite/<store>/`, applied in order and tracked in `PRAGMA user_version`.
 //! - [`postgres`]: for several nodes sharing one database. Each store is its own schema of it
 //!   (the relay's, e.g. `relay`, apart from the gateway's, e.g. `gateway`):
 //!   [`PgRelayStore`](postgres::PgRelayStore) and
-//!   [`PgEndpointStore`](postgres::PgEndpointStore) (also the [`GatewayStore`]). Schemas are
-//!   plain SQL under `migrations/postgres/<store>/`, tracked in `<schema>.schema_migrations`.
-//!   The relay's wake-ups travel through `NOTIFY`, so every node receives every one.
+//!   [`PgEndpointStore`](postgres::PgEndpointStore) (also the [`GatewayStore`]). A unit runs
+//!   in a transaction on a pooled connection, again after a deadlock. Schemas are plain SQL
+//!   under `migrations/postgres/<store>/`, tracked in `<schema>.schema_migrations`. Wake-ups
+//!   travel through `NOTIFY`, so every node receives every one.
 //!
 //! `tests/it` is a conformance suite: every case takes a `&dyn` store, so each backend runs
 //! the same cases against its own fresh store (PostgreSQL's when `VENTANA_TEST_POSTGRES` names
