@@ -1,7 +1,6 @@
 //! `ventana chat`: a line-based interactive chat with one business, for a registered device.
 
 use super::user::{DeviceArgs, DeviceHome};
-use crate::config::Config;
 use anyhow::Result;
 use clap::Args;
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use ventana_core::payload::{Content, Payload};
 use ventana_core::protocol::ReceiptStatus;
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::{MessageId, PhoneNumber};
+use ventana_node::Config;
 use ventana_store::endpoint::{AppRecord, Direction};
 
 #[derive(Args, Debug)]

@@ -1,8 +1,6 @@
 //! `ventana user …`: one end-user device kept in a directory (`device.db`, `device.key`).
 
 use super::output;
-use crate::config::Config;
-use crate::node::secret_file;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -19,6 +17,7 @@ use ventana_core::template::render::{RenderedButtonKind, RenderedHeader};
 use ventana_core::template::{Rendered, TemplateHeader};
 use ventana_core::{MessageId, PhoneNumber};
 use ventana_crypto::{SealKey, Sealer};
+use ventana_node::{Config, secret_file};
 use ventana_store::endpoint::{AppRecord, Direction};
 use ventana_store::sqlite::SqliteEndpointStore;
 
