@@ -4,13 +4,14 @@
 //! scheduled (an appointment reminder 24 h before the appointment, an event ticket), rendered
 //! on the user's device, and a quick-reply tap coming back as a `button` webhook.
 
+use super::screen::{indent, render, show};
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use ventana_client::device::{UserDevice, indent, render, show};
+use ventana_client::device::UserDevice;
 use ventana_client::registration::{Proof, register, request_code};
 use ventana_client::{Application, Inbound};
 use ventana_core::payload::Content;

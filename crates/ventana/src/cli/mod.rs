@@ -4,6 +4,8 @@ mod admin;
 mod chat;
 mod demo;
 mod schedules;
+/// Public for the end-to-end tests, which check what a device shows.
+pub mod screen;
 mod user;
 
 use anyhow::Result;
