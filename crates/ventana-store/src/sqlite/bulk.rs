@@ -155,3 +155,85 @@ fn load<T>(
 fn sql(e: rusqlite::Error) -> crate::StoreError {
     TxError::Sql(e).into()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::endpoint::Direction;
+    use crate::{EndpointStore, RelayStore};
+    use std::cell::Cell;
+    use ventana_core::rules::EnvelopeKind;
+    use ventana_core::{DeviceId, MessageStatus};
+
+    fn phone(digits: &str) -> PhoneNumber {
+        digits.parse().unwrap()
+    }
+
+    fn message(id: &MessageId, peer: &PhoneNumber, ts: i64) -> MessageRecord {
+        MessageRecord {
+            id: id.clone(),
+            direction: Direction::Inbound,
+            peer: peer.clone(),
+            peer_device: Some(DeviceId(1)),
+            kind: EnvelopeKind::Message,
+            ts: UnixTime(ts),
+            body_sealed: vec![7; 16],
+            status: MessageStatus::Received,
+            resends: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_imported_history_reads_back_as_the_store_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (business, peer) = (phone("15550107777"), phone("34700000001"));
+        let ids: Vec<MessageId> = (0..3).map(|_| MessageId::generate()).collect();
+        let messages: Vec<MessageRecord> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| message(id, &peer, 1_000 + n as i64))
+            .collect();
+        let markers = ids.iter().map(|id| ProcessedMarker {
+            sender: peer.clone(),
+            id: id.clone(),
+            processed_at: UnixTime(2_000),
+        });
+        let rows = Cell::new(0);
+        let path = dir.path().join("gateway.db");
+        SqliteEndpointStore::import_history(&path, &business, messages.clone(), markers, |n| {
+            rows.set(rows.get() + n)
+        })
+        .unwrap();
+        assert_eq!(rows.get(), 6);
+
+        let store = SqliteEndpointStore::open(&path).unwrap();
+        assert_eq!(store.messages(&business, 10).await.unwrap(), messages);
+        assert!(store.is_processed(&business, &peer, &ids[1]).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn imported_submissions_are_known_to_the_relay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (business, peer) = (phone("15550107777"), phone("34700000001"));
+        let id = MessageId::generate();
+        let path = dir.path().join("relay.db");
+        let submission = SubmissionRecord {
+            sender: business.clone(),
+            id: id.clone(),
+            recipient: peer,
+            fingerprint: "f".repeat(64),
+            header: EnvelopeKind::Message.as_str().to_owned(),
+            accepted_at: UnixTime(1_000),
+        };
+        SqliteRelayStore::import_submissions(&path, [submission.clone()], |_| {}).unwrap();
+        let store = SqliteRelayStore::open(&path).unwrap();
+        assert!(store.submitted(&business, &id).await.unwrap());
+
+        // The same row again is a conflict, as in the store's own writes.
+        drop(store);
+        let again = SqliteRelayStore::import_submissions(&path, [submission], |_| {});
+        assert!(matches!(again, Err(crate::StoreError::Conflict(_))));
+    }
+}
