@@ -11,7 +11,7 @@
 //!   (cached in the store) and checked against their header ([`Endpoint::render_template`]);
 //!   a quick-reply tap goes back as a button message ([`Endpoint::tap_button`]).
 //!
-//! - [`device`]: the application of a person's device ([`device::UserDevice`]) and rendering.
+//! - [`device`]: the application of a person's device ([`device::UserDevice`]).
 //!
 //! A business gateway is "just another client": it runs one [`Endpoint`] per business number.
 

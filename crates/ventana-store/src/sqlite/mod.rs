@@ -7,6 +7,7 @@
 //!   endpoint's store; a user device's file simply leaves the gateway tables empty. Its
 //!   scheduled sends and template cursor are in `schedules`.
 
+mod bulk;
 mod db;
 mod endpoint;
 mod gateway;
@@ -14,5 +15,6 @@ mod relay;
 mod schedules;
 mod tx;
 
+pub use bulk::{IMPORT_ROWS_PER_TX, ProcessedMarker, SubmissionRecord};
 pub use endpoint::SqliteEndpointStore;
 pub use relay::SqliteRelayStore;

@@ -1,11 +1,11 @@
 //! `ventana admin …`: operator commands, sent to a running node's admin API.
 
 use super::output;
-use crate::config::Config;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
+use ventana_node::{AdminClient, Config};
 
 #[derive(Args, Debug)]
 pub(crate) struct AdminArgs {
@@ -184,74 +184,12 @@ fn parse_duration(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{text} is too long"))
 }
 
-/// A small client of the admin API.
-pub(crate) struct AdminClient {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl AdminClient {
-    pub(crate) fn new(url: String, token: String) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            url: url.trim_end_matches('/').to_owned(),
-            token,
-        }
-    }
-
-    pub(crate) async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        self.send(request).await
-    }
-
-    /// A GET with query parameters (encoded by the HTTP client).
-    pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
-        let request = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .query(query)
-            .bearer_auth(&self.token);
-        self.send(request).await
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("reaching the node at {}", self.url))?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let message = value["error"]["message"].as_str().unwrap_or("no details");
-            // The Cloud API's errors say what exactly was wrong in `error_data.details`.
-            match value["error"]["error_data"]["details"].as_str() {
-                Some(details) => bail!("{status}: {message}: {details}"),
-                None => bail!("{status}: {message}"),
-            }
-        }
-        Ok(value)
-    }
-}
-
 pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
     let url = args.url.unwrap_or_else(|| config.local_url());
     let token = match args.token {
         Some(t) => t,
-        None => {
-            crate::node::admin_token(config).context("reading the operator token (pass --token)")?
-        }
+        None => ventana_node::admin_token(config)
+            .context("reading the operator token (pass --token)")?,
     };
     let client = AdminClient::new(url, token);
     let json = args.json;

@@ -1,18 +1,19 @@
 //! `ventana chat`: a line-based interactive chat with one business, for a registered device.
 
+use super::screen::{indent, show};
 use super::user::{DeviceArgs, DeviceHome};
-use crate::config::Config;
 use anyhow::Result;
 use clap::Args;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
-use ventana_client::device::{UserDevice, indent, show};
+use ventana_client::device::UserDevice;
 use ventana_client::{Application, Endpoint, Inbound, TapError};
 use ventana_core::payload::{Content, Payload};
 use ventana_core::protocol::ReceiptStatus;
 use ventana_core::rules::EnvelopeKind;
 use ventana_core::{MessageId, PhoneNumber};
+use ventana_node::Config;
 use ventana_store::endpoint::{AppRecord, Direction};
 
 #[derive(Args, Debug)]

@@ -4,22 +4,21 @@
 //! scheduled (an appointment reminder 24 h before the appointment, an event ticket), rendered
 //! on the user's device, and a quick-reply tap coming back as a `button` webhook.
 
-use super::admin::AdminClient;
-use crate::config::Config;
-use crate::receiver::{Delivery, WebhookReceiver};
+use super::screen::{indent, render, show};
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use ventana_client::device::{UserDevice, indent, render, show};
+use ventana_client::device::UserDevice;
 use ventana_client::registration::{Proof, register, request_code};
 use ventana_client::{Application, Inbound};
 use ventana_core::payload::Content;
 use ventana_core::protocol::ReceiptStatus;
 use ventana_core::{PhoneNumber, UnixTime};
 use ventana_crypto::{SealKey, Sealer, Token};
+use ventana_node::{AdminClient, Config, Delivery, WebhookReceiver};
 use ventana_store::sqlite::SqliteEndpointStore;
 
 const WABA: &str = "100000000000001";
@@ -53,7 +52,7 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
     config.storage.data_dir = dir.path().join("node");
     config.security.admin_token = Some(admin_token.clone());
     let (stop, mut stopped) = watch::channel(false);
-    let node = tokio::spawn(crate::node::run(config.clone(), listener, async move {
+    let node = tokio::spawn(ventana_node::run(config.clone(), listener, async move {
         let _ = stopped.wait_for(|s| *s).await;
     }));
 

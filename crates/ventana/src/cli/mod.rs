@@ -1,16 +1,17 @@
 //! Subcommands. Every non-interactive command takes `--json` for machine-readable output.
 
 mod admin;
-pub mod bench;
 mod chat;
 mod demo;
 mod schedules;
+/// Public for the end-to-end tests, which check what a device shows.
+pub mod screen;
 mod user;
 
-use crate::config::Config;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use ventana_node::Config;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,7 +46,7 @@ enum Command {
     /// Interactive chat with a business, for a device registered with `ventana user register`.
     Chat(chat::ChatArgs),
     /// Measure throughput and latency through the real path
-    Bench(bench::BenchArgs),
+    Bench(ventana_bench::BenchArgs),
 }
 
 impl Cli {
@@ -63,14 +64,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
-            crate::node::run(config, listener, shutdown_signal()).await
+            ventana_node::run(config, listener, shutdown_signal()).await
         }
         Command::Demo { keep } => demo::run(keep).await,
         Command::Admin(args) => admin::run(&config, args).await,
         Command::User(args) => user::run(&config, args).await,
         Command::Chat(args) => chat::run(&config, args).await,
         Command::Schedules(args) => schedules::run(&config, args).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => ventana_bench::run(args).await,
     }
 }
 

@@ -4,13 +4,12 @@
 //! Scheduling itself is a send with Ventana's `schedule` extension:
 //! `POST /{phone_number_id}/messages` with `"schedule": {"send_at": "<RFC 3339>"}`.
 
-use super::admin::AdminClient;
 use super::output;
-use crate::config::Config;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
+use ventana_node::{AdminClient, Config};
 
 #[derive(Args, Debug)]
 pub(crate) struct SchedulesArgs {

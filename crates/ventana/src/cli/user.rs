@@ -1,8 +1,7 @@
 //! `ventana user …`: one end-user device kept in a directory (`device.db`, `device.key`).
 
 use super::output;
-use crate::config::Config;
-use crate::node::secret_file;
+use super::screen::{message_line, render, show_rendering};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -10,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use ventana_client::device::{UserDevice, message_line, render, show_rendering};
+use ventana_client::device::UserDevice;
 use ventana_client::registration::{Proof, register, request_code};
 use ventana_client::{Endpoint, Inbound, LinkEvent, SendError, TapError, TemplateRenderError};
 use ventana_core::payload::Content;
@@ -19,6 +18,7 @@ use ventana_core::template::render::{RenderedButtonKind, RenderedHeader};
 use ventana_core::template::{Rendered, TemplateHeader};
 use ventana_core::{MessageId, PhoneNumber};
 use ventana_crypto::{SealKey, Sealer};
+use ventana_node::{Config, secret_file};
 use ventana_store::endpoint::{AppRecord, Direction};
 use ventana_store::sqlite::SqliteEndpointStore;
 

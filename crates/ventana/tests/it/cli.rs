@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use ventana::receiver::WebhookReceiver;
+use ventana_node::WebhookReceiver;
 
 struct Served {
     child: Child,

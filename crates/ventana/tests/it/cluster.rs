@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command};
 use std::time::Duration;
-use ventana::receiver::WebhookReceiver;
 use ventana_client::Inbound;
+use ventana_node::WebhookReceiver;
 
 const WABA: &str = "7001";
 const PNID: &str = "8001";

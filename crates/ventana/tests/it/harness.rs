@@ -5,14 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use ventana::config::Config;
-use ventana::receiver::{Delivery, WebhookReceiver};
 use ventana_client::device::UserDevice;
 use ventana_client::registration::{Proof, register, request_code};
 use ventana_client::{Application, Endpoint, Inbound};
 use ventana_core::PhoneNumber;
 use ventana_core::payload::{Content, Payload};
 use ventana_crypto::{SealKey, Sealer};
+use ventana_node::{Config, Delivery, WebhookReceiver};
 use ventana_store::endpoint::MessageRecord;
 use ventana_store::sqlite::SqliteEndpointStore;
 
@@ -106,7 +105,7 @@ impl Node {
         }
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(ventana::node::run(config, listener, async move {
+        let task = tokio::spawn(ventana_node::run(config, listener, async move {
             let _ = stopped.wait_for(|s| *s).await;
         }));
         let node = Node {

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod bad_input;
-mod bench;
 mod cli;
 mod cluster;
 mod conversation;

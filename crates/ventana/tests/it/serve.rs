@@ -119,7 +119,7 @@ pub struct WebhookLog {
     pub redeliveries: usize,
 }
 
-pub type Hooks = tokio::sync::mpsc::UnboundedReceiver<ventana::receiver::Delivery>;
+pub type Hooks = tokio::sync::mpsc::UnboundedReceiver<ventana_node::Delivery>;
 
 impl WebhookLog {
     /// Reads deliveries until `done` holds, or panics after `within` saying `what` is missing.
@@ -160,7 +160,7 @@ impl WebhookLog {
             .await;
     }
 
-    pub fn record(&mut self, delivery: &ventana::receiver::Delivery) {
+    pub fn record(&mut self, delivery: &ventana_node::Delivery) {
         let id = delivery.event_id.clone().expect("every event has an id");
         if !self.event_ids.insert(id.clone()) {
             self.redeliveries += 1;

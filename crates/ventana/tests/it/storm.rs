@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use ventana::receiver::WebhookReceiver;
 use ventana_client::Inbound;
 use ventana_client::device::UserDevice;
 use ventana_core::PhoneNumber;
 use ventana_core::payload::Content;
+use ventana_node::WebhookReceiver;
 
 const WABA: &str = "9001";
 const PNID: &str = "9101";

@@ -15,7 +15,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use ventana::config::Config;
 use ventana_client::registration::request_code;
 use ventana_client::{LinkError, LinkEvent, RelayLink};
 use ventana_core::protocol::{
@@ -26,6 +25,7 @@ use ventana_core::rules::{EnvelopeKind, RuleViolation};
 use ventana_core::template::{Category, TemplateHeader, TemplateStatus};
 use ventana_core::{DeviceId, MessageId, PhoneNumber, UnixTime};
 use ventana_crypto::DeviceAccount;
+use ventana_node::Config;
 use ventana_relay::{Review, TemplatePolicy};
 
 /// One `#[tokio::test]` per case and backend: `sqlite::case` always, `postgres::case` when a
@@ -79,7 +79,7 @@ impl Backend {
         }
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(ventana::node::run(config, listener, async move {
+        let task = tokio::spawn(ventana_node::run(config, listener, async move {
             let _ = stopped.wait_for(|s| *s).await;
         }));
         let node = Node::attach(&url);

@@ -2,12 +2,12 @@
 //! The business answers every inbound webhook through the Cloud API, as a bot would; a round
 //! trip is from the user's send to the answer decrypted on the user's device.
 
-use super::fixture::{
+use crate::fixture::{
     Arrival, BenchBusiness, BenchNode, Devices, Hook, Progress, message_text, seq_of, status,
 };
-use super::load::{self, Stop};
-use super::report::{Figures, Unit};
-use super::stats::{CpuSample, CpuUse, Percentiles, per_second};
+use crate::load::{self, Stop};
+use crate::report::{Figures, Unit};
+use crate::stats::{CpuSample, CpuUse, Percentiles, per_second};
 use anyhow::Result;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,7 +116,7 @@ impl ConversationRun {
 
 /// One user's side of the conversation, kept across phases.
 struct Talker {
-    device: super::fixture::Device,
+    device: crate::fixture::Device,
     replies: mpsc::UnboundedReceiver<Arrival>,
 }
 

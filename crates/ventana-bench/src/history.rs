@@ -2,26 +2,29 @@
 //! then on one whose stores were pre-filled with a large history, and the figures are
 //! compared.
 //!
-//! The history is written straight into the SQLite files before the node starts, in the
-//! tables that grow with it (the relay's `submissions`, the gateway's `messages` and
+//! The history is loaded into the SQLite files before the node starts, through the store's
+//! bulk import (`SqliteEndpointStore::import_history`, `SqliteRelayStore::import_submissions`),
+//! into the tables that grow with it (the relay's `submissions`, the gateway's `messages` and
 //! `processed`), in transactions of 100,000 rows. The rows go in in key order, which is
 //! how a bulk load builds an index, but their keys are spread over the key space exactly
 //! like real message ids (`wamid.` and 128 random bits), so the measured messages' inserts
 //! land at random places among them as they would in production.
 
-use super::fixture::{BUSINESS_NUMBER, BenchNode, Progress, status};
-use super::notify::{self, NotifyOptions, NotifyRun};
-use super::report::{Figures, Unit};
+use crate::fixture::{BUSINESS_NUMBER, BenchNode, Progress, status};
+use crate::notify::{self, NotifyOptions, NotifyRun};
+use crate::report::{Figures, Unit};
 use anyhow::{Context, Result};
-use rusqlite::{Connection, params};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use ventana_store::sqlite::{SqliteEndpointStore, SqliteRelayStore};
+use std::time::{Duration, Instant};
+use ventana_core::rules::EnvelopeKind;
+use ventana_core::{DeviceId, MessageId, MessageStatus, PhoneNumber, UnixTime};
+use ventana_store::endpoint::{Direction, MessageRecord};
+use ventana_store::sqlite::{
+    IMPORT_ROWS_PER_TX, ProcessedMarker, SqliteEndpointStore, SqliteRelayStore, SubmissionRecord,
+};
 
-/// Rows per pre-fill transaction.
-const ROWS_PER_TX: u64 = 100_000;
 /// Distinct users the history is spread over (numbers +34 700 000 000 onwards, apart from
 /// the bench users').
 const PEERS: u64 = 100_000;
@@ -107,7 +110,7 @@ impl HistoryRun {
 
 pub fn prefill_note(history: u64) -> String {
     format!(
-        "history: {history} messages written into the node's SQLite files before it starts, in transactions of {ROWS_PER_TX} rows, in key order: \
+        "history: {history} messages written into the node's SQLite files before it starts, in transactions of {IMPORT_ROWS_PER_TX} rows, in key order: \
          gateway.db `messages` (every message, owned by the business number, half outbound, half inbound, {BODY_BYTES}-byte bodies), \
          gateway.db `processed` (the inbound half), relay.db `submissions` (every message, by its sender); \
          peers spread over {PEERS} users; ids uniform over the key space like real `wamid.` ids"
@@ -165,117 +168,140 @@ fn store_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Creates the two stores (their own migrations make the schema) and fills their history
-/// tables. `done` counts rows written.
+/// Creates the two stores and fills their history tables through the store's bulk import.
+/// `done` counts rows written.
 fn prefill(data_dir: &Path, messages: u64, done: &AtomicU64) -> Result<()> {
-    let relay_path = data_dir.join("relay.db");
-    let gateway_path = data_dir.join("gateway.db");
-    drop(SqliteRelayStore::open(&relay_path).context("creating relay.db")?);
-    drop(SqliteEndpointStore::open(&gateway_path).context("creating gateway.db")?);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // The history spans the year before now, oldest first.
-    let year = 365 * 24 * 3600;
-    let ts = |i: u64| (now.saturating_sub(year) + i * year / messages.max(1)) as i64;
-    let business = BUSINESS_NUMBER;
+    let history = History::new(messages)?;
+    let progress = |rows: u64| {
+        done.fetch_add(rows, Ordering::Relaxed);
+    };
+    let (mut bad_message, mut bad_marker, mut bad_submission) = (None, None, None);
 
-    let mut gateway = open_for_bulk(&gateway_path)?;
-    bulk(&mut gateway, 0..messages, done, |tx, i| {
-        let outbound = i % 2 == 0;
+    // `processed` is keyed (owner, sender, id): peer by peer, each peer's ids in order.
+    SqliteEndpointStore::import_history(
+        &data_dir.join("gateway.db"),
+        &history.business,
+        until_failure((0..messages).map(|i| history.message(i)), &mut bad_message),
+        until_failure(
+            inbound_by_peer(messages).map(|i| history.marker(i)),
+            &mut bad_marker,
+        ),
+        progress,
+    )
+    .context("pre-filling gateway.db")?;
+    // `submissions` is keyed (sender, id): the business's own first, then each peer's.
+    let submissions = (0..messages).step_by(2).chain(inbound_by_peer(messages));
+    SqliteRelayStore::import_submissions(
+        &data_dir.join("relay.db"),
+        until_failure(
+            submissions.map(|i| history.submission(i)),
+            &mut bad_submission,
+        ),
+        progress,
+    )
+    .context("pre-filling relay.db")?;
+    match bad_message.or(bad_marker).or(bad_submission) {
+        Some(e) => Err(e.context("building the history")),
+        None => Ok(()),
+    }
+}
+
+/// `rows` up to the first that could not be built, which is left in `failed`.
+fn until_failure<'a, T>(
+    rows: impl Iterator<Item = Result<T>> + 'a,
+    failed: &'a mut Option<anyhow::Error>,
+) -> impl Iterator<Item = T> + 'a {
+    rows.map_while(move |row| row.map_err(|e| *failed = Some(e)).ok())
+}
+
+/// The rows of a history of `messages` messages between the bench business and its peers.
+struct History {
+    business: PhoneNumber,
+    peers: Vec<PhoneNumber>,
+    messages: u64,
+    /// The history spans the year before now, oldest first: when it starts.
+    since: u64,
+}
+
+const YEAR: u64 = 365 * 24 * 3600;
+
+impl History {
+    fn new(messages: u64) -> Result<Self> {
+        let now = u64::try_from(UnixTime::now().0).unwrap_or(0);
+        Ok(Self {
+            business: BUSINESS_NUMBER.parse()?,
+            peers: (0..PEERS)
+                .map(|peer| format!("347{peer:08}").parse())
+                .collect::<Result<_, _>>()?,
+            messages,
+            since: now.saturating_sub(YEAR),
+        })
+    }
+
+    fn ts(&self, i: u64) -> UnixTime {
+        UnixTime((self.since + i * YEAR / self.messages.max(1)) as i64)
+    }
+
+    /// Message `i`'s peer: outbound and inbound messages alike go round the peers.
+    fn peer(&self, i: u64) -> &PhoneNumber {
+        &self.peers[((i / 2) % PEERS) as usize]
+    }
+
+    fn id(&self, i: u64) -> Result<MessageId> {
+        Ok(message_id(i, self.messages).parse()?)
+    }
+
+    /// Even messages went out (and were delivered), odd ones came in.
+    fn message(&self, i: u64) -> Result<MessageRecord> {
+        let outbound = i.is_multiple_of(2);
         let mut body = vec![0x5a_u8; BODY_BYTES];
         body[..8].copy_from_slice(&i.to_le_bytes());
-        tx.prepare_cached(
-            "INSERT INTO messages (owner, id, direction, peer, peer_device, kind, ts, body_sealed, status)
-             VALUES (?1, ?2, ?3, ?4, 1, 'message', ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            business,
-            message_id(i, messages),
-            if outbound { "out" } else { "in" },
-            peer_of(i),
-            ts(i),
-            body,
-            if outbound { "delivered" } else { "received" },
-        ])?;
-        Ok(())
-    })?;
-    // `processed` is keyed (owner, sender, id): peer by peer, each peer's ids in order.
-    bulk(&mut gateway, inbound_by_peer(messages), done, |tx, i| {
-        tx.prepare_cached(
-            "INSERT INTO processed (owner, sender, id, processed_at) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![
-            business,
-            peer_of(i),
-            message_id(i, messages),
-            ts(i)
-        ])?;
-        Ok(())
-    })?;
-    drop(gateway);
-
-    // `submissions` is keyed (sender, id): the business's own first, then each peer's.
-    let mut relay = open_for_bulk(&relay_path)?;
-    let outbound = (0..messages).step_by(2);
-    bulk(
-        &mut relay,
-        outbound.chain(inbound_by_peer(messages)),
-        done,
-        |tx, i| {
-            let sender = if i % 2 == 0 {
-                business.to_owned()
+        Ok(MessageRecord {
+            id: self.id(i)?,
+            direction: if outbound {
+                Direction::Outbound
             } else {
-                peer_of(i)
-            };
-            tx.prepare_cached(
-            "INSERT INTO submissions (sender, id, fingerprint, accepted_at) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![
-            sender,
-            message_id(i, messages),
-            format!("{:016x}{:048x}", mix(i), i),
-            ts(i)
-        ])?;
-            Ok(())
-        },
-    )?;
-    Ok(())
-}
-
-fn open_for_bulk(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)?;
-    // A large page cache: the load writes each page once, so it can stay in memory until
-    // the commit. Durability stays as the store set it (WAL, synchronous=FULL per commit).
-    conn.pragma_update(None, "cache_size", -1_000_000)?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    Ok(conn)
-}
-
-/// Writes one row per item, `ROWS_PER_TX` per transaction.
-fn bulk(
-    conn: &mut Connection,
-    items: impl Iterator<Item = u64>,
-    done: &AtomicU64,
-    mut row: impl FnMut(&rusqlite::Transaction<'_>, u64) -> rusqlite::Result<()>,
-) -> Result<()> {
-    let mut items = items.peekable();
-    while items.peek().is_some() {
-        let tx = conn.transaction()?;
-        let mut n = 0;
-        for i in items.by_ref().take(ROWS_PER_TX as usize) {
-            row(&tx, i)?;
-            n += 1;
-        }
-        tx.commit()?;
-        done.fetch_add(n, Ordering::Relaxed);
+                Direction::Inbound
+            },
+            peer: self.peer(i).clone(),
+            peer_device: Some(DeviceId(1)),
+            kind: EnvelopeKind::Message,
+            ts: self.ts(i),
+            body_sealed: body,
+            status: if outbound {
+                MessageStatus::Delivered
+            } else {
+                MessageStatus::Received
+            },
+            resends: 0,
+        })
     }
-    Ok(())
-}
 
-/// Message `i`'s peer: outbound and inbound messages alike go round the peers.
-fn peer_of(i: u64) -> String {
-    format!("347{:08}", (i / 2) % PEERS)
+    /// The dedup marker of inbound message `i`.
+    fn marker(&self, i: u64) -> Result<ProcessedMarker> {
+        Ok(ProcessedMarker {
+            sender: self.peer(i).clone(),
+            id: self.id(i)?,
+            processed_at: self.ts(i),
+        })
+    }
+
+    /// The relay's record of message `i`, by its sender.
+    fn submission(&self, i: u64) -> Result<SubmissionRecord> {
+        let (sender, recipient) = if i.is_multiple_of(2) {
+            (&self.business, self.peer(i))
+        } else {
+            (self.peer(i), &self.business)
+        };
+        Ok(SubmissionRecord {
+            sender: sender.clone(),
+            id: self.id(i)?,
+            recipient: recipient.clone(),
+            fingerprint: format!("{:016x}{:048x}", mix(i), i),
+            header: EnvelopeKind::Message.as_str().to_owned(),
+            accepted_at: self.ts(i),
+        })
+    }
 }
 
 /// The inbound messages (odd `i`) grouped by peer, each peer's in increasing `i`.

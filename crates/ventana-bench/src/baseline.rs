@@ -4,9 +4,9 @@
 //! commit takes whatever queued during the previous one) into SQLite in WAL mode with
 //! `synchronous=FULL`. It is the design of `/work/shared/reference/baseline.md`.
 
-use super::load::{self, Counters, LoadOptions, Phase, Stop};
-use super::report::{Figures, Unit};
-use super::stats::{CpuSample, CpuUse, Percentiles, per_second};
+use crate::load::{self, Counters, LoadOptions, Phase, Stop};
+use crate::report::{Figures, Unit};
+use crate::stats::{CpuSample, CpuUse, Percentiles, per_second};
 use anyhow::{Context, Result, anyhow};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -163,7 +163,7 @@ pub async fn run(options: &LoadOptions) -> Result<BaselineRun> {
     let progress = {
         let counters = Arc::clone(&counters);
         let began = Instant::now();
-        super::fixture::Progress::start(move || {
+        crate::fixture::Progress::start(move || {
             let accepted = counters.accepted.load(Ordering::Relaxed);
             format!(
                 "baseline {:.0} s: {accepted} requests ({:.0}/s)",

@@ -2,11 +2,11 @@
 //! The node runs as a child process (`ventana serve`, this same binary), so its resident set
 //! (`VmRSS` in `/proc/<pid>/status`) holds the node alone, not the devices or the load.
 
-use super::fixture::{
+use crate::fixture::{
     DeviceStores, Devices, NodeAccess, Progress, device_dir, register_devices, status,
 };
-use super::report::{Figures, Unit};
-use super::stats::per_second;
+use crate::report::{Figures, Unit};
+use crate::stats::per_second;
 use anyhow::{Context, Result, bail};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

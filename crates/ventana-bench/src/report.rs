@@ -1,7 +1,7 @@
 //! What a benchmark prints: the figures of every run, aggregated as median, min and max, as
 //! a table for people or JSON for machines.
 
-use super::stats::{CpuUse, Percentiles};
+use crate::stats::{CpuUse, Percentiles};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 
@@ -190,7 +190,7 @@ impl Report {
         let Some((baseline, names)) = &self.baseline else {
             return Vec::new();
         };
-        let Some(ceiling) = baseline.median_of(super::baseline::THROUGHPUT) else {
+        let Some(ceiling) = baseline.median_of(crate::baseline::THROUGHPUT) else {
             return Vec::new();
         };
         names

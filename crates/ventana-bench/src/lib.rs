@@ -2,10 +2,14 @@
 //! Cloud API, the relay, end-to-end encryption, devices over WebSockets, signed webhooks to a
 //! receiver on loopback — with the node's SQLite as durable as in production.
 //!
-//! - `notify`, `conversation`, `connections`, `history`, `baseline`: one file per scenario;
-//! - `fixture`: the node, the business and the devices a scenario runs against;
-//! - `load`: the HTTP load generator (closed or open loop) the scenarios and baseline share;
-//! - `stats`, `report`: percentiles, and the table or JSON every scenario prints.
+//! The `ventana` binary parses `ventana bench …` into [`BenchArgs`] and calls [`run`].
+//!
+//! - [`notify`], [`conversation`], [`connections`], [`history`], [`baseline`]: one module per
+//!   scenario; `history` pre-fills the stores through `ventana-store`'s bulk import.
+//! - [`fixture`]: the node (`ventana_node::run`, in this process), the business and the
+//!   devices a scenario runs against.
+//! - [`load`]: the HTTP load generator (closed or open loop) the scenarios and baseline share.
+//! - [`stats`], [`report`]: percentiles, and the table or JSON every scenario prints.
 
 pub mod baseline;
 pub mod connections;
@@ -183,7 +187,8 @@ impl NotifyArgs {
     }
 }
 
-pub(crate) async fn run(args: BenchArgs) -> Result<()> {
+/// Runs the scenario `args` name, and prints its report on stdout (progress on stderr).
+pub async fn run(args: BenchArgs) -> Result<()> {
     let runs = args.runs as usize;
     let mut report = match &args.scenario {
         Scenario::Notify(a) => run_notify(a, runs, args.baseline).await?,
@@ -283,7 +288,7 @@ fn node_notes() -> Vec<String> {
     vec![
         "durability as in production: the node's SQLite stores (relay.db, gateway.db) run in WAL mode with synchronous=FULL, every commit fsynced".into(),
         format!(
-            "node in this process (ventana::node::run) on 127.0.0.1, a fresh data directory per run under {}; load generator, devices and webhook receiver share this process and its {} CPUs",
+            "node in this process (ventana_node::run) on 127.0.0.1, a fresh data directory per run under {}; load generator, devices and webhook receiver share this process and its {} CPUs",
             std::env::temp_dir().display(),
             cpus()
         ),

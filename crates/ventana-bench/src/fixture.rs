@@ -3,9 +3,6 @@
 //! receiver on loopback, and user devices registered with a one-time code and connected over
 //! WebSockets, each a real `ventana_client::Endpoint` that decrypts, commits and acknowledges.
 
-use super::super::admin::AdminClient;
-use crate::config::Config;
-use crate::receiver::{Delivery, WebhookReceiver};
 use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
 use reqwest::Method;
@@ -21,6 +18,7 @@ use ventana_client::{Application, ClientError, Endpoint, Inbound, Settlement};
 use ventana_core::PhoneNumber;
 use ventana_core::payload::Content;
 use ventana_crypto::{SealKey, Sealer, Token};
+use ventana_node::{AdminClient, Config, Delivery, WebhookReceiver};
 use ventana_store::EndpointStore;
 use ventana_store::endpoint::AppRecord;
 use ventana_store::sqlite::SqliteEndpointStore;
@@ -92,7 +90,7 @@ impl NodeAccess {
     }
 }
 
-/// A node running in this process (`ventana::node::run`) on its own temporary directory.
+/// A node running in this process (`ventana_node::run`) on its own temporary directory.
 pub struct BenchNode {
     pub access: NodeAccess,
     data_dir: TempDir,
@@ -119,7 +117,7 @@ impl BenchNode {
         config.storage.data_dir = data_dir.path().to_path_buf();
         config.security.admin_token = Some(admin_token.clone());
         let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(crate::node::run(config, listener, async move {
+        let task = tokio::spawn(ventana_node::run(config, listener, async move {
             let _ = stopped.wait_for(|s| *s).await;
         }));
         let node = Self {

@@ -1,4 +1,4 @@
-//! A business's webhook endpoint in miniature, for the demo and the tests: a real HTTP
+//! A business's webhook endpoint in miniature, for the demo, the tests and the bench: a real HTTP
 //! server on loopback that answers the `hub.challenge` handshake and accepts only events whose
 //! `X-Hub-Signature-256` verifies over the exact bytes received.
 
@@ -104,7 +104,7 @@ async fn challenge(
 }
 
 /// `sha256=<hex HMAC-SHA256(secret, body)>`.
-pub fn expected_signature(secret: &[u8], body: &[u8]) -> String {
+fn expected_signature(secret: &[u8], body: &[u8]) -> String {
     let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else {
         return String::new();
     };

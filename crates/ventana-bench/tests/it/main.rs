@@ -1,9 +1,9 @@
 //! `ventana bench` at toy sizes: the scenarios run end to end and their counts are real.
 
 use std::time::Duration;
-use ventana::cli::bench::load::{LoadOptions, Stop};
-use ventana::cli::bench::stats::Percentiles;
-use ventana::cli::bench::{baseline, notify};
+use ventana_bench::load::{LoadOptions, Stop};
+use ventana_bench::stats::Percentiles;
+use ventana_bench::{baseline, notify};
 
 fn tiny_load() -> LoadOptions {
     LoadOptions {

@@ -2,12 +2,12 @@
 //! answered (or at an offered rate). Every user is a real device that decrypts, commits and
 //! acknowledges; the business's receiver counts the `delivered` status webhooks.
 
-use super::fixture::{
+use crate::fixture::{
     Arrival, BenchBusiness, BenchNode, Devices, Hook, Progress, message_text, status, user_number,
 };
-use super::load::{self, Counters, LoadOptions, Phase, Stop};
-use super::report::{Figures, Unit};
-use super::stats::{CpuSample, CpuUse, Percentiles, per_second};
+use crate::load::{self, Counters, LoadOptions, Phase, Stop};
+use crate::report::{Figures, Unit};
+use crate::stats::{CpuSample, CpuUse, Percentiles, per_second};
 use anyhow::Result;
 use serde_json::Value;
 use std::collections::HashMap;
