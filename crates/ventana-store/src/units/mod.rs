@@ -2,5 +2,10 @@
 //! store calls them inside its own transaction (SQLite's writer thread, PostgreSQL's pool).
 //!
 //! - `relay`: the relay's store: accounts, devices and keys, envelopes under the rules.
+//! - `endpoint`: an endpoint's store: identities, sealed sessions, the outbox, dedup markers,
+//!   history and application records.
+//! - `gateway`: the business side beside it: webhook jobs.
 
+pub(crate) mod endpoint;
+pub(crate) mod gateway;
 pub(crate) mod relay;
