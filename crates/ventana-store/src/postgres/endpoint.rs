@@ -42,8 +42,8 @@ const MIGRATIONS: &[Migration] = &[
 #[derive(Clone, Debug)]
 pub struct PgEndpointStore {
     pub(super) db: Db,
-    /// Where "a number was added" is published and listened for, so every node hosts it.
-    pub(super) numbers_channel: Arc<str>,
+    /// Where "a number was added" (said by `Tx::announce_numbers` on commit) is heard, so
+    /// every node hosts it.
     pub(super) numbers: Arc<Listener<()>>,
 }
 
@@ -64,10 +64,9 @@ impl PgEndpointStore {
         let config = db::config_for(url, schema)?;
         let db = Db::connect(config.clone(), schema, pool_size, MIGRATIONS).await?;
         let channel = wakeups::numbers_channel(schema);
-        let numbers = Listener::start_with(config, channel.clone(), wakeups::signal).await?;
+        let numbers = Listener::start_with(config, channel, wakeups::signal).await?;
         Ok(Self {
             db,
-            numbers_channel: channel.into(),
             numbers: Arc::new(numbers),
         })
     }
