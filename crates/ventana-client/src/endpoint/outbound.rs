@@ -171,7 +171,7 @@ impl Endpoint {
         loop {
             match self.encrypt_and_commit(to, devices, payload, resend).await {
                 Err(ClientError::Store(StoreError::Conflict(what)))
-                    if written_meanwhile(&what) && attempt < CONFLICT_RETRIES =>
+                    if super::written_meanwhile(&what) && attempt < CONFLICT_RETRIES =>
                 {
                     tracing::debug!(%what, "session written elsewhere meanwhile; encrypting again");
                     attempt += 1;
