@@ -84,12 +84,6 @@ pub(crate) fn numbers_channel(schema: &str) -> String {
     format!("{schema}_numbers")
 }
 
-/// Queues a "a number was added" signal on `channel` in the current transaction.
-pub(crate) async fn notify_numbers(tx: &impl GenericClient, channel: &str) -> TxResult<()> {
-    execute(tx, "SELECT pg_notify($1, '')", &[&channel]).await?;
-    Ok(())
-}
-
 /// The payload of a notification, as what subscribers receive (`None`: unreadable, skipped).
 pub(crate) type Parse<T> = fn(&str) -> Option<T>;
 
