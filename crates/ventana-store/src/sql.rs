@@ -334,13 +334,6 @@ impl Row {
         }
     }
 
-    pub(crate) fn blob_opt(&self, idx: usize) -> TxResult<Option<Vec<u8>>> {
-        match self.value(idx)? {
-            Value::Null => Ok(None),
-            _ => self.blob(idx).map(Some),
-        }
-    }
-
     /// A blob moved out of the row (it is left `NULL`), for large bodies read once.
     pub(crate) fn take_blob(&mut self, idx: usize) -> TxResult<Vec<u8>> {
         match self.0.get_mut(idx) {

@@ -2,40 +2,21 @@
 //! and history, written once in [`crate::units::endpoint`]. The gateway's extra tables are in
 //! the same schema (see `gateway`), so a webhook job commits with the message it reports.
 
-use super::db::{self, DEFAULT_POOL_SIZE, Db, Migration, unit};
+use super::db::{self, DEFAULT_POOL_SIZE, Db, Migration};
 use super::wakeups::{self, Listener};
 use crate::StoreResult;
-use crate::endpoint::{
-    AppRecord, EndpointStore, IdentityRecord, InboundCommit, InboundOutcome, MessageRecord,
-    OutboundCommit, OutboxRow, SessionRecord,
-};
-use crate::units::endpoint as units;
-use async_trait::async_trait;
+use crate::sql::migrations;
 use std::sync::Arc;
-use ventana_core::{DeviceId, MessageId, PhoneNumber};
+use tokio::sync::broadcast;
 
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        name: "0001_init",
-        sql: include_str!("../../migrations/postgres/endpoint/0001_init.sql"),
-    },
-    Migration {
-        name: "0002_leases",
-        sql: include_str!("../../migrations/postgres/endpoint/0002_leases.sql"),
-    },
-    Migration {
-        name: "0003_templates_schedules",
-        sql: include_str!("../../migrations/postgres/endpoint/0003_templates_schedules.sql"),
-    },
-    Migration {
-        name: "0004_resends",
-        sql: include_str!("../../migrations/postgres/endpoint/0004_resends.sql"),
-    },
-    Migration {
-        name: "0005_idempotency",
-        sql: include_str!("../../migrations/postgres/endpoint/0005_idempotency.sql"),
-    },
-];
+const MIGRATIONS: &[Migration] = migrations!(
+    "postgres/endpoint",
+    "0001_init",
+    "0002_leases",
+    "0003_templates_schedules",
+    "0004_resends",
+    "0005_idempotency",
+);
 
 /// An endpoint's store (in practice a gateway's, with its business tables) in one schema of
 /// a PostgreSQL database, shared by every gateway node.
@@ -72,131 +53,12 @@ impl PgEndpointStore {
     }
 }
 
-#[async_trait]
-impl EndpointStore for PgEndpointStore {
-    async fn identity(&self, owner: &PhoneNumber) -> StoreResult<Option<IdentityRecord>> {
-        self.db
-            .read_unit(async |tx| units::identity(tx, owner).await)
-            .await
-    }
-
-    async fn save_identity(&self, identity: IdentityRecord) -> StoreResult<()> {
-        unit!(self.db, |tx| units::save_identity(tx, &identity).await)
-    }
-
-    async fn save_account(&self, owner: &PhoneNumber, account_sealed: Vec<u8>) -> StoreResult<()> {
-        unit!(self.db, |tx| units::save_account(
-            tx,
-            owner,
-            &account_sealed
-        )
-        .await)
-    }
-
-    async fn sessions(
-        &self,
-        owner: &PhoneNumber,
-        peer: &PhoneNumber,
-        peer_device: DeviceId,
-    ) -> StoreResult<Vec<SessionRecord>> {
-        self.db
-            .read_unit(async |tx| units::sessions(tx, owner, peer, peer_device).await)
-            .await
-    }
-
-    async fn commit_outbound(&self, commit: OutboundCommit) -> StoreResult<()> {
-        unit!(self.db, |tx| units::commit_outbound(tx, &commit).await)
-    }
-
-    async fn outbox(&self, owner: &PhoneNumber) -> StoreResult<Vec<OutboxRow>> {
-        self.db
-            .read_unit(async |tx| units::outbox(tx, owner).await)
-            .await
-    }
-
-    async fn settle_outbox(
-        &self,
-        owner: &PhoneNumber,
-        id: &MessageId,
-        records: Vec<AppRecord>,
-    ) -> StoreResult<bool> {
-        unit!(self.db, |tx| units::settle_outbox(tx, owner, id, &records)
-            .await)
-    }
-
-    async fn is_processed(
-        &self,
-        owner: &PhoneNumber,
-        from: &PhoneNumber,
-        id: &MessageId,
-    ) -> StoreResult<bool> {
-        self.db
-            .read_unit(async |tx| units::is_processed(tx, owner, from, id).await)
-            .await
-    }
-
-    async fn commit_inbound(&self, commit: InboundCommit) -> StoreResult<InboundOutcome> {
-        unit!(self.db, |tx| units::commit_inbound(tx, &commit).await)
-    }
-
-    async fn message(
-        &self,
-        owner: &PhoneNumber,
-        id: &MessageId,
-    ) -> StoreResult<Option<MessageRecord>> {
-        self.db
-            .read_unit(async |tx| units::message(tx, owner, id).await)
-            .await
-    }
-
-    async fn messages(&self, owner: &PhoneNumber, limit: u32) -> StoreResult<Vec<MessageRecord>> {
-        self.db
-            .read_unit(async |tx| units::messages(tx, owner, limit).await)
-            .await
-    }
-
-    async fn apply(&self, owner: &PhoneNumber, records: Vec<AppRecord>) -> StoreResult<()> {
-        unit!(self.db, |tx| units::apply(tx, owner, &records).await)
-    }
-
-    async fn contact(
-        &self,
-        owner: &PhoneNumber,
-        peer: &PhoneNumber,
-    ) -> StoreResult<Option<Vec<u8>>> {
-        self.db
-            .read_unit(async |tx| units::contact(tx, owner, peer).await)
-            .await
-    }
-
-    async fn cached_template(
-        &self,
-        owner: &PhoneNumber,
-        business: &PhoneNumber,
-        id: &str,
-        version: u32,
-    ) -> StoreResult<Option<String>> {
-        self.db
-            .read_unit(async |tx| units::cached_template(tx, owner, business, id, version).await)
-            .await
-    }
-
-    async fn cache_template(
-        &self,
-        owner: &PhoneNumber,
-        business: &PhoneNumber,
-        id: &str,
-        version: u32,
-        definition: String,
-    ) -> StoreResult<()> {
-        unit!(self.db, |tx| units::cache_template(
-            tx,
-            owner,
-            business,
-            id,
-            version,
-            &definition
-        )
-        .await)
+impl PgEndpointStore {
+    fn subscribe_numbers(&self) -> Option<broadcast::Receiver<()>> {
+        Some(self.numbers.subscribe())
     }
 }
+
+crate::dispatch::endpoint::endpoint_store!(PgEndpointStore);
+crate::dispatch::endpoint::gateway_store!(PgEndpointStore);
+crate::dispatch::endpoint::schedule_store!(PgEndpointStore);

@@ -15,9 +15,7 @@
 
 mod db;
 mod endpoint;
-mod gateway;
 mod relay;
-mod schedules;
 mod tx;
 mod wakeups;
 

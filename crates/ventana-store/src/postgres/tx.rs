@@ -119,13 +119,12 @@ impl<C: GenericClient + Sync> Tx for PgTx<'_, C> {
         }
     }
 
-    fn announce_numbers(&mut self) -> impl Future<Output = TxResult<()>> + Send {
-        async move {
-            let channel = wakeups::numbers_channel(self.schema);
-            self.change(Sql::new("SELECT pg_notify($1, '')"), &[Arg::Text(&channel)])
-                .await
-                .map(drop)
-        }
+    /// `NOTIFY <schema>_numbers`, heard by every node's listener once this commits.
+    async fn announce_numbers(&mut self) -> TxResult<()> {
+        let channel = wakeups::numbers_channel(self.schema);
+        self.change(Sql::new("SELECT pg_notify($1, '')"), &[Arg::Text(&channel)])
+            .await
+            .map(drop)
     }
 }
 

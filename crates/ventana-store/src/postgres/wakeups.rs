@@ -12,10 +12,9 @@
 //! `pg_notify('<schema>_numbers', '')` when a business number is added, so every node hosts
 //! it at once (see [`GatewayStore::number_changes`](crate::GatewayStore::number_changes)).
 
-use super::db::{TxResult, describe, execute};
+use super::db::describe;
 use crate::relay::{WakeReason, Wakeup};
 use crate::{StoreError, StoreResult};
-use deadpool_postgres::GenericClient;
 use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot};
@@ -56,27 +55,6 @@ fn parse(payload: &str) -> Option<Wakeup> {
         device,
         reason,
     })
-}
-
-/// Queues `wakeups` on `channel` in the current transaction; they go out if it commits.
-/// PostgreSQL folds identical notifications of one transaction into one, which for wake-ups
-/// changes nothing.
-pub(crate) async fn notify(
-    tx: &impl GenericClient,
-    channel: &str,
-    wakeups: impl IntoIterator<Item = Wakeup>,
-) -> TxResult<()> {
-    let payloads: Vec<String> = wakeups.into_iter().map(|w| payload(&w)).collect();
-    if payloads.is_empty() {
-        return Ok(());
-    }
-    execute(
-        tx,
-        "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
-        &[&channel, &payloads],
-    )
-    .await?;
-    Ok(())
 }
 
 /// The channel a gateway schema's "a number was added" signals travel on.

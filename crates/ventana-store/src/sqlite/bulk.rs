@@ -6,7 +6,7 @@
 //! bulk load should. The file keeps the store's durability (WAL, `synchronous=FULL` at each
 //! commit); only the page cache is made large, so each page is written once per commit.
 
-use super::db::TxError;
+use super::tx::error;
 use super::{SqliteEndpointStore, SqliteRelayStore};
 use crate::StoreResult;
 use crate::endpoint::MessageRecord;
@@ -153,7 +153,7 @@ fn load<T>(
 }
 
 fn sql(e: rusqlite::Error) -> crate::StoreError {
-    TxError::Sql(e).into()
+    error(e).into()
 }
 
 #[cfg(test)]

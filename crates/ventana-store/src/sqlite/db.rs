@@ -1,70 +1,17 @@
 //! The connection every SQLite store shares: opening, migrating, and running one unit of work.
 
-use super::tx::{SqliteTx, finish_now};
+use super::tx::{SqliteTx, error, finish_now};
 use crate::relay::Wakeup;
 use crate::{StoreError, StoreResult, sql};
-use rusqlite::types::Type;
-use rusqlite::{Connection, Row, TransactionBehavior, ffi};
+use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
 pub(crate) use crate::sql::Migration;
 
-/// Why a unit of work stopped: SQLite failed, or the store decided to refuse (a version check).
-/// Either way the transaction is rolled back.
-#[derive(Debug)]
-pub(crate) enum TxError {
-    Sql(rusqlite::Error),
-    Store(StoreError),
-}
-
-pub(crate) type TxResult<T> = Result<T, TxError>;
-
-impl From<rusqlite::Error> for TxError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Sql(e)
-    }
-}
-
-impl From<StoreError> for TxError {
-    fn from(e: StoreError) -> Self {
-        Self::Store(e)
-    }
-}
-
-impl From<TxError> for StoreError {
-    fn from(e: TxError) -> Self {
-        match e {
-            // A key or unique index refusing a row is the "already exists" the traits call a
-            // conflict; every other constraint (foreign key, check) is a bug and stays Backend.
-            TxError::Sql(e) if is_uniqueness_violation(&e) => {
-                StoreError::conflict(crate::ConflictKind::Exists, e.to_string())
-            }
-            TxError::Sql(e) => StoreError::Backend(e.to_string()),
-            TxError::Store(e) => e,
-        }
-    }
-}
-
-fn is_uniqueness_violation(e: &rusqlite::Error) -> bool {
-    e.sqlite_error().is_some_and(|e| {
-        matches!(
-            e.extended_code,
-            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-        )
-    })
-}
-
-pub(crate) fn conflict(kind: crate::ConflictKind, what: impl Into<String>) -> TxError {
-    TxError::Store(StoreError::conflict(kind, what))
-}
-
-pub(crate) fn backend(what: impl Into<String>) -> TxError {
-    TxError::Store(StoreError::Backend(what.into()))
-}
+use crate::sql::{TxResult, backend};
 
 /// A store's file: one writer thread with group commit, and a few read connections.
 ///
@@ -179,12 +126,6 @@ impl Db {
         })
     }
 
-    /// Publishes a wake-up at once (for callers that have committed already).
-    pub(crate) fn announce(&self, wakeup: Wakeup) {
-        // No subscriber is fine: nobody is connected.
-        let _ = self.wakeups.send(wakeup);
-    }
-
     /// The wake-ups of units run by [`Db::unit`], each after its commit.
     pub(crate) fn wakeups(&self) -> broadcast::Receiver<Wakeup> {
         self.wakeups.subscribe()
@@ -201,7 +142,7 @@ impl Db {
         let (value, wakeups) = self
             .write(move |conn| {
                 let mut tx = SqliteTx::new(conn);
-                let value = finish_now(unit(&mut tx)).map_err(|e| TxError::Store(e.into()))?;
+                let value = finish_now(unit(&mut tx))?;
                 Ok((value, tx.wakeups))
             })
             .await?;
@@ -218,10 +159,8 @@ impl Db {
         T: Send + 'static,
         F: AsyncFnOnce(&mut SqliteTx<'_>) -> sql::TxResult<T> + Send + 'static,
     {
-        self.read(move |conn| {
-            finish_now(unit(&mut SqliteTx::new(conn))).map_err(|e| TxError::Store(e.into()))
-        })
-        .await
+        self.read(move |conn| finish_now(unit(&mut SqliteTx::new(conn))))
+            .await
     }
 
     /// Like [`Db::read_unit`], on a blocking thread (see [`Db::read_blocking`]).
@@ -230,10 +169,8 @@ impl Db {
         T: Send + 'static,
         F: AsyncFnOnce(&mut SqliteTx<'_>) -> sql::TxResult<T> + Send + 'static,
     {
-        self.read_blocking(move |conn| {
-            finish_now(unit(&mut SqliteTx::new(conn))).map_err(|e| TxError::Store(e.into()))
-        })
-        .await
+        self.read_blocking(move |conn| finish_now(unit(&mut SqliteTx::new(conn))))
+            .await
     }
 
     /// Runs `work` in one deferred (read) transaction on a read connection, on the calling
@@ -376,7 +313,7 @@ fn read_tx<T>(conn: &Connection, work: impl FnOnce(&Connection) -> TxResult<T>) 
     run(conn, "BEGIN").map_err(sql_error)?;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
         .unwrap_or_else(|_| Err(backend("a read panicked")))
-        .and_then(|value| run(conn, "COMMIT").map(|()| value).map_err(TxError::Sql));
+        .and_then(|value| run(conn, "COMMIT").map(|()| value).map_err(error));
     if result.is_err() && !conn.is_autocommit() {
         let _ = run(conn, "ROLLBACK");
     }
@@ -388,7 +325,7 @@ fn poisoned_reader() -> StoreError {
 }
 
 fn sql_error(e: rusqlite::Error) -> StoreError {
-    TxError::Sql(e).into()
+    error(e).into()
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -434,57 +371,6 @@ fn apply_pending(conn: &mut Connection, migrations: &[Migration]) -> TxResult<us
     }
     tx.commit()?;
     Ok(migrations.len() - current)
-}
-
-/// A text column parsed into one of the domain's validated types.
-pub(crate) fn parsed<T>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T>
-where
-    T: FromStr,
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    let text: String = row.get(idx)?;
-    text.parse()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
-}
-
-/// A nullable text column parsed like [`parsed`].
-pub(crate) fn parsed_opt<T>(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>>
-where
-    T: FromStr,
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    match row.get_ref(idx)? {
-        rusqlite::types::ValueRef::Null => Ok(None),
-        _ => parsed(row, idx).map(Some),
-    }
-}
-
-/// A text column holding one of a closed set of names (`AccountKind`, `EnvelopeKind`, ...).
-pub(crate) fn named<T>(
-    row: &Row<'_>,
-    idx: usize,
-    parse: fn(&str) -> Option<T>,
-) -> rusqlite::Result<T> {
-    let text: String = row.get(idx)?;
-    parse(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            idx,
-            Type::Text,
-            format!("unexpected value {text:?}").into(),
-        )
-    })
-}
-
-/// A nullable text column holding one of a closed set of names, like [`named`].
-pub(crate) fn named_opt<T>(
-    row: &Row<'_>,
-    idx: usize,
-    parse: fn(&str) -> Option<T>,
-) -> rusqlite::Result<Option<T>> {
-    match row.get_ref(idx)? {
-        rusqlite::types::ValueRef::Null => Ok(None),
-        _ => named(row, idx, parse).map(Some),
-    }
 }
 
 #[cfg(test)]
@@ -586,7 +472,7 @@ mod tests {
                     db.write(move |c| {
                         c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
                         if n % 3 == 0 {
-                            Err(conflict(crate::ConflictKind::State, "refused"))
+                            Err(crate::sql::conflict(crate::ConflictKind::State, "refused"))
                         } else {
                             Ok(())
                         }
@@ -624,7 +510,9 @@ mod tests {
         rt.block_on(db.write(|c| Ok(c.execute_batch("INSERT INTO a (x) VALUES (7)")?)))
             .unwrap();
         let refused =
-            rt.block_on(db.read(|_| Err::<(), _>(conflict(crate::ConflictKind::State, "refused"))));
+            rt.block_on(db.read(|_| {
+                Err::<(), _>(crate::sql::conflict(crate::ConflictKind::State, "refused"))
+            }));
         assert!(matches!(refused, Err(StoreError::Conflict(_))));
         let panicked = rt.block_on(db.read(|_| -> TxResult<()> { panic!("a bug") }));
         assert!(matches!(panicked, Err(StoreError::Backend(_))));

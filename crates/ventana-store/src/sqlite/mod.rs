@@ -10,9 +10,7 @@
 mod bulk;
 mod db;
 mod endpoint;
-mod gateway;
 mod relay;
-mod schedules;
 mod tx;
 
 pub use bulk::{IMPORT_ROWS_PER_TX, ProcessedMarker, SubmissionRecord};

@@ -172,3 +172,9 @@ pub(crate) fn error(e: rusqlite::Error) -> TxError {
         TxError::Store(StoreError::Backend(e.to_string()))
     }
 }
+
+impl From<rusqlite::Error> for TxError {
+    fn from(e: rusqlite::Error) -> Self {
+        error(e)
+    }
+}
