@@ -42,6 +42,9 @@ pub enum ClientError {
     /// A submission could not be written to the outbox as JSON, or a stored row read back.
     #[error("outbox row: {0}")]
     Outbox(serde_json::Error),
+    /// A message's plaintext could not be written as JSON.
+    #[error("payload: {0}")]
+    Payload(serde_json::Error),
     #[error("unexpected: {0}")]
     Unexpected(String),
     /// The host application could not take an event now (it is shutting down, say).

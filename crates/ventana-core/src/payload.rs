@@ -59,9 +59,10 @@ pub enum PayloadError {
 }
 
 impl Payload {
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Serialising plain structs of strings cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The plaintext to encrypt. An error (which plain structs of strings should never
+    /// give) is returned rather than encrypting an empty message.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
     }
 
     /// Parses a decrypted plaintext and checks it against the clear envelope header.
@@ -105,13 +106,13 @@ mod tests {
             },
             reply_to: None,
         };
-        assert_eq!(Payload::open(&p.to_bytes(), &h).unwrap(), p);
+        assert_eq!(Payload::open(&p.to_bytes().unwrap(), &h).unwrap(), p);
         let other = Header {
             to: "15550002222".parse().unwrap(),
             ..h
         };
         assert_eq!(
-            Payload::open(&p.to_bytes(), &other),
+            Payload::open(&p.to_bytes().unwrap(), &other),
             Err(PayloadError::HeaderMismatch)
         );
     }

@@ -278,8 +278,9 @@ impl Endpoint {
         };
         let plaintexts: Vec<Zeroizing<Vec<u8>>> = resend
             .iter()
-            .map(|(_, payload)| Zeroizing::new(payload.to_bytes()))
-            .collect();
+            .map(|(_, payload)| payload.to_bytes().map(Zeroizing::new))
+            .collect::<Result<_, _>>()
+            .map_err(ClientError::Payload)?;
         let borrowed: Vec<&[u8]> = plaintexts.iter().map(|p| p.as_slice()).collect();
         let mut encrypted = match self
             .encrypt_for(&meta.from, &[device], &borrowed, true)

@@ -222,7 +222,7 @@ impl Endpoint {
         payload: &Payload,
         resend: bool,
     ) -> Result<Queued, ClientError> {
-        let plaintext = zeroize::Zeroizing::new(payload.to_bytes());
+        let plaintext = zeroize::Zeroizing::new(payload.to_bytes().map_err(ClientError::Payload)?);
         let mut ids: Vec<DeviceId> = devices.iter().map(|d| d.device_id).collect();
         ids.sort();
         // Locks in a fixed order, so two senders to the same devices cannot deadlock.
