@@ -158,25 +158,27 @@ pub(crate) fn error(e: tokio_postgres::Error) -> TxError {
 type BoxError = Box<dyn Error + Sync + Send>;
 
 /// Each value in the type PostgreSQL inferred for its placeholder: an integer fits a
-/// `BIGINT`, `INTEGER`, `SMALLINT` or `BOOLEAN` column, a boolean a `BOOLEAN` or an integer.
+/// `BIGINT`, `INTEGER`, `SMALLINT` or `BOOLEAN` column, a boolean a `BOOLEAN` or an integer,
+/// a text a text column, a blob `BYTEA`, a list an array. Any other pairing is a mistake in a
+/// statement, refused with an error naming the types rather than sent as the wrong bytes.
 impl ToSql for Arg<'_> {
     fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, BoxError> {
+        let integer = matches!(*ty, Type::INT2 | Type::INT4 | Type::INT8);
         match *self {
             Arg::Null => Ok(IsNull::Yes),
-            Arg::Int(n) => match *ty {
+            Arg::Int(n) if integer || *ty == Type::BOOL => match *ty {
                 Type::INT2 => i16::try_from(n)?.to_sql(ty, out),
                 Type::INT4 => i32::try_from(n)?.to_sql(ty, out),
                 Type::BOOL => (n != 0).to_sql(ty, out),
                 _ => n.to_sql(ty, out),
             },
-            Arg::Bool(b) => match *ty {
-                Type::BOOL => b.to_sql(ty, out),
-                _ => Arg::Int(i64::from(b)).to_sql(ty, out),
-            },
-            Arg::Text(s) => s.to_sql(ty, out),
-            Arg::Blob(b) => b.to_sql(ty, out),
-            Arg::Texts(t) => t.to_sql(ty, out),
-            Arg::Ints(n) => n.to_sql(ty, out),
+            Arg::Bool(b) if *ty == Type::BOOL => b.to_sql(ty, out),
+            Arg::Bool(b) if integer => Arg::Int(i64::from(b)).to_sql(ty, out),
+            Arg::Text(s) if <&str as ToSql>::accepts(ty) => s.to_sql(ty, out),
+            Arg::Blob(b) if *ty == Type::BYTEA => b.to_sql(ty, out),
+            Arg::Texts(t) if <&[&str] as ToSql>::accepts(ty) => t.to_sql(ty, out),
+            Arg::Ints(n) if <&[i64] as ToSql>::accepts(ty) => n.to_sql(ty, out),
+            other => Err(format!("cannot bind {other:?} to a placeholder of type {ty}").into()),
         }
     }
 
@@ -207,5 +209,39 @@ impl<'a> FromSql<'a> for Value {
 
     fn accepts(_: &Type) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn bind(arg: Arg<'_>, ty: &Type) -> Result<IsNull, BoxError> {
+        arg.to_sql_checked(ty, &mut bytes::BytesMut::new())
+    }
+
+    #[test]
+    fn values_bind_to_the_column_types_they_fit() {
+        assert!(bind(Arg::Int(7), &Type::INT8).is_ok());
+        assert!(bind(Arg::Int(7), &Type::INT4).is_ok());
+        assert!(bind(Arg::Int(1), &Type::BOOL).is_ok());
+        assert!(bind(Arg::Bool(true), &Type::INT8).is_ok());
+        assert!(bind(Arg::Text("x"), &Type::TEXT).is_ok());
+        assert!(bind(Arg::Blob(b"x"), &Type::BYTEA).is_ok());
+        assert!(bind(Arg::Texts(&["x"]), &Type::TEXT_ARRAY).is_ok());
+        assert!(bind(Arg::Ints(&[1]), &Type::INT8_ARRAY).is_ok());
+        assert!(bind(Arg::Null, &Type::TEXT).is_ok());
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_an_error_not_wrong_bytes_or_a_panic() {
+        assert!(bind(Arg::Int(7), &Type::TEXT).is_err());
+        assert!(bind(Arg::Int(i64::MAX), &Type::INT4).is_err());
+        assert!(bind(Arg::Text("x"), &Type::INT8).is_err());
+        assert!(bind(Arg::Blob(b"x"), &Type::TEXT).is_err());
+        assert!(bind(Arg::Texts(&["x"]), &Type::TEXT).is_err());
+        assert!(bind(Arg::Ints(&[1]), &Type::INT8).is_err());
     }
 }

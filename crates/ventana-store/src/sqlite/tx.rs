@@ -7,9 +7,9 @@ use crate::sql::{self, Arg, Row, Sql, Tx, TxError, TxResult, Value};
 use crate::{ConflictKind, StoreError};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ffi};
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::{Future, ready};
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use ventana_core::{DeviceId, PhoneNumber};
 
@@ -104,22 +104,23 @@ pub(crate) fn finish_now<T>(unit: impl Future<Output = TxResult<T>>) -> TxResult
 }
 
 /// The statement in SQLite's words: PostgreSQL's `$n` placeholders become `?n`. Statements
-/// are constants, so each is translated once per thread and kept.
+/// are constants, so each is translated once per process and kept (a fixed set, so the
+/// cache stays small whichever threads run them).
 fn text(sql: Sql) -> &'static str {
-    thread_local! {
-        static TRANSLATED: RefCell<HashMap<usize, &'static str>> = RefCell::new(HashMap::new());
-    }
+    static TRANSLATED: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
     let source = sql.text;
     if !source.contains('$') {
         return source;
     }
-    TRANSLATED.with(|cache| {
-        *cache
-            .borrow_mut()
-            .entry(source.as_ptr() as usize)
-            // Leaked on purpose: one copy of each of a fixed set of statements per thread.
-            .or_insert_with(|| Box::leak(source.replace('$', "?").into_boxed_str()))
-    })
+    let cache = TRANSLATED.get_or_init(Mutex::default);
+    // A poisoned lock only means another thread panicked while inserting; the map is whole.
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache
+        .entry(source)
+        // Leaked on purpose: one copy of each of a fixed set of statements.
+        .or_insert_with(|| Box::leak(source.replace('$', "?").into_boxed_str()))
 }
 
 fn value(v: ValueRef<'_>) -> TxResult<Value> {
@@ -176,5 +177,20 @@ pub(crate) fn error(e: rusqlite::Error) -> TxError {
 impl From<rusqlite::Error> for TxError {
     fn from(e: rusqlite::Error) -> Self {
         error(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_read_as_sqlite_numbered_parameters_once() {
+        const STATEMENT: Sql = Sql::new("SELECT $2 WHERE x = $1 AND y = $10");
+        let translated = text(STATEMENT);
+        assert_eq!(translated, "SELECT ?2 WHERE x = ?1 AND y = ?10");
+        // The same statement again is the same kept copy.
+        assert!(std::ptr::eq(translated, text(STATEMENT)));
+        assert_eq!(text(Sql::new("SELECT 1")), "SELECT 1");
     }
 }

@@ -18,6 +18,7 @@ const MIGRATIONS: &[Migration] = migrations!(
     "0003_template_envelopes",
     "0004_resends",
     "0005_user_address",
+    "0006_unclaimed_index",
 );
 
 /// The relay's store in one SQLite file.
