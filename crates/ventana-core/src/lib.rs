@@ -8,6 +8,8 @@
 //! - [`cloud_error`]: what a refusal means to a business in the Cloud API's codes, decided
 //!   once for the synchronous answer and the `failed` status webhook alike.
 //! - [`rules`]: contact-first, blocking and the 24-hour [`ServiceWindow`], as pure functions.
+//! - [`pricing`]: what a delivered business message costs: integer [`pricing::Amount`]s,
+//!   the pricing models, and policies read from the operator's TOML.
 //! - [`protocol`]: the client protocol's frames (devices and gateways ↔ relay), version 1.
 //! - [`payload`]: what travels *inside* the ciphertext, with the clear header bound into it.
 //! - [`template`]: message templates: status and review transitions, categories, the
@@ -19,6 +21,7 @@ pub mod cloud_error;
 pub mod ids;
 pub mod payload;
 pub mod phone;
+pub mod pricing;
 pub mod protocol;
 pub mod rules;
 pub mod status;
