@@ -5,6 +5,9 @@
 //!   its precision, e.g. four decimals as Meta's cards have): never a float.
 //! - [`policy`]: a [`Policy`] (model, currency, precision, rate card, tiers, bands) read from
 //!   TOML and checked, with errors naming the line and the field.
+//! - [`ledger`]: what a delivered message was charged ([`Charge`]) as a hash-chained
+//!   [`LedgerEntry`] per business, and [`ledger::verify`], which finds the first entry
+//!   changed, removed or inserted.
 //! - [`Policy::rate`]: the decision for one delivered message ([`Delivery`] in,
 //!   [`Decision`] out), a pure function of the policy and the message's circumstances, so
 //!   the same inputs always give the same amount and any past charge can be recomputed.
@@ -12,8 +15,10 @@
 //! The models are the ones the Cloud API went through, plus the two the 2018 article
 //! foresaw ([`Model`]).
 
+pub mod ledger;
 pub mod policy;
 
+pub use ledger::{BrokenLink, Charge, LedgerEntry};
 pub use policy::{Policy, PolicyError};
 
 use crate::phone::PhoneNumber;
