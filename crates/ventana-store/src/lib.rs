@@ -13,6 +13,8 @@
 //!   scheduled ahead of time, claimed when due by exactly one node and taken over from a node
 //!   that died; and the cursor over the relay's template events, moved forward together with
 //!   the webhooks it queued.
+//! - [`ledger`]: [`LedgerStore`], part of every relay store: the billing ledger, a charge
+//!   appended once per message and hash-chained per business.
 //! - [`idempotency`]: part of every [`GatewayStore`]: the idempotency keys of sends, claimed
 //!   with the message id the send will carry, completed with the answer to replay, taken over
 //!   from a node that died, pruned after a retention period.
@@ -47,6 +49,7 @@
 mod dispatch;
 pub mod endpoint;
 pub mod idempotency;
+pub mod ledger;
 pub mod postgres;
 pub mod relay;
 pub mod schedule;
@@ -56,6 +59,7 @@ pub mod template;
 mod units;
 
 pub use endpoint::{EndpointStore, GatewayStore};
+pub use ledger::LedgerStore;
 pub use relay::RelayStore;
 pub use schedule::ScheduleStore;
 pub use template::TemplateStore;

@@ -55,7 +55,12 @@ pub struct LedgerEntry {
 impl LedgerEntry {
     /// The entry after `prev` (or the first, with `prev` = `None`) for `charge`.
     pub fn chain(prev: Option<&LedgerEntry>, charge: Charge) -> Self {
-        let (seq, prev_hash) = prev.map_or((1, GENESIS), |p| (p.seq + 1, p.hash));
+        Self::after(prev.map(|p| (p.seq, p.hash)), charge)
+    }
+
+    /// The entry after the one numbered and hashed `prev` (the first if `None`).
+    pub fn after(prev: Option<(u64, EntryHash)>, charge: Charge) -> Self {
+        let (seq, prev_hash) = prev.map_or((1, GENESIS), |(seq, hash)| (seq + 1, hash));
         let hash = entry_hash(seq, &charge, &prev_hash);
         Self {
             seq,
@@ -84,7 +89,7 @@ pub fn entry_hash(seq: u64, charge: &Charge, prev_hash: &EntryHash) -> EntryHash
     field(charge.model.as_str().as_bytes());
     field(charge.category.as_str().as_bytes());
     field(&[u8::from(charge.template), u8::from(charge.manual)]);
-    field(window_name(charge.window).as_bytes());
+    field(charge.window.as_str().as_bytes());
     field(charge.pricing_type.as_str().as_bytes());
     field(&charge.rate.0.to_be_bytes());
     field(&charge.amount.0.to_be_bytes());
@@ -92,14 +97,6 @@ pub fn entry_hash(seq: u64, charge: &Charge, prev_hash: &EntryHash) -> EntryHash
     field(&[charge.precision]);
     field(prev_hash);
     h.finalize().into()
-}
-
-fn window_name(w: WindowState) -> &'static str {
-    match w {
-        WindowState::Open => "open",
-        WindowState::FreeEntryPoint => "free_entry_point",
-        WindowState::Closed => "closed",
-    }
 }
 
 /// Where a business's chain first fails to hold.

@@ -200,6 +200,22 @@ pub enum WindowState {
     Closed,
 }
 
+impl WindowState {
+    pub const ALL: [Self; 3] = [Self::Open, Self::FreeEntryPoint, Self::Closed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::FreeEntryPoint => "free_entry_point",
+            Self::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.as_str() == s)
+    }
+}
+
 /// The webhook's `pricing.type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PricingType {
@@ -209,6 +225,16 @@ pub enum PricingType {
 }
 
 impl PricingType {
+    pub const ALL: [Self; 3] = [
+        Self::Regular,
+        Self::FreeCustomerService,
+        Self::FreeEntryPoint,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Regular => "regular",

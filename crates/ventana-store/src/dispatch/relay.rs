@@ -1,5 +1,6 @@
-//! The relay's store traits, [`RelayStore`](crate::RelayStore) and
-//! [`TemplateStore`](crate::TemplateStore), implemented once for every backend.
+//! The relay's store traits, [`RelayStore`](crate::RelayStore),
+//! [`TemplateStore`](crate::TemplateStore) and [`LedgerStore`](crate::LedgerStore),
+//! implemented once for every backend.
 //!
 //! Each method hands its unit of work (from [`crate::units::relay`]) to the backend's `Db`:
 //! `unit` runs it as one transaction (SQLite: on the writer thread, inside a group commit;
@@ -427,3 +428,41 @@ macro_rules! template_store {
 }
 
 pub(crate) use template_store;
+
+/// `impl LedgerStore for $store`.
+macro_rules! ledger_store {
+    ($store:ty) => {
+        const _: () = {
+            use ventana_core::WabaId;
+            use ventana_core::pricing::{Charge, LedgerEntry};
+            use $crate::StoreResult;
+            use $crate::ledger::{Appended, LedgerStore};
+            use $crate::units::relay::ledger;
+
+            #[::async_trait::async_trait]
+            impl LedgerStore for $store {
+                async fn append_charge(&self, charge: Charge) -> StoreResult<Appended> {
+                    self.db
+                        .unit(async move |tx| ledger::append_charge(tx, &charge).await)
+                        .await
+                }
+
+                async fn ledger_entries(
+                    &self,
+                    waba: &WabaId,
+                    after_seq: u64,
+                    limit: u32,
+                ) -> StoreResult<Vec<LedgerEntry>> {
+                    let waba = waba.clone();
+                    self.db
+                        .read_unit(async move |tx| {
+                            ledger::entries(tx, &waba, after_seq, limit).await
+                        })
+                        .await
+                }
+            }
+        };
+    };
+}
+
+pub(crate) use ledger_store;

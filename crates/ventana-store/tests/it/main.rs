@@ -37,6 +37,7 @@ macro_rules! conformance {
 
 mod endpoint;
 mod idempotency;
+mod ledger;
 mod postgres;
 mod relay;
 mod schedules;

@@ -22,6 +22,7 @@ const MIGRATIONS: &[Migration] = migrations!(
     "0002_templates",
     "0003_template_envelopes",
     "0004_resends",
+    "0005_ledger",
 );
 
 /// The relay's store in one schema of a PostgreSQL database, shared by every relay node.
@@ -64,3 +65,4 @@ impl PgRelayStore {
 }
 
 crate::dispatch::relay::relay_store!(PgRelayStore);
+crate::dispatch::relay::ledger_store!(PgRelayStore);

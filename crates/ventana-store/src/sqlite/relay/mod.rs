@@ -19,6 +19,7 @@ const MIGRATIONS: &[Migration] = migrations!(
     "0004_resends",
     "0005_user_address",
     "0006_unclaimed_index",
+    "0007_ledger",
 );
 
 /// The relay's store in one SQLite file.
@@ -43,3 +44,4 @@ impl SqliteRelayStore {
 }
 
 crate::dispatch::relay::relay_store!(SqliteRelayStore);
+crate::dispatch::relay::ledger_store!(SqliteRelayStore);

@@ -1,0 +1,26 @@
+-- The billing ledger: one entry per charged (or free) delivered business message, numbered
+-- and hash-chained per business (see ventana_core::pricing::ledger). Append-only: nothing
+-- updates or deletes a row.
+CREATE TABLE ledger (
+    waba_id          TEXT NOT NULL,
+    seq              INTEGER NOT NULL,
+    message_id       TEXT NOT NULL,
+    destination      TEXT NOT NULL,
+    delivered_at     INTEGER NOT NULL,
+    policy_version   TEXT NOT NULL,
+    model            TEXT NOT NULL,
+    category         TEXT NOT NULL,
+    template         INTEGER NOT NULL,
+    window_state     TEXT NOT NULL,
+    pricing_type     TEXT NOT NULL,
+    manual           INTEGER NOT NULL,
+    rate             INTEGER NOT NULL,
+    amount           INTEGER NOT NULL,
+    currency         TEXT NOT NULL,
+    precision_digits INTEGER NOT NULL,
+    prev_hash        BLOB NOT NULL,
+    hash             BLOB NOT NULL,
+    PRIMARY KEY (waba_id, seq),
+    -- A message is charged once, however often its delivery is reported.
+    UNIQUE (waba_id, message_id)
+);
