@@ -343,6 +343,7 @@ async fn the_relay_and_the_gateway_keep_to_their_own_schemas() {
             "devices",
             "envelopes",
             "fallback_keys",
+            "ledger",
             "one_time_keys",
             "relationships",
             "schema_migrations",
