@@ -40,6 +40,8 @@ pub struct Charge {
     pub amount: Amount,
     pub currency: String,
     pub precision: u8,
+    /// `conversation_2022`: the conversation the message opened or rode on.
+    pub conversation_id: Option<String>,
 }
 
 /// A charge in its business's chain.
@@ -95,6 +97,7 @@ pub fn entry_hash(seq: u64, charge: &Charge, prev_hash: &EntryHash) -> EntryHash
     field(&charge.amount.0.to_be_bytes());
     field(charge.currency.as_bytes());
     field(&[charge.precision]);
+    field(charge.conversation_id.as_deref().unwrap_or("").as_bytes());
     field(prev_hash);
     h.finalize().into()
 }
@@ -163,6 +166,7 @@ mod tests {
             amount: Amount(amount),
             currency: "USD".into(),
             precision: 4,
+            conversation_id: None,
         }
     }
 
@@ -243,6 +247,9 @@ mod tests {
         variants.push(c);
         let mut c = base.clone();
         c.delivered_at = UnixTime(0);
+        variants.push(c);
+        let mut c = base.clone();
+        c.conversation_id = Some("0f".into());
         variants.push(c);
         for v in &variants {
             assert_ne!(hash(v), hash(&base), "{v:?}");

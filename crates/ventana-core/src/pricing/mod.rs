@@ -8,6 +8,10 @@
 //! - [`ledger`]: what a delivered message was charged ([`Charge`]) as a hash-chained
 //!   [`LedgerEntry`] per business, and [`ledger::verify`], which finds the first entry
 //!   changed, removed or inserted.
+//! - [`Usage`]: the month's usage and open conversations a rating reads, rebuilt from a
+//!   ledger (the relay keeps the same as counters); [`report`]: usage and invoices, the
+//!   recomputation `billing verify` checks every entry against, what-if re-rating.
+//! - [`PricingNote`]: how a status webhook describes a decision (`pricing`, `conversation`).
 //! - [`Policy::rate`]: the decision for one delivered message ([`Delivery`] in,
 //!   [`Decision`] out), a pure function of the policy and the message's circumstances, so
 //!   the same inputs always give the same amount and any past charge can be recomputed.
@@ -17,12 +21,25 @@
 
 pub mod ledger;
 pub mod policy;
+pub mod report;
+mod usage;
 
 pub use ledger::{BrokenLink, Charge, LedgerEntry};
 pub use policy::{Policy, PolicyError};
+pub use usage::{Month, Usage, conversation_id, conversation_note, month_count};
 
 use crate::phone::PhoneNumber;
+use crate::time::UnixTime;
+use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// The policy a fresh node runs until the operator configures one: per-message pricing (the
+/// Cloud API's model since July 2025) with an example rate card. Its prices are examples for
+/// trying Ventana out, not Meta's.
+pub const EXAMPLE_POLICY: &str = include_str!("example-policy.toml");
+
+/// How long a conversation lasts from the message that opens it (`conversation_2022`).
+pub const CONVERSATION_SECS: i64 = 24 * 3600;
 
 /// An amount in the smallest unit of its rate card (`precision` decimals of `currency`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -86,18 +103,22 @@ impl Amount {
 }
 
 /// The pricing models a policy may select.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Model {
     /// 2018's Business API: everything inside the 24-hour window free; outside it, each
     /// delivered template charged by destination country.
+    #[serde(rename = "window_2018")]
     Window2018,
     /// 2022's conversations: a 24-hour conversation opened by category is charged once,
     /// with a monthly free allowance of conversations per business; free-entry-point
     /// conversations (72 h) free.
+    #[serde(rename = "conversation_2022")]
     Conversation2022,
     /// July 2025's per-message pricing: each delivered template charged by category, with
     /// monthly volume tiers; free-form in the window free, utility templates in an open
     /// window free, everything in a free-entry-point window free.
+    #[serde(rename = "per_message_2025")]
     PerMessage2025,
     /// The article's "charge every reply": every delivered business message charged by
     /// category (free-form as `service`), window or not.
@@ -148,7 +169,8 @@ impl fmt::Display for Model {
 }
 
 /// What a message is, for pricing: a template's category, or `service` for free-form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PricingCategory {
     Marketing,
     Utility,
@@ -217,7 +239,8 @@ impl WindowState {
 }
 
 /// The webhook's `pricing.type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PricingType {
     Regular,
     FreeCustomerService,
@@ -261,6 +284,8 @@ pub struct Delivery<'a> {
     pub conversation_open: bool,
     /// Conversations only: conversations this business already opened this month.
     pub conversations_this_month: u64,
+    /// A small business's reply sent by hand (the `app` tier): free whatever the model.
+    pub manual: bool,
 }
 
 /// What one delivered message costs and how the status webhook describes it. `billable` is
@@ -279,6 +304,12 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether the message counts toward the month's volume (tiers, bands): every message
+    /// the model charges as `regular`, even where a tier or band makes it cost nothing.
+    pub fn counts(&self) -> bool {
+        self.pricing_type == PricingType::Regular
+    }
+
     fn free(model: Model, category: PricingCategory, pricing_type: PricingType) -> Self {
         Self {
             model,
@@ -313,6 +344,9 @@ impl Policy {
         let category = d.category;
         let free = |pricing_type| Decision::free(model, category, pricing_type);
         let card = || self.rates.rate(category, d.destination);
+        if d.manual {
+            return free(PricingType::FreeCustomerService);
+        }
         match model {
             Model::Window2018 => match d.window {
                 Open => free(PricingType::FreeCustomerService),
@@ -367,6 +401,42 @@ impl Policy {
                     .unwrap_or(Amount::ZERO);
                 Decision::charged(model, category, rate)
             }
+        }
+    }
+}
+
+/// How a status webhook describes what a message costs: the decision's public part, in the
+/// Cloud API's terms. The relay writes it (on a `sent` answer and on delivery receipts, from
+/// the same decision as the ledger entry); devices never do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricingNote {
+    pub billable: bool,
+    pub model: Model,
+    pub category: PricingCategory,
+    #[serde(rename = "type")]
+    pub pricing_type: PricingType,
+    /// Conversations only: the conversation the message belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<ConversationNote>,
+}
+
+/// The webhook's `conversation` object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationNote {
+    pub id: String,
+    /// `origin.type`: the category that opened it.
+    pub origin: PricingCategory,
+    pub expires_at: UnixTime,
+}
+
+impl PricingNote {
+    pub fn of(decision: &Decision, conversation: Option<ConversationNote>) -> Self {
+        Self {
+            billable: decision.billable,
+            model: decision.model,
+            category: decision.category,
+            pricing_type: decision.pricing_type,
+            conversation,
         }
     }
 }

@@ -25,6 +25,11 @@
 //! [[bands]]                                # volume: the price from this many messages on
 //! from = 0
 //! rate = "0.0100"
+//!
+//! [business.102290129340398]               # one business's terms: any of model,
+//! model = "volume"                         # free_conversations_per_month, rates, tiers
+//! [business.102290129340398.rates.default] # and bands; what it leaves out is the base's
+//! marketing = "0.0200"
 //! ```
 //!
 //! Amounts are decimal strings, never TOML floats, and are kept as integers
@@ -55,6 +60,9 @@ pub struct Policy {
     pub tiers: Tiers,
     pub bands: Bands,
     pub free_conversations: u64,
+    /// Per-business terms (`[business.<waba_id>]`), each resolved into a whole policy over
+    /// this one's fields; see [`Policy::for_business`].
+    pub overrides: BTreeMap<String, Policy>,
 }
 
 /// Rates per category, by destination country (calling code) with a default.
@@ -145,6 +153,30 @@ struct File {
     bands: Vec<BandFile>,
     #[serde(default)]
     free_conversations_per_month: u64,
+    #[serde(default)]
+    business: BTreeMap<Spanned<String>, OverrideFile>,
+}
+
+/// `[business.<waba_id>]`: what differs for one business.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideFile {
+    model: Option<Spanned<String>>,
+    free_conversations_per_month: Option<u64>,
+    #[serde(default)]
+    rates: PartialRatesFile,
+    #[serde(default)]
+    tiers: BTreeMap<Spanned<String>, Vec<BandFile>>,
+    bands: Option<Vec<BandFile>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialRatesFile {
+    #[serde(default)]
+    default: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    country: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -197,14 +229,17 @@ impl Policy {
                 format!("not an RFC 3339 time like \"2026-12-01T00:00:00Z\": {e}"),
             )
         })?;
-        let model = Model::parse(file.model.get_ref()).ok_or_else(|| {
-            let known: Vec<_> = Model::ALL.iter().map(|m| m.as_str()).collect();
-            at(
-                file.model.span(),
-                "model",
-                format!("unknown model; one of {}", known.join(", ")),
-            )
-        })?;
+        let model_of = |name: &Spanned<String>, field: &str| {
+            Model::parse(name.get_ref()).ok_or_else(|| {
+                let known: Vec<_> = Model::ALL.iter().map(|m| m.as_str()).collect();
+                at(
+                    name.span(),
+                    field,
+                    format!("unknown model; one of {}", known.join(", ")),
+                )
+            })
+        };
+        let model = model_of(&file.model, "model")?;
         let currency = file.currency.get_ref().clone();
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(at(
@@ -240,32 +275,27 @@ impl Policy {
             }
             Ok::<_, PolicyError>(rates)
         };
-
-        let default = rates_of(&file.rates.default, "rates.default")?;
-        if let Some(missing) = PricingCategory::ALL
-            .into_iter()
-            .find(|c| !default.contains_key(c))
-        {
-            return Err(PolicyError {
-                line: None,
-                field: format!("rates.default.{}", missing.as_str()),
-                message: "every category needs a default rate (\"0\" for free)".into(),
-            });
-        }
-        let mut countries = BTreeMap::new();
-        for (code, table) in &file.rates.country {
-            let prefix = format!("rates.country.{}", code.get_ref());
-            let digits = code.get_ref();
-            if !(1..=4).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(at(
-                    code.span(),
-                    &prefix,
-                    "a calling code of 1 to 4 digits, e.g. 44".into(),
-                ));
+        type CountryTables = BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>>;
+        // Adds (or replaces, rate by rate) the per-country tables of `tables` into `into`.
+        let countries_into = |into: &mut BTreeMap<String, BTreeMap<PricingCategory, Amount>>,
+                              tables: &CountryTables,
+                              prefix: &str| {
+            for (code, table) in tables {
+                let prefix = format!("{prefix}.{}", code.get_ref());
+                let digits = code.get_ref();
+                if !(1..=4).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(at(
+                        code.span(),
+                        &prefix,
+                        "a calling code of 1 to 4 digits, e.g. 44".into(),
+                    ));
+                }
+                into.entry(digits.clone())
+                    .or_default()
+                    .extend(rates_of(table, &prefix)?);
             }
-            countries.insert(digits.clone(), rates_of(table, &prefix)?);
-        }
-
+            Ok::<_, PolicyError>(())
+        };
         let bands_of = |list: &[BandFile], field: &str| {
             let mut bands: Vec<(u64, Amount)> = Vec::with_capacity(list.len());
             for (i, band) in list.iter().enumerate() {
@@ -292,31 +322,54 @@ impl Policy {
             }
             Ok::<_, PolicyError>(Bands(bands))
         };
-        let mut tiers = BTreeMap::new();
-        for (name, list) in &file.tiers {
-            let field = format!("tiers.{}", name.get_ref());
-            let category = match PricingCategory::parse(name.get_ref()) {
-                Some(c @ (PricingCategory::Utility | PricingCategory::Authentication)) => c,
-                _ => {
-                    return Err(at(
-                        name.span(),
-                        &field,
-                        "tiers apply to utility and authentication".into(),
-                    ));
-                }
-            };
-            tiers.insert(category, bands_of(list, &field)?);
-        }
-        let bands = bands_of(&file.bands, "bands")?;
-        if model == Model::Volume && bands.0.first().map(|(from, _)| *from) != Some(0) {
+        let tiers_into = |into: &mut BTreeMap<PricingCategory, Bands>,
+                          tables: &BTreeMap<Spanned<String>, Vec<BandFile>>,
+                          prefix: &str| {
+            for (name, list) in tables {
+                let field = format!("{prefix}.{}", name.get_ref());
+                let category = match PricingCategory::parse(name.get_ref()) {
+                    Some(c @ (PricingCategory::Utility | PricingCategory::Authentication)) => c,
+                    _ => {
+                        return Err(at(
+                            name.span(),
+                            &field,
+                            "tiers apply to utility and authentication".into(),
+                        ));
+                    }
+                };
+                into.insert(category, bands_of(list, &field)?);
+            }
+            Ok::<_, PolicyError>(())
+        };
+        let volume_needs_bands = |policy: &Policy, field: &str| {
+            if policy.model == Model::Volume
+                && policy.bands.0.first().map(|(from, _)| *from) != Some(0)
+            {
+                return Err(PolicyError {
+                    line: None,
+                    field: field.to_owned(),
+                    message: "the volume model needs bands, the first from 0".into(),
+                });
+            }
+            Ok(())
+        };
+
+        let default = rates_of(&file.rates.default, "rates.default")?;
+        if let Some(missing) = PricingCategory::ALL
+            .into_iter()
+            .find(|c| !default.contains_key(c))
+        {
             return Err(PolicyError {
                 line: None,
-                field: "bands".into(),
-                message: "the volume model needs bands, the first from 0".into(),
+                field: format!("rates.default.{}", missing.as_str()),
+                message: "every category needs a default rate (\"0\" for free)".into(),
             });
         }
-
-        Ok(Self {
+        let mut countries = BTreeMap::new();
+        countries_into(&mut countries, &file.rates.country, "rates.country")?;
+        let mut tiers = BTreeMap::new();
+        tiers_into(&mut tiers, &file.tiers, "tiers")?;
+        let mut base = Self {
             version,
             effective_from,
             model,
@@ -324,8 +377,61 @@ impl Policy {
             precision,
             rates: RateCard { default, countries },
             tiers: Tiers(tiers),
-            bands,
+            bands: bands_of(&file.bands, "bands")?,
             free_conversations: file.free_conversations_per_month,
-        })
+            overrides: BTreeMap::new(),
+        };
+        volume_needs_bands(&base, "bands")?;
+
+        let mut overrides = BTreeMap::new();
+        for (waba, terms) in &file.business {
+            let prefix = format!("business.{}", waba.get_ref());
+            if waba.get_ref().parse::<crate::ids::WabaId>().is_err() {
+                return Err(at(waba.span(), &prefix, "not a WABA id (digits)".into()));
+            }
+            let mut policy = base.clone();
+            if let Some(model) = &terms.model {
+                policy.model = model_of(model, &format!("{prefix}.model"))?;
+            }
+            if let Some(free) = terms.free_conversations_per_month {
+                policy.free_conversations = free;
+            }
+            policy.rates.default.extend(rates_of(
+                &terms.rates.default,
+                &format!("{prefix}.rates.default"),
+            )?);
+            countries_into(
+                &mut policy.rates.countries,
+                &terms.rates.country,
+                &format!("{prefix}.rates.country"),
+            )?;
+            tiers_into(
+                &mut policy.tiers.0,
+                &terms.tiers,
+                &format!("{prefix}.tiers"),
+            )?;
+            if let Some(bands) = &terms.bands {
+                policy.bands = bands_of(bands, &format!("{prefix}.bands"))?;
+            }
+            volume_needs_bands(&policy, &format!("{prefix}.bands"))?;
+            overrides.insert(waba.get_ref().clone(), policy);
+        }
+        base.overrides = overrides;
+        Ok(base)
+    }
+
+    /// A policy file's identity: the SHA-256 of its text, in hex.
+    pub fn digest(text: &str) -> String {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The terms of one business: its `[business.<waba_id>]` override if the file has one,
+    /// else this policy.
+    pub fn for_business(&self, waba: &crate::ids::WabaId) -> &Self {
+        self.overrides.get(waba.as_str()).unwrap_or(self)
     }
 }
