@@ -116,6 +116,18 @@ pub struct Receipt {
     /// message does), so the sender can tell which of its sessions failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// Written by the relay on a `delivered` or `read` receipt to a business: what each
+    /// message it names was charged, from its ledger entry. A device never sets it (the
+    /// relay refuses a receipt that does).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pricing: Vec<PricedMessage>,
+}
+
+/// One message of a receipt and how its status webhook describes its price.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedMessage {
+    pub id: MessageId,
+    pub pricing: crate::pricing::PricingNote,
 }
 
 /// One recipient device's copy of a message.
@@ -162,7 +174,7 @@ pub enum ClientFrame {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    Send(Submission),
+    Send(Box<Submission>),
     /// The devices of an account, with their identity keys.
     Devices {
         account: PhoneNumber,
@@ -360,6 +372,10 @@ pub struct ClaimedKey {
 pub enum Reply {
     Sent {
         accepted_at: UnixTime,
+        /// A business's message to a user: how it would be priced were it delivered now
+        /// (what the `sent` status webhook says); the charge itself is decided on delivery.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pricing: Option<crate::pricing::PricingNote>,
     },
     Devices {
         devices: Vec<DeviceInfo>,

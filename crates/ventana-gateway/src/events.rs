@@ -5,7 +5,7 @@
 
 use crate::webhook::delivery::webhook_body_aad;
 use crate::webhook::payload::{
-    self, DeliveryStatus, InboundContent, Pricing, StatusError, WebhookContact, WebhookContext,
+    self, DeliveryStatus, InboundContent, StatusError, WebhookContact, WebhookContext,
 };
 use crate::webhook::sign::ascii_json;
 use crate::{Gateway, Hosted};
@@ -15,6 +15,7 @@ use std::sync::{Arc, Weak};
 use ventana_client::endpoint::contact_aad;
 use ventana_client::{Application, ClientError, Endpoint, Inbound, Settlement};
 use ventana_core::payload::Content;
+use ventana_core::pricing::PricingNote;
 use ventana_core::protocol::ReceiptStatus;
 use ventana_core::user_id::business_scoped_user_id;
 use ventana_core::{CloudError, MessageStatus, PhoneNumber, UnixTime, WabaId};
@@ -91,6 +92,7 @@ impl Gateway {
         id: &ventana_core::MessageId,
         status: DeliveryStatus<'_>,
         ts: UnixTime,
+        pricing: Option<&PricingNote>,
     ) -> AppRecord {
         let profile = self.profile_name(&hosted.endpoint, user).await;
         let user_id = self.user_id(hosted, user);
@@ -106,7 +108,7 @@ impl Gateway {
             id,
             status,
             ts,
-            Pricing::FREE_SERVICE,
+            pricing,
             None,
         );
         self.webhook_job(hosted, format!("{id}.{name}"), &event, UnixTime::now())
@@ -166,7 +168,12 @@ impl Application for GatewayEvents {
                 let event_id = format!("{}.{}", meta.from, meta.id);
                 vec![gateway.webhook_job(&hosted, event_id, &event, UnixTime::now())]
             }
-            Inbound::Receipt { meta, status, ids } => {
+            Inbound::Receipt {
+                meta,
+                status,
+                ids,
+                pricing,
+            } => {
                 let (delivery, stored) = match status {
                     ReceiptStatus::Delivered => {
                         (DeliveryStatus::Delivered, MessageStatus::Delivered)
@@ -179,8 +186,9 @@ impl Application for GatewayEvents {
                 for id in ids {
                     // Announced only if the status moves: a repeated receipt, or one that
                     // arrives after a later status, sends no webhook.
+                    let priced = pricing.iter().find(|p| p.id == *id).map(|p| &p.pricing);
                     let job = gateway
-                        .status_job(&hosted, &meta.from, id, delivery, meta.ts)
+                        .status_job(&hosted, &meta.from, id, delivery, meta.ts, priced)
                         .await;
                     let announce = match job {
                         AppRecord::Webhook(job) => Some(job),
@@ -216,6 +224,7 @@ impl Application for GatewayEvents {
                         &settlement.id,
                         DeliveryStatus::Sent,
                         *accepted_at,
+                        settlement.pricing.as_ref(),
                     )
                     .await
             }
@@ -230,6 +239,7 @@ impl Application for GatewayEvents {
                         &settlement.id,
                         failed,
                         UnixTime::now(),
+                        None,
                     )
                     .await
             }

@@ -315,6 +315,7 @@ async fn fire(gateway: &Arc<Gateway>, hosted: &Hosted, record: ScheduleRecord) {
                     &record.id,
                     failed,
                     UnixTime::now(),
+                    None,
                 )
                 .await;
             if let Err(store) = gateway.store.apply(owner, vec![job]).await {

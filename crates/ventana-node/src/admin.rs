@@ -43,6 +43,23 @@ impl AdminClient {
         self.send(request).await
     }
 
+    /// A POST of a text body (a policy file) with query parameters.
+    pub async fn post_text(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: String,
+    ) -> Result<Value> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .query(query)
+            .header(reqwest::header::CONTENT_TYPE, "application/toml")
+            .body(body)
+            .bearer_auth(&self.token);
+        self.send(request).await
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
         let response = request
             .send()

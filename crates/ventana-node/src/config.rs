@@ -29,6 +29,23 @@ pub struct Config {
     /// forbidden_words = []      # words refused anywhere in the template's text
     /// ```
     pub templates: TemplatePolicy,
+    /// `[billing]`: what messages cost.
+    ///
+    /// ```toml
+    /// [billing]
+    /// policy_file = "pricing.toml"  # the pricing policy (see the README's "Billing"); read
+    ///                               # at start and again on SIGHUP or
+    ///                               # `POST /relay/v1/admin/billing/policies/reload`
+    /// ```
+    ///
+    /// Without a file, the built-in example policy (`per_message_2025`, example prices).
+    pub billing: BillingConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingConfig {
+    pub policy_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -106,7 +123,7 @@ impl Default for StorageConfig {
 impl Config {
     /// Loads `file` (or `$VENTANA_CONFIG`, or `./ventana.toml` if present), then applies
     /// `VENTANA_LISTEN`, `VENTANA_DATA_DIR`, `VENTANA_DATABASE_URL`, `VENTANA_NODE_ID`,
-    /// `VENTANA_SEAL_KEY`, `VENTANA_ADMIN_TOKEN`, and for `[templates]`
+    /// `VENTANA_SEAL_KEY`, `VENTANA_ADMIN_TOKEN`, `VENTANA_BILLING_POLICY_FILE`, and for `[templates]`
     /// `VENTANA_TEMPLATES_LIMIT_PER_BUSINESS`, `VENTANA_TEMPLATES_REVIEW`,
     /// `VENTANA_TEMPLATES_ON_FINDINGS` and `VENTANA_TEMPLATES_APPROVE_CLEAN`.
     pub fn load(file: Option<&Path>) -> Result<Self> {
@@ -153,6 +170,9 @@ impl Config {
         }
         if let Some(token) = var("VENTANA_ADMIN_TOKEN") {
             self.security.admin_token = Some(token);
+        }
+        if let Some(file) = var("VENTANA_BILLING_POLICY_FILE") {
+            self.billing.policy_file = (!file.is_empty()).then(|| PathBuf::from(file));
         }
         self.apply_template_env(&var)
     }

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use ventana_crypto::{SealKey, Sealer, Token};
 use ventana_gateway::{Gateway, RelayAccess};
-use ventana_relay::{DevVerifier, Relay};
+use ventana_relay::{DevVerifier, PricingSource, Relay};
 use ventana_store::postgres::{PgEndpointStore, PgRelayStore};
 use ventana_store::sqlite::{SqliteEndpointStore, SqliteRelayStore};
 use ventana_store::{GatewayStore, RelayStore};
@@ -76,6 +76,35 @@ async fn open_stores(backend: &Backend) -> Result<(Arc<dyn RelayStore>, Arc<dyn 
     })
 }
 
+/// Reads the pricing policy again on each SIGHUP, until shutdown. A file that does not read
+/// is logged and refused; the versions loaded before stay in force.
+async fn reload_on_hangup(relay: Arc<Relay>, mut shutdown: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("SIGHUP cannot be watched; reload the policy through the admin API");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            match relay.load_policy().await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "pricing policy not reloaded; the running version stays in force")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (relay, shutdown.wait_for(|stop| *stop).await);
+    }
+}
+
 /// Runs a node on `listener` until `shutdown` resolves, then drains: device connections
 /// close, in-flight requests finish, the webhook worker finishes its current deliveries.
 pub async fn run(
@@ -110,8 +139,18 @@ pub async fn run(
         Arc::new(DevVerifier),
         &Token::from_presented(&admin_token),
         config.templates.clone(),
+        PricingSource {
+            policy_file: config.billing.policy_file.clone(),
+        },
         stop_rx.clone(),
     );
+    // A node does not rate under a policy it could not read: a bad file stops the start (on
+    // a reload, the versions loaded before stay in force).
+    relay
+        .load_policy()
+        .await
+        .context("loading the pricing policy ([billing] policy_file)")?;
+    tokio::spawn(reload_on_hangup(Arc::clone(&relay), stop_rx.clone()));
     let mut local = listener.local_addr()?;
     if local.ip().is_unspecified() {
         local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());

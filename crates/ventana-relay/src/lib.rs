@@ -10,6 +10,12 @@
 //!   - `templates::admin`: the operator's review of templates: `GET /relay/v1/admin/templates`
 //!     (the queue, filtered and paged), `GET /relay/v1/admin/templates/{id}` (with its audit
 //!     trail), `POST /relay/v1/admin/templates/{id}/{approve|reject|pause|disable}`.
+//! - `billing`: loading the pricing policy (at start, [`Relay::load_policy`] on SIGHUP, or
+//!   uploaded) and the operator's billing routes under `/relay/v1/admin/billing`: policy
+//!   versions, a business's usage and invoice for a month, `verify` (every hash chain, every
+//!   amount recomputed), `rerate` (a month under another policy, nothing written). Rating
+//!   itself is the store's `meter_delivery`, called when a user's device reports a business
+//!   message delivered (`ops`), which prices the receipt for the business's webhook.
 //! - `templates`: the template registry as devices see it: a business's create, edit, list,
 //!   get, delete and status events; any device's fetch of an approved version; the check of a
 //!   template envelope's header before the store's rules. [`TemplatePolicy`] is the
@@ -18,6 +24,7 @@
 //! - `signals`: wakes a device's connections when something is queued for it.
 
 mod admin;
+mod billing;
 mod connection;
 mod error;
 mod ops;
@@ -33,6 +40,7 @@ use tokio::sync::watch;
 use ventana_crypto::{Token, TokenHash};
 use ventana_store::RelayStore;
 
+pub use billing::{PolicyLoadError, PricingSource};
 pub use templates::{OnFindings, Review, TemplatePolicy, UnknownChoice};
 pub use verifier::{DevVerifier, NumberVerifier};
 
@@ -47,19 +55,22 @@ pub struct Relay {
     verifier: Arc<dyn NumberVerifier>,
     operator: TokenHash,
     templates: TemplatePolicy,
+    pricing: PricingSource,
     signals: signals::Signals,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Relay {
     /// `operator_token` authorises business-number registration and the admin routes;
-    /// `templates` is the operator's policy for templates; `shutdown` turning true closes
-    /// every device connection.
+    /// `templates` is the operator's policy for templates; `pricing` where the pricing policy
+    /// is read from (load it with [`Relay::load_policy`] before serving); `shutdown` turning
+    /// true closes every device connection.
     pub fn new(
         store: Arc<dyn RelayStore>,
         verifier: Arc<dyn NumberVerifier>,
         operator_token: &Token,
         templates: TemplatePolicy,
+        pricing: PricingSource,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let relay = Arc::new(Self {
@@ -67,6 +78,7 @@ impl Relay {
             verifier,
             operator: operator_token.hash(),
             templates,
+            pricing,
             signals: signals::Signals::default(),
             shutdown,
         });
@@ -87,6 +99,23 @@ impl Relay {
             .route(
                 "/relay/v1/admin/businesses/{waba}/clock/advance",
                 post(admin::advance_clock),
+            )
+            .route(
+                "/relay/v1/admin/billing/policies",
+                get(billing::policies).post(billing::upload),
+            )
+            .route(
+                "/relay/v1/admin/billing/policies/reload",
+                post(billing::reload),
+            )
+            .route("/relay/v1/admin/billing/verify", get(billing::verify_all))
+            .route(
+                "/relay/v1/admin/billing/businesses/{waba}/usage",
+                get(billing::usage),
+            )
+            .route(
+                "/relay/v1/admin/billing/businesses/{waba}/rerate",
+                post(billing::rerate_period),
             )
             .route("/relay/v1/admin/templates", get(templates::admin::list))
             .route(

@@ -4,8 +4,10 @@ use crate::registration::check_keys;
 use crate::{Relay, templates};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use ventana_core::pricing::PricingCategory;
 use ventana_core::protocol::{
-    Ciphertext, ClaimedKey, DeviceInfo, ErrorCode, Op, ProtocolError, Receipt, Reply, Submission,
+    Ciphertext, ClaimedKey, DeviceInfo, ErrorCode, Op, ProtocolError, Receipt, ReceiptStatus,
+    Reply, Submission,
 };
 use ventana_core::rules::{AccountKind, EnvelopeKind, RuleViolation};
 use ventana_core::template::TemplateHeader;
@@ -67,7 +69,7 @@ pub(crate) async fn handle(
     op: Op,
 ) -> Result<Reply, ProtocolError> {
     match op {
-        Op::Send(submission) => send(relay, me, device, submission).await,
+        Op::Send(submission) => send(relay, me, device, *submission).await,
         Op::Devices { account } => {
             may_reach(relay, me, &account, false).await?;
             let devices = known_devices(relay, &account).await?;
@@ -320,10 +322,28 @@ async fn send(
             if receipt.ids.is_empty() || receipt.ids.len() > MAX_RECEIPT_IDS {
                 return Err(bad("a receipt names 1 to 256 message ids"));
             }
+            if !receipt.pricing.is_empty() {
+                return Err(bad("only the relay prices a receipt's messages"));
+            }
+            let mut receipt = receipt.clone();
+            // A user's device reporting a business's message delivered (or read, which
+            // implies it) is the delivery that is charged: once, whoever reports it first.
+            if me.kind == AccountKind::User
+                && matches!(
+                    receipt.status,
+                    ReceiptStatus::Delivered | ReceiptStatus::Read
+                )
+            {
+                receipt.pricing = relay
+                    .store
+                    .meter_delivery(&submission.to, &me.address, &receipt.ids, UnixTime::now())
+                    .await
+                    .map_err(internal)?;
+            }
             EnvelopeBody::Shared(json(&StoredBody {
                 template: None,
                 ciphertext: None,
-                receipt: Some(receipt.clone()),
+                receipt: Some(receipt),
             })?)
         }
         _ => {
@@ -364,6 +384,11 @@ async fn send(
             wall: UnixTime::now(),
             resend: submission.resend,
             header: clear_header(&submission),
+            category: submission
+                .template
+                .as_ref()
+                .map_or(PricingCategory::Service, |t| t.category.into()),
+            manual: false,
         })
         .await
         .map_err(internal)?;
@@ -371,6 +396,7 @@ async fn send(
         // The recipient's devices are woken by the store's wake-up, on whichever node.
         Ok(accepted) => Ok(Reply::Sent {
             accepted_at: accepted.accepted_at,
+            pricing: accepted.pricing,
         }),
         Err(Refusal::UnknownRecipient) => Err(ProtocolError::new(
             ErrorCode::UnknownAccount,

@@ -165,6 +165,10 @@ pub struct NewSubmission {
     /// The clear header a resend must repeat: the kind, and the template a template message
     /// names (see [`NewSubmission::may_resend`]).
     pub header: String,
+    /// What a business's message is for pricing: its template's category, or `service`.
+    pub category: ventana_core::pricing::PricingCategory,
+    /// A small business's reply sent by hand: free whatever the policy.
+    pub manual: bool,
 }
 
 /// How often one accepted message may be resent (new encryptions for some of its
@@ -192,6 +196,8 @@ pub struct Accepted {
     pub devices: Vec<DeviceId>,
     /// True if this id had already been accepted with the same content.
     pub duplicate: bool,
+    /// A business's message to a user: how it would be priced were it delivered now.
+    pub pricing: Option<ventana_core::pricing::PricingNote>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,9 +258,10 @@ impl WakeReason {
 }
 
 /// The relay's whole store: the methods below and, in the same file or schema, the template
-/// registry ([`TemplateStore`](crate::TemplateStore)).
+/// registry ([`TemplateStore`](crate::TemplateStore)) and the billing ledger
+/// ([`LedgerStore`](crate::LedgerStore)).
 #[async_trait]
-pub trait RelayStore: crate::TemplateStore + Send + Sync {
+pub trait RelayStore: crate::TemplateStore + crate::LedgerStore + Send + Sync {
     /// Wake-ups from every node sharing this store: `accept` publishes `Envelopes` for each
     /// recipient device, `claim_pre_keys` `KeysClaimed` for each claimed device, and an
     /// unblocking `set_blocked` `Rescan` for each of the user's devices. A receiver that lags

@@ -142,6 +142,7 @@ impl Endpoint {
             meta,
             status: receipt.status,
             ids: messages.into_iter().map(|m| m.id).collect(),
+            pricing: receipt.pricing,
         };
         self.commit(event, Effects::default(), records, app)
             .await
@@ -225,6 +226,7 @@ impl Endpoint {
                 id: message.id.clone(),
                 to: meta.from.clone(),
                 outcome: Err(ProtocolError::new(ErrorCode::Undecryptable, reason)),
+                pricing: None,
             };
             // The failure is announced only if it moves the message's status: not after
             // another device of the recipient reported it delivered.
@@ -245,6 +247,7 @@ impl Endpoint {
             meta,
             status: ReceiptStatus::Retry,
             ids: messages.into_iter().map(|m| m.id).collect(),
+            pricing: Vec::new(),
         };
         let queued = self.commit(event, effects, records, app).await?;
         for resend in &queued {
@@ -367,6 +370,7 @@ impl Endpoint {
                         status: ReceiptStatus::Retry,
                         ids: vec![meta.id.clone()],
                         session: pre_key_session_id(ciphertext),
+                        pricing: Vec::new(),
                     },
                 )?;
                 let effects = Effects {
@@ -441,6 +445,7 @@ impl Endpoint {
                 status: ReceiptStatus::Delivered,
                 ids: vec![meta.id.clone()],
                 session: None,
+                pricing: Vec::new(),
             },
         )?;
         let effects = Effects {

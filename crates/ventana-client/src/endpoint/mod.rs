@@ -77,6 +77,9 @@ pub enum Inbound {
         meta: InboundMeta,
         status: ReceiptStatus,
         ids: Vec<MessageId>,
+        /// What the relay charged for each message (from its ledger), on a `delivered` or
+        /// `read` receipt to a business.
+        pricing: Vec<ventana_core::protocol::PricedMessage>,
     },
     /// Could not be decrypted or did not match its envelope; acknowledged so the queue moves.
     Undecryptable {
@@ -101,6 +104,8 @@ pub struct Settlement {
     pub id: MessageId,
     pub to: PhoneNumber,
     pub outcome: Result<UnixTime, ProtocolError>,
+    /// A business's message accepted: how the relay prices it, were it delivered now.
+    pub pricing: Option<ventana_core::pricing::PricingNote>,
 }
 
 /// What the host application adds to the engine. An error from `inbound` or `settled`

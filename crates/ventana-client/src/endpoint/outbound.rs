@@ -8,6 +8,7 @@ use crate::ClientError;
 use crate::link::LinkError;
 use std::collections::HashMap;
 use ventana_core::payload::{Content, Header, Payload};
+use ventana_core::pricing::PricingNote;
 use ventana_core::protocol::{
     ClaimedKey, DeviceCopy, DeviceInfo, ErrorCode, Op, ProtocolError, Receipt, ReceiptStatus,
     Reply, Submission,
@@ -188,7 +189,7 @@ impl Endpoint {
             "the recipient's devices keep changing",
         );
         Ok(self
-            .settle(&payload.header.id, to, Err(error), app, caller, 0)
+            .settle(&payload.header.id, to, (Err(error), None), app, caller, 0)
             .await?)
     }
 
@@ -420,9 +421,12 @@ impl Endpoint {
             return self.submit_receipt(queued).await;
         }
         let row = &queued.row;
-        let op = Op::Send(queued.submission.clone());
+        let op = Op::Send(Box::new(queued.submission.clone()));
         let outcome = match self.link.request(op, SUBMIT_WAIT).await {
-            Ok(Reply::Sent { accepted_at }) => Ok(accepted_at),
+            Ok(Reply::Sent {
+                accepted_at,
+                pricing,
+            }) => Ok((accepted_at, pricing)),
             Err(LinkError::Refused(e)) if e.code == ErrorCode::StaleDevices => {
                 return Ok(Submitted::Refused(e));
             }
@@ -433,17 +437,28 @@ impl Endpoint {
             }
             Err(_) => return Ok(Submitted::Pending),
         };
-        self.settle(&row.id, &row.to, outcome, app, caller, row.attempt)
-            .await
+        let (outcome, pricing) = match outcome {
+            Ok((at, pricing)) => (Ok(at), pricing),
+            Err(e) => (Err(e), None),
+        };
+        self.settle(
+            &row.id,
+            &row.to,
+            (outcome, pricing),
+            app,
+            caller,
+            row.attempt,
+        )
+        .await
     }
 
     /// Hands a queued receipt to the relay. A receipt only has to reach it: accepted, or
     /// refused (the peer blocked us, or is gone) and dropped, it is settled either way.
     async fn submit_receipt(&self, queued: &Queued) -> Result<Submitted, ClientError> {
         let row = &queued.row;
-        let op = Op::Send(queued.submission.clone());
+        let op = Op::Send(Box::new(queued.submission.clone()));
         let submitted = match self.link.request(op, SUBMIT_WAIT).await {
-            Ok(Reply::Sent { accepted_at }) => Submitted::Accepted(accepted_at),
+            Ok(Reply::Sent { accepted_at, .. }) => Submitted::Accepted(accepted_at),
             Err(LinkError::Refused(e)) => {
                 tracing::debug!(id = %row.id, error = %e, "a receipt was refused");
                 Submitted::Refused(e)
@@ -482,7 +497,7 @@ impl Endpoint {
         &self,
         id: &MessageId,
         to: &PhoneNumber,
-        outcome: Result<UnixTime, ProtocolError>,
+        (outcome, pricing): (Result<UnixTime, ProtocolError>, Option<PricingNote>),
         app: &dyn Application,
         caller: Caller,
         attempt: u32,
@@ -491,6 +506,7 @@ impl Endpoint {
             id: id.clone(),
             to: to.clone(),
             outcome,
+            pricing,
         };
         let mut records = Vec::new();
         if attempt == 0 {
@@ -633,8 +649,15 @@ impl Endpoint {
                 ErrorCode::Internal,
                 "the message is no longer in the history",
             );
-            self.settle(&row.id, &row.to, Err(error), app, Caller::Background, 0)
-                .await?;
+            self.settle(
+                &row.id,
+                &row.to,
+                (Err(error), None),
+                app,
+                Caller::Background,
+                0,
+            )
+            .await?;
             return Ok(());
         };
         lock(&self.peers).remove(&row.to);
@@ -648,8 +671,15 @@ impl Endpoint {
             ),
             Err(SendError::Client(e)) => return Err(e),
         };
-        self.settle(&row.id, &row.to, Err(refusal), app, Caller::Background, 0)
-            .await?;
+        self.settle(
+            &row.id,
+            &row.to,
+            (Err(refusal), None),
+            app,
+            Caller::Background,
+            0,
+        )
+        .await?;
         Ok(())
     }
 
@@ -682,6 +712,7 @@ impl Endpoint {
                 status,
                 ids,
                 session: None,
+                pricing: Vec::new(),
             },
         )?;
         self.store

@@ -7,6 +7,7 @@
 
 use crate::graph::error::GraphError;
 use serde_json::{Map, Value, json};
+use ventana_core::pricing::PricingNote;
 use ventana_core::protocol::TemplateEventInfo;
 use ventana_core::{CloudError, MessageId, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
 
@@ -85,25 +86,6 @@ impl<'a> From<&'a GraphError> for StatusError<'a> {
     }
 }
 
-/// The per-message pricing (PMP) object of a status: `category` is the template category
-/// (`service` for free-form messages), `pricing_type` depends on the window
-/// (`regular`, `free_customer_service`, `free_entry_point`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pricing<'a> {
-    pub(crate) billable: bool,
-    pub(crate) category: &'a str,
-    pub(crate) pricing_type: &'a str,
-}
-
-impl Pricing<'static> {
-    /// A free-form message inside the customer-service window: free, hence not billable.
-    pub(crate) const FREE_SERVICE: Self = Self {
-        billable: false,
-        category: "service",
-        pricing_type: "free_customer_service",
-    };
-}
-
 /// What a user sent, as the Cloud API's inbound message types.
 pub(crate) enum InboundContent<'a> {
     Text(&'a str),
@@ -146,16 +128,18 @@ pub(crate) fn inbound_message(
     envelope(ctx, from, "messages", message)
 }
 
-/// A status of an outbound message to `recipient`. `pricing` goes on every status but
-/// `failed`, which carries its error instead; `biz_opaque_callback_data` is echoed from the
-/// send request.
+/// A status of an outbound message to `recipient`. `pricing` (as the relay decided it: on
+/// `sent` as the message would be charged, on `delivered` and `read` from its ledger entry)
+/// goes on every status but `failed`, which carries its error instead; under conversation
+/// pricing with its `conversation`. `biz_opaque_callback_data` is echoed from the send
+/// request.
 pub(crate) fn status(
     ctx: &WebhookContext,
     recipient: WebhookContact<'_>,
     id: &MessageId,
     status: DeliveryStatus<'_>,
     timestamp: UnixTime,
-    pricing: Pricing<'_>,
+    pricing: Option<&PricingNote>,
     biz_opaque_callback_data: Option<&str>,
 ) -> Value {
     let mut item = Map::new();
@@ -181,15 +165,27 @@ pub(crate) fn status(
             );
         }
         DeliveryStatus::Sent | DeliveryStatus::Delivered | DeliveryStatus::Read => {
-            item.insert(
-                "pricing".into(),
-                json!({
-                    "billable": pricing.billable,
-                    "pricing_model": "PMP",
-                    "category": pricing.category,
-                    "type": pricing.pricing_type,
-                }),
-            );
+            if let Some(pricing) = pricing {
+                if let Some(c) = &pricing.conversation {
+                    item.insert(
+                        "conversation".into(),
+                        json!({
+                            "id": c.id,
+                            "expiration_timestamp": c.expires_at.0.to_string(),
+                            "origin": { "type": c.origin.as_str() },
+                        }),
+                    );
+                }
+                item.insert(
+                    "pricing".into(),
+                    json!({
+                        "billable": pricing.billable,
+                        "pricing_model": pricing.model.webhook_name(),
+                        "category": pricing.category.as_str(),
+                        "type": pricing.pricing_type.as_str(),
+                    }),
+                );
+            }
         }
     }
     envelope(ctx, recipient, "statuses", Value::Object(item))
@@ -286,6 +282,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use ventana_core::pricing::{ConversationNote, Model, PricingCategory, PricingType};
 
     const IN: &str = "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTdC";
     const OUT: &str = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI5QUNG";
@@ -401,6 +398,50 @@ mod tests {
         );
     }
 
+    fn free_service() -> PricingNote {
+        PricingNote {
+            billable: false,
+            model: Model::PerMessage2025,
+            category: PricingCategory::Service,
+            pricing_type: PricingType::FreeCustomerService,
+            conversation: None,
+        }
+    }
+
+    #[test]
+    fn a_conversation_priced_status_carries_its_conversation() {
+        let user = user();
+        let note = PricingNote {
+            billable: true,
+            model: Model::Conversation2022,
+            category: PricingCategory::Marketing,
+            pricing_type: PricingType::Regular,
+            conversation: Some(ConversationNote {
+                id: "0123456789abcdef0123456789abcdef".into(),
+                origin: PricingCategory::Marketing,
+                expires_at: UnixTime(1750086401),
+            }),
+        };
+        let event = status(
+            &ctx(),
+            contact(&user),
+            &OUT.parse().unwrap(),
+            DeliveryStatus::Sent,
+            UnixTime(1750000001),
+            Some(&note),
+            None,
+        );
+        let item = &event["entry"][0]["changes"][0]["value"]["statuses"][0];
+        assert_eq!(
+            item["pricing"],
+            json!({"billable": true, "pricing_model": "CBP", "category": "marketing", "type": "regular"})
+        );
+        assert_eq!(
+            item["conversation"],
+            json!({"id": "0123456789abcdef0123456789abcdef", "expiration_timestamp": "1750086401", "origin": {"type": "marketing"}})
+        );
+    }
+
     #[test]
     fn a_delivered_status_has_pmp_pricing_and_the_callback_data() {
         let user = user();
@@ -410,7 +451,7 @@ mod tests {
             &OUT.parse().unwrap(),
             DeliveryStatus::Delivered,
             UnixTime(1750000001),
-            Pricing::FREE_SERVICE,
+            Some(&free_service()),
             Some("order-42"),
         );
         assert_eq!(
@@ -444,7 +485,7 @@ mod tests {
             &OUT.parse().unwrap(),
             DeliveryStatus::Failed(error),
             UnixTime(1750000002),
-            Pricing::FREE_SERVICE,
+            Some(&free_service()),
             None,
         );
         assert_eq!(
@@ -494,7 +535,7 @@ mod tests {
             &OUT.parse().unwrap(),
             DeliveryStatus::Failed(reported),
             UnixTime(1),
-            Pricing::FREE_SERVICE,
+            Some(&free_service()),
             None,
         );
         let error = &event["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"][0];
@@ -519,7 +560,7 @@ mod tests {
                 &OUT.parse().unwrap(),
                 delivery,
                 UnixTime(1),
-                Pricing::FREE_SERVICE,
+                Some(&free_service()),
                 None,
             );
             let item = &event["entry"][0]["changes"][0]["value"]["statuses"][0];

@@ -433,17 +433,66 @@ pub(crate) use template_store;
 macro_rules! ledger_store {
     ($store:ty) => {
         const _: () = {
-            use ventana_core::WabaId;
             use ventana_core::pricing::{Charge, LedgerEntry};
+            use ventana_core::protocol::PricedMessage;
+            use ventana_core::{MessageId, PhoneNumber, UnixTime, WabaId};
             use $crate::StoreResult;
-            use $crate::ledger::{Appended, LedgerStore};
-            use $crate::units::relay::ledger;
+            use $crate::ledger::{Appended, LedgerStore, PolicyAdded, PolicyVersion};
+            use $crate::units::relay::{billing, ledger};
 
             #[::async_trait::async_trait]
             impl LedgerStore for $store {
                 async fn append_charge(&self, charge: Charge) -> StoreResult<Appended> {
                     self.db
                         .unit(async move |tx| ledger::append_charge(tx, &charge).await)
+                        .await
+                }
+
+                async fn add_policy(&self, text: &str, at: UnixTime) -> StoreResult<PolicyAdded> {
+                    let text = text.to_owned();
+                    self.db
+                        .unit(async move |tx| billing::add_policy(tx, &text, at).await)
+                        .await
+                }
+
+                async fn policy_versions(&self) -> StoreResult<Vec<PolicyVersion>> {
+                    self.db
+                        .read_unit(async move |tx| billing::policies(tx).await)
+                        .await
+                }
+
+                async fn meter_delivery(
+                    &self,
+                    business: &PhoneNumber,
+                    user: &PhoneNumber,
+                    ids: &[MessageId],
+                    wall: UnixTime,
+                ) -> StoreResult<Vec<PricedMessage>> {
+                    let (business, user, ids) = (business.clone(), user.clone(), ids.to_vec());
+                    self.db
+                        .unit(async move |tx| {
+                            billing::meter(tx, &business, &user, &ids, wall).await
+                        })
+                        .await
+                }
+
+                async fn ledger_between(
+                    &self,
+                    waba: &WabaId,
+                    from: UnixTime,
+                    until: UnixTime,
+                ) -> StoreResult<Vec<LedgerEntry>> {
+                    let waba = waba.clone();
+                    self.db
+                        .read_unit(async move |tx| {
+                            ledger::delivered_between(tx, &waba, from, until).await
+                        })
+                        .await
+                }
+
+                async fn ledger_businesses(&self) -> StoreResult<Vec<WabaId>> {
+                    self.db
+                        .read_unit(async move |tx| ledger::businesses(tx).await)
                         .await
                 }
 

@@ -49,6 +49,7 @@ fn charge(business: u32, message: u32, amount: i64) -> Charge {
         amount: Amount(amount),
         currency: "USD".into(),
         precision: 4,
+        conversation_id: None,
     }
 }
 

@@ -82,7 +82,9 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
                 Some(Inbound::Undecryptable { meta, reason }) if meta.from == business => {
                     println!("  them: (a message that cannot be shown: {reason})");
                 }
-                Some(Inbound::Receipt { meta, status, ids }) if meta.from == business => {
+                Some(Inbound::Receipt {
+                    meta, status, ids, ..
+                }) if meta.from == business => {
                     println!("        ({} {})", status.as_str(), ids.len());
                 }
                 Some(_) => {}

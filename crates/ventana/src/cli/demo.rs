@@ -192,13 +192,19 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
         .send_receipt(&shop, ReceiptStatus::Read, vec![reply_id.parse()?])
         .await?;
     let mut statuses = Vec::new();
+    let mut pricing = Value::Null;
     while statuses.len() < 3 {
         let event = next_webhook(&mut hooks, "status").await?;
-        if let Some(status) = value_of(&event)["statuses"][0]["status"].as_str() {
-            statuses.push(status.to_owned());
+        let status = &value_of(&event)["statuses"][0];
+        if let Some(name) = status["status"].as_str() {
+            statuses.push(name.to_owned());
+            if name == "delivered" {
+                pricing = status["pricing"].clone();
+            }
         }
     }
     println!("   status webhooks: {}", statuses.join(" → "));
+    println!("   a reply inside the 24-hour window is free: \"pricing\": {pricing}");
 
     // 3. The 24-hour window, on the sandbox test clock.
     admin
@@ -233,6 +239,8 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
     )
     .await?;
 
+    invoice(&admin).await?;
+
     if keep {
         println!(
             "\nThe node keeps running. Try the API:\n  curl -s {url}/v23.0/{PHONE_NUMBER_ID}/messages -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n    -d '{{\"messaging_product\":\"whatsapp\",\"to\":\"{USER}\",\"type\":\"text\",\"text\":{{\"body\":\"hi\"}}}}'\nAdmin token: {admin_token}\nCtrl-C to stop."
@@ -247,6 +255,50 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
     println!(
         "\ndone: messages went both ways end-to-end encrypted; the relay stored only ciphertext."
     );
+    Ok(())
+}
+
+/// The month's invoice of the demo business, from the billing ledger.
+async fn invoice(admin: &AdminClient) -> Result<()> {
+    let clock = admin
+        .call(
+            Method::GET,
+            &format!("/relay/v1/admin/businesses/{WABA}/clock"),
+            None,
+        )
+        .await?;
+    let month = ventana_core::pricing::Month::of(UnixTime(clock["now"].as_i64().context("clock")?));
+    let usage = admin
+        .get(
+            &format!("/relay/v1/admin/billing/businesses/{WABA}/usage"),
+            &[("period", month.to_string())],
+        )
+        .await?;
+    println!(
+        "\n5. The month's invoice (ventana billing invoice --waba-id {WABA} --period {month}):"
+    );
+    for currency in usage["currencies"].as_array().into_iter().flatten() {
+        let code = currency["currency"].as_str().unwrap_or_default();
+        for line in currency["lines"].as_array().into_iter().flatten() {
+            println!(
+                "   {:<10} to {}  {} × {} = {} {code}",
+                line["category"].as_str().unwrap_or_default(),
+                line["country"].as_str().unwrap_or_default(),
+                line["messages"],
+                line["rate"].as_str().unwrap_or_default(),
+                line["amount"].as_str().unwrap_or_default(),
+            );
+        }
+        let free = currency["by_type"]["free_customer_service"]["messages"]
+            .as_u64()
+            .unwrap_or(0);
+        println!(
+            "   total {} {code} for {} delivered messages ({free} free inside the window), policy {}",
+            currency["total"].as_str().unwrap_or_default(),
+            currency["messages"],
+            currency["policy_versions"]
+        );
+    }
     Ok(())
 }
 

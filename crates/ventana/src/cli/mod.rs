@@ -1,6 +1,7 @@
 //! Subcommands. Every non-interactive command takes `--json` for machine-readable output.
 
 mod admin;
+mod billing;
 mod chat;
 mod demo;
 mod schedules;
@@ -39,6 +40,8 @@ enum Command {
     },
     /// Operator commands, through a running node's admin API.
     Admin(admin::AdminArgs),
+    /// Billing: usage, invoices, verifying the ledger, what-if re-rating, policy versions.
+    Billing(billing::BillingArgs),
     /// End-user commands for one device kept in a local directory.
     User(user::UserArgs),
     /// A business's scheduled sends: list and cancel, with its access token.
@@ -68,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { keep } => demo::run(keep).await,
         Command::Admin(args) => admin::run(&config, args).await,
+        Command::Billing(args) => billing::run(&config, args).await,
         Command::User(args) => user::run(&config, args).await,
         Command::Chat(args) => chat::run(&config, args).await,
         Command::Schedules(args) => schedules::run(&config, args).await,

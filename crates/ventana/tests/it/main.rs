@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod bad_input;
+mod billing;
 mod cli;
 mod cluster;
 mod conversation;

@@ -23,6 +23,7 @@ const MIGRATIONS: &[Migration] = migrations!(
     "0003_template_envelopes",
     "0004_resends",
     "0005_ledger",
+    "0006_billing",
 );
 
 /// The relay's store in one schema of a PostgreSQL database, shared by every relay node.

@@ -20,6 +20,7 @@ const MIGRATIONS: &[Migration] = migrations!(
     "0005_user_address",
     "0006_unclaimed_index",
     "0007_ledger",
+    "0008_billing",
 );
 
 /// The relay's store in one SQLite file.

@@ -1,8 +1,10 @@
 //! Accepting submissions under the rules, the per-device queues, and blocking.
 
+use super::billing;
 use super::directory::{account, business_clock, devices, lock_account};
 use crate::relay::{Accepted, BusinessPair, NewSubmission, Refusal, StoredEnvelope, WakeReason};
 use crate::sql::{Sql, Tx, TxResult, args, backend, big};
+use ventana_core::pricing::WindowState;
 use ventana_core::rules::{
     self, AccountKind, ContactOrigin, EnvelopeKind, RuleViolation, SendDecision, ServiceWindow,
 };
@@ -64,10 +66,17 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
                 .into_iter()
                 .map(|d| d.device_id)
                 .collect();
+            let pricing = match billing::inputs_of(tx, &s.sender, &s.recipient, &s.id).await? {
+                Some(inputs) => {
+                    billing::prospect(tx, &inputs, &s.recipient, &s.id, accepted_at).await?
+                }
+                None => None,
+            };
             return Ok(Ok(Accepted {
                 accepted_at,
                 devices,
                 duplicate: true,
+                pricing,
             }));
         }
         if !s.may_resend(row.text(2)?, row.text(3)?, row.int(4)?) {
@@ -93,6 +102,7 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
             accepted_at,
             devices: queued,
             duplicate: false,
+            pricing: None,
         }));
     }
 
@@ -134,9 +144,10 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
     };
 
     if let SendDecision::DeliverAndRecord(rel) = decision {
-        let pair =
-            pair.ok_or_else(|| backend("the rules recorded a relationship without a business"))?;
-        record_relationship(tx, &pair, &rel, existing.is_none()).await?;
+        let pair = pair
+            .as_ref()
+            .ok_or_else(|| backend("the rules recorded a relationship without a business"))?;
+        record_relationship(tx, pair, &rel, existing.is_none()).await?;
     }
 
     queue_copies(tx, s, now, copies).await?;
@@ -153,10 +164,31 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
         ],
     )
     .await?;
+    // A business's message to a user is priced on delivery, from what it is now.
+    let mut pricing = None;
+    if let Some(pair) = &pair
+        && pair.business.address == s.sender
+        && let Some(waba) = &pair.business.waba_id
+    {
+        let window = match &existing {
+            Some(rel) if rel.window.is_open(now) => WindowState::Open,
+            _ => WindowState::Closed,
+        };
+        let inputs = billing::Inputs {
+            waba: waba.clone(),
+            category: s.category,
+            template: s.kind == EnvelopeKind::Template,
+            window,
+            manual: s.manual,
+        };
+        billing::record_inputs(tx, &s.sender, &s.id, &inputs).await?;
+        pricing = billing::prospect(tx, &inputs, &s.recipient, &s.id, now).await?;
+    }
     Ok(Ok(Accepted {
         accepted_at: now,
         devices: device_ids,
         duplicate: false,
+        pricing,
     }))
 }
 

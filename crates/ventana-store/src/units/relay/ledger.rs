@@ -7,18 +7,18 @@
 
 use crate::ledger::Appended;
 use crate::sql::{Row, Tx, TxResult, args, backend, big};
-use ventana_core::WabaId;
 use ventana_core::pricing::ledger::EntryHash;
 use ventana_core::pricing::{
     Charge, LedgerEntry, Model, PricingCategory, PricingType, WindowState,
 };
+use ventana_core::{MessageId, UnixTime, WabaId};
 
 /// An entry's columns, read by [`entry_from_row`].
 macro_rules! entry_columns {
     () => {
         "SELECT waba_id, seq, message_id, destination, delivered_at, policy_version, model,
                 category, template, window_state, pricing_type, manual, rate, amount, currency,
-                precision_digits, prev_hash, hash
+                precision_digits, prev_hash, hash, conversation_id
          FROM ledger"
     };
 }
@@ -51,8 +51,9 @@ pub(crate) async fn append_charge(tx: &mut impl Tx, charge: &Charge) -> TxResult
         "INSERT INTO ledger
              (waba_id, seq, message_id, destination, delivered_at, policy_version, model,
               category, template, window_state, pricing_type, manual, rate, amount, currency,
-              precision_digits, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+              precision_digits, prev_hash, hash, conversation_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                 $19)",
         args![
             waba,
             big(entry.seq)?,
@@ -72,10 +73,56 @@ pub(crate) async fn append_charge(tx: &mut impl Tx, charge: &Charge) -> TxResult
             i64::from(c.precision),
             &entry.prev_hash[..],
             &entry.hash[..],
+            c.conversation_id.as_deref(),
         ],
     )
     .await?;
     Ok(Appended::New(entry))
+}
+
+/// The business's entries delivered in `[from, until)`, in order.
+pub(crate) async fn delivered_between(
+    tx: &mut impl Tx,
+    waba: &WabaId,
+    from: UnixTime,
+    until: UnixTime,
+) -> TxResult<Vec<LedgerEntry>> {
+    let rows = tx
+        .query(
+            concat!(
+                entry_columns!(),
+                " WHERE waba_id = $1 AND delivered_at >= $2 AND delivered_at < $3 ORDER BY seq"
+            ),
+            args![waba.as_str(), from, until],
+        )
+        .await?;
+    rows.iter().map(entry_from_row).collect()
+}
+
+/// The entry of one message, if it was charged.
+pub(crate) async fn entry_of(
+    tx: &mut impl Tx,
+    waba: &WabaId,
+    message: &MessageId,
+) -> TxResult<Option<LedgerEntry>> {
+    let row = tx
+        .query_opt(
+            concat!(entry_columns!(), " WHERE waba_id = $1 AND message_id = $2"),
+            args![waba.as_str(), message.as_str()],
+        )
+        .await?;
+    row.as_ref().map(entry_from_row).transpose()
+}
+
+/// Every business with a ledger entry.
+pub(crate) async fn businesses(tx: &mut impl Tx) -> TxResult<Vec<WabaId>> {
+    let rows = tx
+        .query(
+            "SELECT DISTINCT waba_id FROM ledger ORDER BY waba_id",
+            args![],
+        )
+        .await?;
+    rows.iter().map(|row| row.parsed(0)).collect()
 }
 
 pub(crate) async fn entries(
@@ -125,6 +172,7 @@ fn entry_from_row(row: &Row) -> TxResult<LedgerEntry> {
             amount: ventana_core::pricing::Amount(row.int(13)?),
             currency: row.string(14)?,
             precision: row.unsigned(15)?,
+            conversation_id: row.string_opt(18)?,
         },
         prev_hash: hash(row, 16)?,
         hash: hash(row, 17)?,

@@ -14,7 +14,8 @@ pub(super) async fn a_user_message_creates_the_contact_and_reaches_every_device(
         Accepted {
             accepted_at: UnixTime(1000),
             devices: vec![DeviceId(1), DeviceId(2)],
-            duplicate: false
+            duplicate: false,
+            pricing: None,
         }
     );
 

@@ -2,6 +2,7 @@
 //! acceptance, the queues, blocking. The relay's `TemplateStore` is in `templates`.
 
 use crate::{mid, phone, waba};
+use ventana_core::pricing::PricingCategory;
 use ventana_core::protocol::SignedKey;
 use ventana_core::rules::{AccountKind, EnvelopeKind, RuleViolation, WINDOW_SECS};
 use ventana_core::{BusinessClock, DeviceId, PhoneNumber, UnixTime};
@@ -168,6 +169,8 @@ fn submission(
         wall: UnixTime(wall),
         resend: false,
         header: kind.as_str().into(),
+        category: PricingCategory::Service,
+        manual: false,
     }
 }
 

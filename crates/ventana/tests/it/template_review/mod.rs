@@ -282,7 +282,7 @@ impl Link {
             receipt: None,
             resend: false,
         };
-        self.ask(Op::Send(submission)).await
+        self.ask(Op::Send(Box::new(submission))).await
     }
 
     async fn next_envelope(&mut self) -> Envelope {

@@ -1,0 +1,47 @@
+-- Pricing policy versions: every version the operator loaded, kept with its effective time.
+-- A message is rated by the newest version in force when it was delivered; a version is
+-- never changed once loaded (a change is a new version).
+CREATE TABLE policy_versions (
+    seq            BIGSERIAL PRIMARY KEY,
+    version        TEXT NOT NULL UNIQUE,
+    effective_from BIGINT NOT NULL,
+    digest         TEXT NOT NULL,
+    text           TEXT NOT NULL,
+    loaded_at      BIGINT NOT NULL
+);
+CREATE INDEX policy_versions_effective ON policy_versions (effective_from, seq);
+
+-- What a business message is for pricing, fixed when it is accepted (the window as it stood
+-- then): business messages to users only.
+ALTER TABLE submissions ADD COLUMN waba_id TEXT;
+ALTER TABLE submissions ADD COLUMN category TEXT;
+ALTER TABLE submissions ADD COLUMN template BOOLEAN;
+ALTER TABLE submissions ADD COLUMN window_state TEXT;
+ALTER TABLE submissions ADD COLUMN manual BOOLEAN;
+
+ALTER TABLE ledger ADD COLUMN conversation_id TEXT;
+CREATE INDEX ledger_delivered ON ledger (waba_id, delivered_at);
+
+-- Usage per business, month and category, counted as entries are appended, so rating reads
+-- one row set instead of the month's entries: messages counted toward tiers and bands, and
+-- conversations opened.
+CREATE TABLE billing_usage (
+    waba_id  TEXT NOT NULL,
+    month    TEXT NOT NULL,
+    category TEXT NOT NULL,
+    counted  BIGINT NOT NULL,
+    opened   BIGINT NOT NULL,
+    PRIMARY KEY (waba_id, month, category)
+);
+
+-- conversation_2022: the conversations opened, by customer and category.
+CREATE TABLE conversations (
+    waba_id      TEXT NOT NULL,
+    user_address TEXT NOT NULL,
+    category     TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    opened_at    BIGINT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    PRIMARY KEY (waba_id, user_address, category, opened_at)
+);
+CREATE UNIQUE INDEX conversations_id ON conversations (waba_id, id);

@@ -1,0 +1,288 @@
+//! Billing through the real path: a free reply inside the window, a utility template inside
+//! it, a marketing template outside it charged once however often its delivery is reported,
+//! the status webhooks' `pricing` agreeing with the ledger, the month's usage, policy
+//! versions, verification (and tampering caught), and what-if re-rating.
+
+use crate::harness::*;
+use crate::template_send::{approved_template, send, shipping_confirmation, shipping_send};
+use reqwest::Method;
+use serde_json::{Value, json};
+use ventana_core::MessageId;
+use ventana_core::protocol::ReceiptStatus;
+
+/// A marketing template with one variable.
+fn winter_sale() -> Value {
+    json!({
+        "name": "winter_sale",
+        "language": "en_US",
+        "category": "MARKETING",
+        "components": [
+            {"type": "BODY",
+             "text": "Hello {{1}}, our winter collection is here with new coats, boots and scarves for the whole family.",
+             "example": {"body_text": [["Ana"]]}}
+        ]
+    })
+}
+
+fn winter_send(to: &ventana_core::PhoneNumber) -> Value {
+    json!({
+        "messaging_product": "whatsapp",
+        "to": to.digits(),
+        "type": "template",
+        "template": {
+            "name": "winter_sale",
+            "language": {"code": "en_US"},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}]
+        }
+    })
+}
+
+/// Every-message pricing for the what-if: marketing at 0.0300, free-form at 0.0010.
+const EVERY_MESSAGE: &str = r#"
+version = "what-if-every-message"
+effective_from = "2030-01-01T00:00:00Z"
+model = "every_message"
+currency = "USD"
+precision = 4
+
+[rates.default]
+marketing = "0.0300"
+utility = "0.0040"
+authentication = "0.0035"
+service = "0.0010"
+"#;
+
+async fn upload_policy(node: &Node, text: &str) -> (u16, Value) {
+    let response = node
+        .http
+        .post(format!("{}/relay/v1/admin/billing/policies", node.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(text.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn pricing_of(status: &Value) -> Value {
+    status["statuses"][0]["pricing"].clone()
+}
+
+#[tokio::test]
+async fn charges_follow_the_window_and_the_category_once_per_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("node")).await;
+    billing(&node, tmp.path(), "7101").await;
+    node.stop().await;
+
+    // An edit of one amount in the file is caught by `verify`, at that entry.
+    let relay_db = tmp.path().join("node/relay.db");
+    let db = rusqlite::Connection::open(&relay_db).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE ledger SET amount = 1 WHERE waba_id = '7101' AND category = 'marketing'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    let node = Node::start(&tmp.path().join("node")).await;
+    let (status, verified) = node
+        .admin(Method::GET, "/relay/v1/admin/billing/verify", None)
+        .await;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["ok"], false, "{verified}");
+    let business = &verified["businesses"][0];
+    assert_eq!(business["waba_id"], "7101");
+    assert_eq!(business["broken_link"]["seq"], 3, "{verified}");
+    assert!(
+        business["broken_link"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("changed"),
+        "{verified}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn charges_follow_the_window_and_the_category_on_postgresql_too() {
+    let Some(db) = Database::create().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start_on(&tmp.path().join("node"), Some(&db.url)).await;
+    billing(&node, tmp.path(), "7102").await;
+    node.stop().await;
+}
+
+async fn billing(node: &Node, tmp: &std::path::Path, waba: &str) {
+    let mut shop = Business::create(
+        node,
+        waba,
+        &format!("4{waba}"),
+        &format!("1555000{waba}"),
+        true,
+    )
+    .await;
+    let mut ana = Device::register(node, &tmp.join("ana"), &format!("3460000{waba}"), "Ana").await;
+    approved_template(node, &shop, waba, shipping_confirmation()).await;
+    approved_template(node, &shop, waba, winter_sale()).await;
+
+    // A fresh node runs the example per-message policy.
+    let (status, policies) = node
+        .admin(Method::GET, "/relay/v1/admin/billing/policies", None)
+        .await;
+    assert_eq!(status, 200, "{policies}");
+    assert_eq!(policies["in_force"], "example-per-message-2025");
+
+    // Inside the window: a free-form reply and a utility template are free.
+    ana.send(&shop.number, "Is my order on its way?").await;
+    shop.next_message().await;
+    let (status, reply) = shop
+        .send_text(node, &ana.phone, "Yes, it ships today")
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let reply_id = reply["messages"][0]["id"].as_str().unwrap().to_owned();
+    let free_service = json!({"billable": false, "pricing_model": "PMP", "category": "service", "type": "free_customer_service"});
+    assert_eq!(
+        pricing_of(&shop.wait_status(&reply_id, "sent").await),
+        free_service
+    );
+    assert_eq!(
+        pricing_of(&shop.wait_status(&reply_id, "delivered").await),
+        free_service
+    );
+    ana.next_message().await;
+
+    let (status, utility) = send(node, &shop, &shipping_send(&ana.phone, "A-1", "Ana")).await;
+    assert_eq!(status, 200, "{utility}");
+    let utility_id = utility["messages"][0]["id"].as_str().unwrap().to_owned();
+    let free_utility = json!({"billable": false, "pricing_model": "PMP", "category": "utility", "type": "free_customer_service"});
+    assert_eq!(
+        pricing_of(&shop.wait_status(&utility_id, "delivered").await),
+        free_utility
+    );
+    ana.next_message().await;
+
+    // Outside the window, a marketing template is charged: 0.0250 USD on the example card.
+    let (status, _) = node.advance_clock(waba, 25 * 3600).await;
+    assert_eq!(status, 200);
+    let (status, sent) = send(node, &shop, &winter_send(&ana.phone)).await;
+    assert_eq!(status, 200, "{sent}");
+    let promo_id = sent["messages"][0]["id"].as_str().unwrap().to_owned();
+    let charged = json!({"billable": true, "pricing_model": "PMP", "category": "marketing", "type": "regular"});
+    assert_eq!(
+        pricing_of(&shop.wait_status(&promo_id, "sent").await),
+        charged
+    );
+    assert_eq!(
+        pricing_of(&shop.wait_status(&promo_id, "delivered").await),
+        charged
+    );
+    ana.next_message().await;
+
+    // Reported delivered again, and read: the same pricing, and still one charge.
+    let promo: MessageId = promo_id.parse().unwrap();
+    for receipt in [ReceiptStatus::Delivered, ReceiptStatus::Read] {
+        ana.endpoint
+            .send_receipt(&shop.number, receipt, vec![promo.clone()])
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        pricing_of(&shop.wait_status(&promo_id, "read").await),
+        charged
+    );
+
+    // The month's usage: three messages, one charged.
+    let (_, clock) = node
+        .admin(
+            Method::GET,
+            &format!("/relay/v1/admin/businesses/{waba}/clock"),
+            None,
+        )
+        .await;
+    let month =
+        ventana_core::pricing::Month::of(ventana_core::UnixTime(clock["now"].as_i64().unwrap()));
+    let (status, usage) = node
+        .admin(
+            Method::GET,
+            &format!("/relay/v1/admin/billing/businesses/{waba}/usage?period={month}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{usage}");
+    let usd = &usage["currencies"][0];
+    assert_eq!(usd["currency"], "USD");
+    assert_eq!(usd["messages"], 3, "{usage}");
+    assert_eq!(
+        (usd["total"].as_str(), usd["total_minor"].as_i64()),
+        (Some("0.0250"), Some(250))
+    );
+    assert_eq!(
+        usd["by_category"]["marketing"],
+        json!({"messages": 1, "amount": "0.0250", "amount_minor": 250})
+    );
+    assert_eq!(usd["by_type"]["free_customer_service"]["messages"], 2);
+    assert_eq!(usd["by_country"]["ES"]["messages"], 3);
+    assert_eq!(
+        usd["lines"],
+        json!([{"category": "marketing", "country": "ES", "rate": "0.0250", "messages": 1, "amount": "0.0250", "amount_minor": 250}])
+    );
+    assert_eq!(usd["policy_versions"], json!(["example-per-message-2025"]));
+
+    // The chain holds and every amount recomputes.
+    let (_, verified) = node
+        .admin(Method::GET, "/relay/v1/admin/billing/verify", None)
+        .await;
+    assert_eq!(verified["ok"], true, "{verified}");
+
+    // What if every message were charged: nothing is written, the old total stands.
+    let (status, uploaded) = upload_policy(node, EVERY_MESSAGE).await;
+    assert_eq!(status, 200, "{uploaded}");
+    assert_eq!(uploaded["added"], true);
+    let (status, again) = upload_policy(node, EVERY_MESSAGE).await;
+    assert_eq!((status, &again["added"]), (200, &json!(false)));
+    let (status, clash) = upload_policy(node, &EVERY_MESSAGE.replace("0.0300", "0.0301")).await;
+    assert_eq!(status, 409, "{clash}");
+    let (status, bad) =
+        upload_policy(node, &EVERY_MESSAGE.replace("\"0.0300\"", "\"0.03001\"")).await;
+    assert_eq!(status, 400, "{bad}");
+    let message = bad["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 9") && message.contains("rates.default.marketing"),
+        "{message}"
+    );
+
+    let response = node
+        .http
+        .post(format!(
+            "{}/relay/v1/admin/billing/businesses/{waba}/rerate?period={month}&version=what-if-every-message",
+            node.url
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let rerated: Value = response.json().await.unwrap();
+    assert_eq!(rerated["old_total"], "0.0250", "{rerated}");
+    assert_eq!(rerated["new_total"], "0.0350", "{rerated}");
+    assert_eq!(
+        rerated["by_category"]["service"],
+        json!({"messages": 1, "old": "0.0000", "new": "0.0010"})
+    );
+    let (_, usage_after) = node
+        .admin(
+            Method::GET,
+            &format!("/relay/v1/admin/billing/businesses/{waba}/usage?period={month}"),
+            None,
+        )
+        .await;
+    assert_eq!(usage_after["currencies"][0]["total_minor"], 250);
+    ana.disconnect().await;
+}
