@@ -13,8 +13,10 @@
 //!   scheduled ahead of time, claimed when due by exactly one node and taken over from a node
 //!   that died; and the cursor over the relay's template events, moved forward together with
 //!   the webhooks it queued.
-//! - [`ledger`]: [`LedgerStore`], part of every relay store: the billing ledger, a charge
-//!   appended once per message and hash-chained per business.
+//! - [`ledger`]: [`LedgerStore`], part of every relay store: the pricing policy versions,
+//!   metering a delivered business message (rated under the version in force, charged once
+//!   per message, with the usage it moves), and the billing ledger, hash-chained per
+//!   business.
 //! - [`idempotency`]: part of every [`GatewayStore`]: the idempotency keys of sends, claimed
 //!   with the message id the send will carry, completed with the answer to replay, taken over
 //!   from a node that died, pruned after a retention period.
