@@ -13,11 +13,13 @@ use ventana_store::relay::{
 use ventana_store::{RelayStore, StoreError};
 
 mod accounts;
+mod billing;
 mod envelopes;
 mod nodes;
 mod templates;
 
 use accounts::*;
+use billing::*;
 use envelopes::*;
 
 /// Every relay case against one backend.
@@ -63,6 +65,8 @@ macro_rules! relay_cases {
                 a_blocked_business_cannot_create_consent,
                 acknowledging_removes_only_that_devices_envelopes,
                 pending_pages_by_sequence,
+                a_delivery_is_charged_once_under_the_policy_in_force,
+                a_policy_version_is_never_changed_once_loaded,
             ]
         );
     };

@@ -6,6 +6,7 @@ use crate::postgres::{RELAY_SCHEMA, TestDb, expected_migrations, recorded_migrat
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
+use ventana_store::LedgerStore;
 use ventana_store::postgres::PgRelayStore;
 
 /// Two nodes on a fresh database, or `None` if PostgreSQL is not configured.
@@ -290,4 +291,37 @@ async fn consent_is_audited_and_a_block_records_no_relationship() {
         .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
         .collect();
     assert_eq!(events, expected_consent_events());
+}
+
+/// Two nodes metering the same delivery at once (a retried receipt, two devices of the user
+/// reporting it): one entry, and both answer with its pricing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_reported_on_two_nodes_at_once_is_charged_once() {
+    let Some((_db, a, b)) = two_nodes().await else {
+        return;
+    };
+    a.add_policy(ventana_core::pricing::EXAMPLE_POLICY, UnixTime(1))
+        .await
+        .unwrap();
+    let (u, biz) = super::billing::a_window_and_two_business_messages(&a).await;
+    let mut tasks = JoinSet::new();
+    for n in 0..8 {
+        let node = if n % 2 == 0 { a.clone() } else { b.clone() };
+        let (u, biz) = (u.clone(), biz.clone());
+        tasks.spawn(async move {
+            node.meter_delivery(
+                &biz,
+                &u,
+                &[mid(3), mid(2)],
+                UnixTime(1_000 + WINDOW_SECS + 60 + n),
+            )
+            .await
+            .unwrap()
+        });
+    }
+    let answers = tasks.join_all().await;
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    let entries = b.ledger_entries(&waba(WABA), 0, 100).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    ventana_core::pricing::ledger::verify(&waba(WABA), &entries).unwrap();
 }
