@@ -48,6 +48,8 @@ pub enum CloudErrorKind {
     TemplatePaused,
     /// 132016: the template is disabled for good.
     TemplateDisabled,
+    /// 130429: sent faster than allowed (here: replies by hand faster than a person types).
+    RateLimited,
 }
 
 impl CloudErrorKind {
@@ -69,6 +71,7 @@ impl CloudErrorKind {
             Self::ParameterFormatMismatch => 132012,
             Self::TemplatePaused => 132015,
             Self::TemplateDisabled => 132016,
+            Self::RateLimited => 130429,
         }
     }
 
@@ -96,6 +99,7 @@ impl CloudErrorKind {
             }
             Self::TemplatePaused => "Template is Paused",
             Self::TemplateDisabled => "Template is Disabled",
+            Self::RateLimited => "Rate limit hit",
         }
     }
 }
@@ -231,6 +235,16 @@ impl From<&RuleViolation> for CloudError {
             RuleViolation::TemplateDisabled { name, language } => Self::new(
                 CloudErrorKind::TemplateDisabled,
                 format!("Template {name} ({language}) is disabled and can no longer be sent."),
+            ),
+            RuleViolation::ManualTooFast {
+                per_minute,
+                min_gap_secs,
+                retry_after_secs,
+            } => Self::new(
+                CloudErrorKind::RateLimited,
+                format!(
+                    "Replies by hand are limited to {per_minute} a minute and one every {min_gap_secs} seconds from a business number; retry in {retry_after_secs} seconds."
+                ),
             ),
         }
     }

@@ -159,6 +159,12 @@ pub struct Submission {
     /// by id, so a device that could read the first copy ignores this one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resend: bool,
+    /// A business's free-form reply written by a person (the web inbox, `ventana reply`),
+    /// not by its software. For a business on the `app` tier (the 2018 article's small
+    /// businesses) the relay lets it through outside the 24-hour window, free, at a human
+    /// pace; for any other it means nothing and the window applies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
 }
 
 /// Frames a device sends.

@@ -98,6 +98,31 @@ impl ContactOrigin {
     }
 }
 
+/// A business's tier, set by the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusinessTier {
+    /// The Business API: the business's software sends; free-form messages only inside the
+    /// 24-hour window.
+    Api,
+    /// The 2018 article's small businesses (the WhatsApp Business app's users): a person's
+    /// individual replies by hand may also be sent after the window, free, at a human pace.
+    App,
+}
+
+impl BusinessTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::App => "app",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Api, Self::App].into_iter().find(|t| t.as_str() == s)
+    }
+}
+
 /// What exists between one user and one business number: consent, blocking, the window.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Relationship {
@@ -132,6 +157,15 @@ pub enum RuleViolation {
     /// The template is disabled (Cloud API 132016).
     #[error("template {name} ({language}) is disabled")]
     TemplateDisabled { name: String, language: String },
+    /// Replies by hand come at a human pace: this one came too soon after the last ones.
+    #[error(
+        "replies by hand are limited to {per_minute} a minute and one every {min_gap_secs} s; retry in {retry_after_secs} s"
+    )]
+    ManualTooFast {
+        per_minute: u32,
+        min_gap_secs: u32,
+        retry_after_secs: u32,
+    },
 }
 
 /// What storing an allowed envelope does to the relationship.
@@ -190,6 +224,17 @@ pub fn decide(
     }
 }
 
+/// The rules for a small business's free-form reply written by a person (an `app`-tier
+/// business's manual reply): contact-first and blocking hold as for any business message;
+/// the 24-hour window does not.
+pub fn decide_manual_reply(existing: Option<&Relationship>) -> Result<SendDecision, RuleViolation> {
+    let rel = existing.ok_or(RuleViolation::NoContact)?;
+    if rel.blocked {
+        return Err(RuleViolation::Blocked);
+    }
+    Ok(SendDecision::Deliver)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +250,26 @@ mod tests {
             },
             blocked: false,
         }
+    }
+
+    #[test]
+    fn a_reply_by_hand_passes_a_closed_window_but_not_contact_first_or_a_block() {
+        let long_ago = contact_at(0);
+        assert_eq!(
+            decide_manual_reply(Some(&long_ago)),
+            Ok(SendDecision::Deliver)
+        );
+        assert_eq!(decide_manual_reply(None), Err(RuleViolation::NoContact));
+        let blocked = Relationship {
+            blocked: true,
+            ..contact_at(0)
+        };
+        assert_eq!(
+            decide_manual_reply(Some(&blocked)),
+            Err(RuleViolation::Blocked)
+        );
+        assert_eq!(BusinessTier::parse("app"), Some(BusinessTier::App));
+        assert_eq!(BusinessTier::parse("free"), None);
     }
 
     #[test]

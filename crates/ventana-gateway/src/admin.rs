@@ -330,6 +330,9 @@ async fn list_numbers(
 struct NewToken {
     #[serde(default)]
     label: Option<String>,
+    /// A token for this person (who answers by hand) instead of for software.
+    #[serde(default)]
+    person: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -339,6 +342,9 @@ pub struct TokenIssued {
     pub token: String,
     pub label: String,
     pub waba_id: WabaId,
+    /// Set for a person's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
 }
 
 async fn issue_token(
@@ -362,6 +368,13 @@ async fn issue_token(
     let token = Token::generate("vat");
     let id = Token::generate("tok").expose()[4..16].to_owned();
     let label = new.label.unwrap_or_else(|| "default".into());
+    let person = new.person.map(|p| p.trim().to_owned());
+    if person
+        .as_ref()
+        .is_some_and(|p| p.is_empty() || p.chars().count() > 100)
+    {
+        return Err(AdminError::bad("`person` is a name of 1 to 100 characters"));
+    }
     gateway
         .store
         .add_token(AccessTokenRecord {
@@ -371,6 +384,7 @@ async fn issue_token(
             label: label.clone(),
             created_at: UnixTime::now(),
             revoked_at: None,
+            person: person.clone(),
         })
         .await?;
     Ok((
@@ -380,6 +394,7 @@ async fn issue_token(
             token: token.expose().to_owned(),
             label,
             waba_id: waba,
+            person,
         }),
     ))
 }
@@ -396,7 +411,7 @@ async fn list_tokens(
         .tokens(&waba)
         .await?
         .into_iter()
-        .map(|t| json!({ "id": t.id, "label": t.label, "created_at": t.created_at, "revoked_at": t.revoked_at }))
+        .map(|t| json!({ "id": t.id, "label": t.label, "person": t.person, "created_at": t.created_at, "revoked_at": t.revoked_at }))
         .collect();
     Ok(Json(json!({ "data": list })))
 }

@@ -75,7 +75,8 @@ async fn graph(
             let bytes = axum::body::to_bytes(body, MAX_BODY)
                 .await
                 .map_err(|_| GraphError::payload_too_large(MAX_BODY))?;
-            messages(&gateway, &hosted, &parts.headers, &bytes).await
+            let by_person = record.person.is_some();
+            messages(&gateway, &hosted, &parts.headers, &bytes, by_person).await
         }
         (Method::GET, Some("schedules")) => schedules::list(&gateway, &hosted, parts.uri.query())
             .await
@@ -130,12 +131,21 @@ async fn messages(
     hosted: &Hosted,
     headers: &HeaderMap,
     body: &[u8],
+    by_person: bool,
 ) -> Result<Response, GraphError> {
     let json = send::json(body)?;
     let key = idempotency::key_of(headers, &json)?;
     let request = SendRequest::from_json(&json)?;
     let Some(key) = key else {
-        let answer = handle(gateway, hosted, &request, body, MessageId::generate()).await?;
+        let answer = handle(
+            gateway,
+            hosted,
+            &request,
+            body,
+            MessageId::generate(),
+            by_person,
+        )
+        .await?;
         return Ok(answer.into_response());
     };
     let answer = idempotency::once(
@@ -144,7 +154,7 @@ async fn messages(
         key,
         idempotency::fingerprint(&json),
         |id| committed(gateway, hosted, &request, id),
-        |id| handle(gateway, hosted, &request, body, id),
+        |id| handle(gateway, hosted, &request, body, id, by_person),
     )
     .await?;
     Ok(answer.into_response())
@@ -186,13 +196,15 @@ async fn committed(
     }
 }
 
-/// Handles a parsed request; a send goes out (or is scheduled) under `id`.
+/// Handles a parsed request; a send goes out (or is scheduled) under `id`. `by_person`: made
+/// with a person's token (a reply by hand, unless scheduled).
 async fn handle(
     gateway: &Arc<Gateway>,
     hosted: &Hosted,
     request: &SendRequest,
     body: &[u8],
     id: MessageId,
+    by_person: bool,
 ) -> Result<Answer, GraphError> {
     match request {
         SendRequest::Text {
@@ -207,7 +219,8 @@ async fn handle(
             schedule,
             ..
         } => {
-            let message = outbound::prepare(hosted, request, id.clone()).await?;
+            let manual = by_person && schedule.is_none();
+            let message = outbound::prepare(hosted, request, id.clone(), manual).await?;
             if let Some(send_at) = schedule {
                 let scheduled =
                     schedules::create(gateway, hosted, request, body, *send_at, id).await?;

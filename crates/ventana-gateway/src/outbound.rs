@@ -20,11 +20,13 @@ use ventana_core::template::{
 use ventana_core::{CloudError, CloudErrorKind, MessageId, UnixTime};
 
 /// Resolves a text or template send request (not a mark-as-read) for `hosted` into the
-/// message to send under `id`.
+/// message to send under `id`. `by_person`: the request came with a person's token, so a
+/// free-form message is a reply by hand (`Submission::manual`).
 pub(crate) async fn prepare(
     hosted: &Hosted,
     request: &SendRequest,
     id: MessageId,
+    by_person: bool,
 ) -> Result<Outgoing, GraphError> {
     match request {
         SendRequest::Text {
@@ -42,6 +44,7 @@ pub(crate) async fn prepare(
                 preview_url: *preview_url,
             },
             reply_to: reply_to.clone(),
+            manual: by_person,
         }),
         SendRequest::Template {
             to,
@@ -56,6 +59,7 @@ pub(crate) async fn prepare(
                 template: Some(header),
                 content: Content::Template { values },
                 reply_to: reply_to.clone(),
+                manual: false,
             })
         }
         SendRequest::MarkRead { .. } => Err(GraphError::invalid_parameter(

@@ -367,7 +367,8 @@ async fn attempt(
             GraphError::internal()
         })?;
     let request = SendRequest::parse(&body)?;
-    let message = outbound::prepare(hosted, &request, record.id.clone()).await?;
+    // A scheduled send is the business's software's, whoever scheduled it.
+    let message = outbound::prepare(hosted, &request, record.id.clone(), false).await?;
     outbound::send(gateway, hosted, message).await?;
     Ok(())
 }

@@ -36,16 +36,31 @@ pub struct Config {
     /// policy_file = "pricing.toml"  # the pricing policy (see the README's "Billing"); read
     ///                               # at start and again on SIGHUP or
     ///                               # `POST /relay/v1/admin/billing/policies/reload`
+    /// manual_reply_min_gap_secs = 3 # an `app`-tier business number's replies by hand:
+    /// manual_replies_per_minute = 10 # at least this far apart, at most this many a minute
     /// ```
     ///
     /// Without a file, the built-in example policy (`per_message_2025`, example prices).
     pub billing: BillingConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BillingConfig {
     pub policy_file: Option<PathBuf>,
+    pub manual_reply_min_gap_secs: u32,
+    pub manual_replies_per_minute: u32,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        let human = ventana_store::relay::ManualLimit::default();
+        Self {
+            policy_file: None,
+            manual_reply_min_gap_secs: human.min_gap_secs,
+            manual_replies_per_minute: human.per_minute,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -14,8 +14,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use ventana_crypto::{SealKey, Sealer, Token};
 use ventana_gateway::{Gateway, RelayAccess};
-use ventana_relay::{DevVerifier, PricingSource, Relay};
+use ventana_relay::{BillingSettings, DevVerifier, Relay};
 use ventana_store::postgres::{PgEndpointStore, PgRelayStore};
+use ventana_store::relay::ManualLimit;
 use ventana_store::sqlite::{SqliteEndpointStore, SqliteRelayStore};
 use ventana_store::{GatewayStore, RelayStore};
 
@@ -139,8 +140,12 @@ pub async fn run(
         Arc::new(DevVerifier),
         &Token::from_presented(&admin_token),
         config.templates.clone(),
-        PricingSource {
+        BillingSettings {
             policy_file: config.billing.policy_file.clone(),
+            manual_limit: ManualLimit {
+                min_gap_secs: config.billing.manual_reply_min_gap_secs,
+                per_minute: config.billing.manual_replies_per_minute,
+            },
         },
         stop_rx.clone(),
     );

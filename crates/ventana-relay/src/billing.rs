@@ -26,11 +26,14 @@ use ventana_core::pricing::{
 use ventana_core::{UnixTime, WabaId};
 use ventana_store::StoreError;
 use ventana_store::ledger::{PolicyAdded, PolicyVersion};
+use ventana_store::relay::ManualLimit;
 
-/// Where the pricing policy comes from: the operator's file, or the built-in example.
+/// The operator's billing settings: where the pricing policy comes from (a file, or the
+/// built-in example), and the human pace of an `app`-tier business's replies by hand.
 #[derive(Clone, Debug, Default)]
-pub struct PricingSource {
+pub struct BillingSettings {
     pub policy_file: Option<PathBuf>,
+    pub manual_limit: ManualLimit,
 }
 
 /// Why a policy was not loaded. The versions loaded before stay in force.
@@ -57,7 +60,7 @@ impl Relay {
     /// new. Every node does this at start; only the first adds it. A file that does not read
     /// is refused with its line and field, and the versions loaded before stay in force.
     pub async fn load_policy(&self) -> Result<PolicyAdded, PolicyLoadError> {
-        let (name, text) = match &self.pricing.policy_file {
+        let (name, text) = match &self.billing.policy_file {
             Some(path) => (
                 path.display().to_string(),
                 std::fs::read_to_string(path).map_err(|e| PolicyLoadError::Read {

@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use ventana_crypto::{Token, TokenHash};
 use ventana_store::RelayStore;
 
-pub use billing::{PolicyLoadError, PricingSource};
+pub use billing::{BillingSettings, PolicyLoadError};
 pub use templates::{OnFindings, Review, TemplatePolicy, UnknownChoice};
 pub use verifier::{DevVerifier, NumberVerifier};
 
@@ -55,14 +55,14 @@ pub struct Relay {
     verifier: Arc<dyn NumberVerifier>,
     operator: TokenHash,
     templates: TemplatePolicy,
-    pricing: PricingSource,
+    billing: BillingSettings,
     signals: signals::Signals,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Relay {
     /// `operator_token` authorises business-number registration and the admin routes;
-    /// `templates` is the operator's policy for templates; `pricing` where the pricing policy
+    /// `templates` is the operator's policy for templates; `billing` where the pricing policy
     /// is read from (load it with [`Relay::load_policy`] before serving); `shutdown` turning
     /// true closes every device connection.
     pub fn new(
@@ -70,7 +70,7 @@ impl Relay {
         verifier: Arc<dyn NumberVerifier>,
         operator_token: &Token,
         templates: TemplatePolicy,
-        pricing: PricingSource,
+        billing: BillingSettings,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let relay = Arc::new(Self {
@@ -78,7 +78,7 @@ impl Relay {
             verifier,
             operator: operator_token.hash(),
             templates,
-            pricing,
+            billing,
             signals: signals::Signals::default(),
             shutdown,
         });
@@ -96,6 +96,10 @@ impl Relay {
                 get(admin::peek_code),
             )
             .route("/relay/v1/admin/businesses/{waba}/clock", get(admin::clock))
+            .route(
+                "/relay/v1/admin/businesses/{waba}/tier",
+                get(admin::tier).post(admin::set_tier),
+            )
             .route(
                 "/relay/v1/admin/businesses/{waba}/clock/advance",
                 post(admin::advance_clock),

@@ -388,7 +388,8 @@ async fn send(
                 .template
                 .as_ref()
                 .map_or(PricingCategory::Service, |t| t.category.into()),
-            manual: false,
+            manual: submission.manual,
+            manual_limit: relay.billing.manual_limit,
         })
         .await
         .map_err(internal)?;

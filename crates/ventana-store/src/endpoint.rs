@@ -314,6 +314,9 @@ pub struct AccessTokenRecord {
     pub label: String,
     pub created_at: UnixTime,
     pub revoked_at: Option<UnixTime>,
+    /// Issued to this person (a member of a small business's staff) rather than to the
+    /// business's software: free-form sends with it are replies by hand.
+    pub person: Option<String>,
 }
 
 #[async_trait]

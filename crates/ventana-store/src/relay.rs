@@ -167,8 +167,40 @@ pub struct NewSubmission {
     pub header: String,
     /// What a business's message is for pricing: its template's category, or `service`.
     pub category: ventana_core::pricing::PricingCategory,
-    /// A small business's reply sent by hand: free whatever the policy.
+    /// A reply written by a person (`Submission::manual`): for an `app`-tier business it
+    /// passes a closed window, free, within `manual_limit`; for any other it is an ordinary
+    /// message.
     pub manual: bool,
+    pub manual_limit: ManualLimit,
+}
+
+/// The human pace of an `app`-tier business number's replies by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ManualLimit {
+    /// At least this long between two.
+    pub min_gap_secs: u32,
+    /// At most this many in any 60 seconds.
+    pub per_minute: u32,
+}
+
+impl Default for ManualLimit {
+    fn default() -> Self {
+        Self {
+            min_gap_secs: 3,
+            per_minute: 10,
+        }
+    }
+}
+
+/// One change of a business's tier, as audited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierEvent {
+    pub at: UnixTime,
+    pub tier: ventana_core::rules::BusinessTier,
+    pub previous: ventana_core::rules::BusinessTier,
+    /// Who changed it (`operator:<name>`).
+    pub actor: String,
+    pub reason: Option<String>,
 }
 
 /// How often one accepted message may be resent (new encryptions for some of its
@@ -298,6 +330,20 @@ pub trait RelayStore: crate::TemplateStore + crate::LedgerStore + Send + Sync {
     async fn ensure_business(&self, waba: &WabaId, sandbox: bool) -> StoreResult<BusinessClock>;
     async fn business_clock(&self, waba: &WabaId) -> StoreResult<Option<BusinessClock>>;
     async fn set_business_clock(&self, waba: &WabaId, clock: BusinessClock) -> StoreResult<()>;
+    /// The business's tier (`None`: no such business at the relay).
+    async fn business_tier(
+        &self,
+        waba: &WabaId,
+    ) -> StoreResult<Option<ventana_core::rules::BusinessTier>>;
+    /// Sets the tier; a change is audited (a request that changes nothing is not). Returns
+    /// whether it changed; `None` if there is no such business.
+    async fn set_business_tier(
+        &self,
+        waba: &WabaId,
+        change: TierEvent,
+    ) -> StoreResult<Option<bool>>;
+    /// The audited tier changes of a business, oldest first.
+    async fn tier_events(&self, waba: &WabaId) -> StoreResult<Vec<TierEvent>>;
 
     // --- accounts, devices, keys -------------------------------------------------------
     async fn account(&self, address: &PhoneNumber) -> StoreResult<Option<AccountRecord>>;

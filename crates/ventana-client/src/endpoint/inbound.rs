@@ -313,7 +313,10 @@ impl Endpoint {
                     payload,
                     encrypted.copies,
                     encrypted.marks,
-                    true,
+                    super::outbound::Mode {
+                        resend: true,
+                        manual: false,
+                    },
                     message.resends + 1,
                 )
             })

@@ -31,6 +31,17 @@ pub struct Outgoing {
     pub template: Option<TemplateHeader>,
     pub content: Content,
     pub reply_to: Option<MessageId>,
+    /// Written by a person, not by the business's software (see `Submission::manual`).
+    pub manual: bool,
+}
+
+/// How a submission goes to the relay.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Mode {
+    /// The relay may have accepted this id already (see `Submission::resend`).
+    pub(super) resend: bool,
+    /// A reply written by a person (see `Submission::manual`).
+    pub(super) manual: bool,
 }
 
 /// How often a message is encrypted again for a recipient whose devices keep changing.
@@ -111,6 +122,7 @@ impl Endpoint {
                 template: None,
                 content,
                 reply_to,
+                manual: false,
             },
             app,
         )
@@ -126,6 +138,7 @@ impl Endpoint {
             template,
             content,
             reply_to,
+            manual,
         } = message;
         let kind = if template.is_some() {
             EnvelopeKind::Template
@@ -146,7 +159,11 @@ impl Endpoint {
             reply_to,
         };
         let _flight = self.begin_flight(&id);
-        match self.deliver(&payload, app, Caller::Waits, false).await? {
+        let mode = Mode {
+            resend: false,
+            manual,
+        };
+        match self.deliver(&payload, app, Caller::Waits, mode).await? {
             Submitted::Accepted(at) => Ok(Sent {
                 id,
                 accepted_at: Some(at),
@@ -161,20 +178,19 @@ impl Endpoint {
 
     /// Encrypts for the recipient's current devices and submits, again (under the same id,
     /// replacing the outbox row) while the relay answers that the device list is stale.
-    /// `resend`: the relay may have accepted this id already (see `Submission::resend`).
     async fn deliver(
         &self,
         payload: &Payload,
         app: &dyn Application,
         caller: Caller,
-        resend: bool,
+        mode: Mode,
     ) -> Result<Submitted, SendError> {
         let to = &payload.header.to;
         let mut refresh = false;
         for _ in 0..STALE_RETRIES {
             let devices = self.peer_devices(to, refresh).await?;
             let queued = self
-                .encrypt_and_commit_retrying(to, &devices, payload, resend)
+                .encrypt_and_commit_retrying(to, &devices, payload, mode)
                 .await?;
             match self.submit(&queued, app, caller).await? {
                 Submitted::Refused(e) if e.code == ErrorCode::StaleDevices => {
@@ -200,11 +216,11 @@ impl Endpoint {
         to: &PhoneNumber,
         devices: &[DeviceInfo],
         payload: &Payload,
-        resend: bool,
+        mode: Mode,
     ) -> Result<Queued, ClientError> {
         let mut attempt = 0;
         loop {
-            match self.encrypt_and_commit(to, devices, payload, resend).await {
+            match self.encrypt_and_commit(to, devices, payload, mode).await {
                 Err(ClientError::Store(StoreError::Conflict(what)))
                     if super::written_meanwhile(&what) && attempt < CONFLICT_RETRIES =>
                 {
@@ -221,7 +237,7 @@ impl Endpoint {
         to: &PhoneNumber,
         devices: &[DeviceInfo],
         payload: &Payload,
-        resend: bool,
+        mode: Mode,
     ) -> Result<Queued, ClientError> {
         let plaintext = zeroize::Zeroizing::new(payload.to_bytes().map_err(ClientError::Payload)?);
         let mut ids: Vec<DeviceId> = devices.iter().map(|d| d.device_id).collect();
@@ -239,7 +255,7 @@ impl Endpoint {
             .ok_or_else(|| ClientError::Unexpected("nothing was encrypted".into()))?;
         let id = payload.header.id.clone();
         let now = UnixTime::now();
-        let queued = self.outbox_row(payload, encrypted.copies, encrypted.marks, resend, 0)?;
+        let queued = self.outbox_row(payload, encrypted.copies, encrypted.marks, mode, 0)?;
         let record = MessageRecord {
             id: id.clone(),
             direction: Direction::Outbound,
@@ -376,7 +392,7 @@ impl Endpoint {
         payload: &Payload,
         copies: Vec<DeviceCopy>,
         sessions: Vec<SessionMark>,
-        resend: bool,
+        mode: Mode,
         attempt: u32,
     ) -> Result<Queued, ClientError> {
         let submission = Submission {
@@ -386,7 +402,8 @@ impl Endpoint {
             template: payload.header.template.clone(),
             copies,
             receipt: None,
-            resend,
+            resend: mode.resend,
+            manual: mode.manual,
         };
         Queued::new(submission, sessions, attempt)
     }
@@ -405,6 +422,7 @@ impl Endpoint {
             copies: Vec::new(),
             receipt: Some(receipt),
             resend: false,
+            manual: false,
         };
         Queued::new(submission, Vec::new(), 0)
     }
@@ -661,7 +679,16 @@ impl Endpoint {
             return Ok(());
         };
         lock(&self.peers).remove(&row.to);
-        let refusal = match self.deliver(&payload, app, Caller::Background, true).await {
+        // A reply by hand stays one: if the relay never accepted the first ciphertext, this
+        // is its first submission, decided as the first would have been.
+        let manual = serde_json::from_slice::<Submission>(&row.submission)
+            .map(|s| s.manual)
+            .unwrap_or(false);
+        let mode = Mode {
+            resend: true,
+            manual,
+        };
+        let refusal = match self.deliver(&payload, app, Caller::Background, mode).await {
             Ok(_) => return Ok(()),
             Err(SendError::Refused(e))
             | Err(SendError::Client(ClientError::Link(LinkError::Refused(e)))) => e,

@@ -244,6 +244,7 @@ impl From<CloudError> for GraphError {
             | K::ParameterFormatMismatch
             | K::TemplatePaused
             | K::TemplateDisabled => StatusCode::BAD_REQUEST,
+            K::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         };
         let (code, title) = (i64::from(error.code()), error.title());
         Self::new(status, code, title, error.into_details())

@@ -89,6 +89,39 @@ macro_rules! relay_store {
                         .await
                 }
 
+                async fn business_tier(
+                    &self,
+                    waba: &WabaId,
+                ) -> StoreResult<Option<ventana_core::rules::BusinessTier>> {
+                    let waba = waba.clone();
+                    self.db
+                        .read_unit(async move |tx| directory::business_tier(tx, &waba).await)
+                        .await
+                }
+
+                async fn set_business_tier(
+                    &self,
+                    waba: &WabaId,
+                    change: $crate::relay::TierEvent,
+                ) -> StoreResult<Option<bool>> {
+                    let waba = waba.clone();
+                    self.db
+                        .unit(async move |tx| {
+                            directory::set_business_tier(tx, &waba, &change).await
+                        })
+                        .await
+                }
+
+                async fn tier_events(
+                    &self,
+                    waba: &WabaId,
+                ) -> StoreResult<Vec<$crate::relay::TierEvent>> {
+                    let waba = waba.clone();
+                    self.db
+                        .read_unit(async move |tx| directory::tier_events(tx, &waba).await)
+                        .await
+                }
+
                 async fn set_business_clock(
                     &self,
                     waba: &WabaId,

@@ -16,6 +16,7 @@ const MIGRATIONS: &[Migration] = migrations!(
     "0003_templates_schedules",
     "0004_resends",
     "0005_idempotency",
+    "0006_person_tokens",
 );
 
 /// An endpoint's store (in practice a gateway's, with its business tables) in one schema of

@@ -15,6 +15,7 @@ const MIGRATIONS: &[Migration] = migrations!(
     "0003_templates_schedules",
     "0004_resends",
     "0005_idempotency",
+    "0006_person_tokens",
 );
 
 /// An endpoint's store (a user device, or a gateway with its business tables) in one file.

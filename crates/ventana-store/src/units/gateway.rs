@@ -176,7 +176,7 @@ fn number_from_row(row: Row) -> TxResult<PhoneNumberRecord> {
 /// The access token columns [`token_from_row`] reads.
 macro_rules! token_columns {
     () => {
-        "id, waba_id, token_hash, label, created_at, revoked_at"
+        "id, waba_id, token_hash, label, created_at, revoked_at, person"
     };
 }
 
@@ -185,7 +185,7 @@ pub(crate) async fn add_token(tx: &mut impl Tx, t: &AccessTokenRecord) -> TxResu
         concat!(
             "INSERT INTO access_tokens (",
             token_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
         ),
         args![
             &t.id,
@@ -194,6 +194,7 @@ pub(crate) async fn add_token(tx: &mut impl Tx, t: &AccessTokenRecord) -> TxResu
             &t.label,
             t.created_at,
             t.revoked_at,
+            t.person.as_deref(),
         ],
     )
     .await?;
@@ -257,6 +258,7 @@ fn token_from_row(row: Row) -> TxResult<AccessTokenRecord> {
         label: row.string(3)?,
         created_at: row.time(4)?,
         revoked_at: row.time_opt(5)?,
+        person: row.string_opt(6)?,
     })
 }
 

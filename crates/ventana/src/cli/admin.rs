@@ -56,12 +56,34 @@ enum AdminCommand {
         #[arg(long)]
         waba_id: String,
     },
-    /// Issue an API access token (shown once).
+    /// Issue an API access token (shown once): for the business's software, or with
+    /// `--person` for one person who answers by hand (`ventana reply`).
     IssueToken {
         #[arg(long)]
         waba_id: String,
         #[arg(long)]
         label: Option<String>,
+        /// The person's name: free-form sends with this token are replies by hand, which an
+        /// `app`-tier business may send after the 24-hour window, free, at a human pace.
+        #[arg(long)]
+        person: Option<String>,
+    },
+    /// Show a business's tier (`api` or `app`) and its audited changes.
+    Tier {
+        #[arg(long)]
+        waba_id: String,
+    },
+    /// Set a business's tier: `app` for a small business answering by hand, `api` otherwise.
+    SetTier {
+        #[arg(long)]
+        waba_id: String,
+        #[arg(long)]
+        tier: String,
+        /// Who decides; audited as `operator:<by>`.
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
     },
     ListTokens {
         #[arg(long)]
@@ -163,6 +185,24 @@ struct Review {
     /// The version reviewed: refused if the template was edited since.
     #[arg(long)]
     version: Option<u32>,
+}
+
+fn tier_text(v: &Value) -> String {
+    let mut out = format!("{}: tier {}", text(&v["waba_id"]), text(&v["tier"]));
+    for e in v["events"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  {}  {} -> {}  by {}{}",
+            text(&e["at"]),
+            text(&e["previous"]),
+            text(&e["tier"]),
+            text(&e["actor"]),
+            e["reason"]
+                .as_str()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ));
+    }
+    out
 }
 
 fn parse_duration(text: &str) -> Result<i64, String> {
@@ -272,12 +312,16 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
                 })
             });
         }
-        AdminCommand::IssueToken { waba_id, label } => {
+        AdminCommand::IssueToken {
+            waba_id,
+            label,
+            person,
+        } => {
             let v = client
                 .call(
                     Method::POST,
                     &format!("/admin/v1/businesses/{waba_id}/tokens"),
-                    Some(json!({ "label": label })),
+                    Some(json!({ "label": label, "person": person })),
                 )
                 .await?;
             output(json, &v, || {
@@ -287,6 +331,31 @@ pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
                     text(&v["id"])
                 )
             });
+        }
+        AdminCommand::Tier { waba_id } => {
+            let v = client
+                .call(
+                    Method::GET,
+                    &format!("/relay/v1/admin/businesses/{waba_id}/tier"),
+                    None,
+                )
+                .await?;
+            output(json, &v, || tier_text(&v));
+        }
+        AdminCommand::SetTier {
+            waba_id,
+            tier,
+            by,
+            reason,
+        } => {
+            let v = client
+                .call(
+                    Method::POST,
+                    &format!("/relay/v1/admin/businesses/{waba_id}/tier"),
+                    Some(json!({ "tier": tier, "by": by, "reason": reason })),
+                )
+                .await?;
+            output(json, &v, || tier_text(&v));
         }
         AdminCommand::ListTokens { waba_id } => {
             let v = client

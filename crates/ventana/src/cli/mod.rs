@@ -4,6 +4,7 @@ mod admin;
 mod billing;
 mod chat;
 mod demo;
+mod reply;
 mod schedules;
 /// Public for the end-to-end tests, which check what a device shows.
 pub mod screen;
@@ -44,6 +45,9 @@ enum Command {
     Billing(billing::BillingArgs),
     /// End-user commands for one device kept in a local directory.
     User(user::UserArgs),
+    /// Send one reply typed by a person, with that person's token (a small business's
+    /// replies by hand may go out after the 24-hour window, free).
+    Reply(reply::ReplyArgs),
     /// A business's scheduled sends: list and cancel, with its access token.
     Schedules(schedules::SchedulesArgs),
     /// Interactive chat with a business, for a device registered with `ventana user register`.
@@ -75,6 +79,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::User(args) => user::run(&config, args).await,
         Command::Chat(args) => chat::run(&config, args).await,
         Command::Schedules(args) => schedules::run(&config, args).await,
+        Command::Reply(args) => reply::run(&config, args).await,
         Command::Bench(args) => ventana_bench::run(args).await,
     }
 }

@@ -286,3 +286,155 @@ async fn billing(node: &Node, tmp: &std::path::Path, waba: &str) {
     assert_eq!(usage_after["currencies"][0]["total_minor"], 250);
     ana.disconnect().await;
 }
+
+async fn text_with(
+    node: &Node,
+    shop: &Business,
+    token: &str,
+    to: &ventana_core::PhoneNumber,
+    body: &str,
+) -> (u16, Value) {
+    let request = json!({ "messaging_product": "whatsapp", "to": to.digits(), "type": "text", "text": { "body": body } });
+    node.api_raw(
+        &format!("/v23.0/{}/messages", shop.phone_number_id),
+        Some(token),
+        request.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_small_business_replies_by_hand_after_the_window_free_at_a_human_pace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("node")).await;
+    let waba = "7201";
+    let mut shop = Business::create(&node, waba, "47201", "15550007201", true).await;
+    let mut ana = Device::register(&node, &tmp.path().join("ana"), "34600007201", "Ana").await;
+    let (status, issued) = node
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/businesses/{waba}/tokens"),
+            Some(json!({ "label": "counter", "person": "Marta" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    assert_eq!(issued["person"], "Marta");
+    let marta = issued["token"].as_str().unwrap().to_owned();
+
+    ana.send(&shop.number, "Do you still have the blue scarf?")
+        .await;
+    shop.next_message().await;
+    let (status, _) = node.advance_clock(waba, 25 * 3600).await;
+    assert_eq!(status, 200);
+
+    // An `api`-tier business: a person's late reply is under the window like any other.
+    let (status, refused) = text_with(&node, &shop, &marta, &ana.phone, "Yes, one left").await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_i64()),
+        (400, Some(131047)),
+        "{refused}"
+    );
+
+    // The operator moves it to the `app` tier, audited.
+    let (status, tier) = node
+        .admin(
+            Method::POST,
+            &format!("/relay/v1/admin/businesses/{waba}/tier"),
+            Some(
+                json!({ "tier": "app", "by": "test", "reason": "a corner shop answering by hand" }),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{tier}");
+    assert_eq!(
+        (tier["tier"].as_str(), tier["changed"].as_bool()),
+        (Some("app"), Some(true))
+    );
+    let event = &tier["events"][0];
+    assert_eq!(
+        (
+            event["previous"].as_str(),
+            event["tier"].as_str(),
+            event["actor"].as_str()
+        ),
+        (Some("api"), Some("app"), Some("operator:test"))
+    );
+
+    // The business's software still may not: the API token's late free-form send is refused.
+    let (status, refused) = shop
+        .send_text(&node, &ana.phone, "Automated follow-up")
+        .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_i64()),
+        (400, Some(131047)),
+        "{refused}"
+    );
+
+    // Marta's reply by hand goes through, free, and is marked manual in the ledger.
+    let (status, sent) =
+        text_with(&node, &shop, &marta, &ana.phone, "Yes, one left in blue!").await;
+    assert_eq!(status, 200, "{sent}");
+    let id = sent["messages"][0]["id"].as_str().unwrap().to_owned();
+    let (meta, payload) = ana.next_message().await;
+    assert_eq!(
+        (meta.id.as_str(), text_of(&payload)),
+        (id.as_str(), "Yes, one left in blue!")
+    );
+    let delivered = shop.wait_status(&id, "delivered").await;
+    assert_eq!(
+        delivered["statuses"][0]["pricing"],
+        json!({"billable": false, "pricing_model": "PMP", "category": "service", "type": "free_customer_service"})
+    );
+
+    // Faster than a person types: refused with the Cloud API's rate-limit code.
+    let (status, burst) =
+        text_with(&node, &shop, &marta, &ana.phone, "Shall I keep it for you?").await;
+    assert_eq!(
+        (status, burst["error"]["code"].as_i64()),
+        (429, Some(130429)),
+        "{burst}"
+    );
+    let details = burst["error"]["error_data"]["details"].as_str().unwrap();
+    assert!(
+        details.contains("by hand") && details.contains("retry in"),
+        "{details}"
+    );
+
+    // A few seconds later (on the business's clock), the next one is fine.
+    node.advance_clock(waba, 5).await;
+    let (status, later) =
+        text_with(&node, &shop, &marta, &ana.phone, "Shall I keep it for you?").await;
+    assert_eq!(status, 200, "{later}");
+    let later_id = later["messages"][0]["id"].as_str().unwrap().to_owned();
+    shop.wait_status(&later_id, "delivered").await;
+
+    let (_, clock) = node
+        .admin(
+            Method::GET,
+            &format!("/relay/v1/admin/businesses/{waba}/clock"),
+            None,
+        )
+        .await;
+    let month =
+        ventana_core::pricing::Month::of(ventana_core::UnixTime(clock["now"].as_i64().unwrap()));
+    let (_, usage) = node
+        .admin(
+            Method::GET,
+            &format!("/relay/v1/admin/billing/businesses/{waba}/usage?period={month}"),
+            None,
+        )
+        .await;
+    let usd = &usage["currencies"][0];
+    assert_eq!(
+        usd["by_type"]["manual"],
+        json!({"messages": 2, "amount": "0.0000", "amount_minor": 0}),
+        "{usage}"
+    );
+    assert_eq!(usd["total_minor"], 0);
+    let (_, verified) = node
+        .admin(Method::GET, "/relay/v1/admin/billing/verify", None)
+        .await;
+    assert_eq!(verified["ok"], true, "{verified}");
+    ana.disconnect().await;
+    node.stop().await;
+}

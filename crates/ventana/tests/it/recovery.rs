@@ -130,6 +130,7 @@ async fn an_outbox_row_whose_session_moved_on_is_encrypted_again_before_it_is_se
         template: None,
         content: text("late"),
         reply_to: None,
+        manual: false,
     };
     let stuck = tokio::spawn(async move { writer.send(outgoing, &app).await.unwrap() });
     let outbox = ana.endpoint.store().clone();

@@ -166,6 +166,7 @@ async fn clinic_sends(
         template,
         content,
         reply_to: None,
+        manual: false,
     };
     let sent = clinic
         .endpoint

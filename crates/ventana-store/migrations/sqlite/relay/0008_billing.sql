@@ -45,3 +45,20 @@ CREATE TABLE conversations (
     PRIMARY KEY (waba_id, user_address, category, opened_at)
 ) STRICT, WITHOUT ROWID;
 CREATE UNIQUE INDEX conversations_id ON conversations (waba_id, id);
+
+-- A business's tier: `api` (its software sends; the window applies to free-form messages)
+-- or `app` (a small business answering by hand: its manual replies pass a closed window,
+-- free, at a human pace). Changed by the operator only, each change audited.
+ALTER TABLE businesses ADD COLUMN tier TEXT NOT NULL DEFAULT 'api';
+CREATE TABLE tier_events (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    waba_id  TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    tier     TEXT NOT NULL,
+    previous TEXT NOT NULL,
+    actor    TEXT NOT NULL,
+    reason   TEXT
+) STRICT;
+CREATE INDEX tier_events_by_business ON tier_events (waba_id, seq);
+-- The human pace of replies by hand: a business number's recent manual sends.
+CREATE INDEX submissions_manual ON submissions (sender, accepted_at) WHERE manual;

@@ -1,10 +1,10 @@
 //! Business clocks, accounts, devices and the key directory.
 
 use crate::ConflictKind;
-use crate::relay::{AccountRecord, ClaimedPreKey, DeviceRecord, NewDevice, WakeReason};
+use crate::relay::{AccountRecord, ClaimedPreKey, DeviceRecord, NewDevice, TierEvent, WakeReason};
 use crate::sql::{Row, Sql, Tx, TxResult, args, backend, conflict};
 use ventana_core::protocol::SignedKey;
-use ventana_core::rules::AccountKind;
+use ventana_core::rules::{AccountKind, BusinessTier};
 use ventana_core::{BusinessClock, DeviceId, PhoneNumber, WabaId};
 
 /// A statement's round trip: the store answers.
@@ -64,6 +64,78 @@ pub(crate) async fn set_business_clock(
     )
     .await?;
     Ok(())
+}
+
+pub(crate) async fn business_tier(
+    tx: &mut impl Tx,
+    waba: &WabaId,
+) -> TxResult<Option<BusinessTier>> {
+    let row = tx
+        .query_opt(
+            "SELECT tier FROM businesses WHERE waba_id = $1",
+            args![waba.as_str()],
+        )
+        .await?;
+    row.map(|row| row.named(0, BusinessTier::parse)).transpose()
+}
+
+/// Under the business row's lock, so two changes at once are audited in the order applied.
+pub(crate) async fn set_business_tier(
+    tx: &mut impl Tx,
+    waba: &WabaId,
+    change: &TierEvent,
+) -> TxResult<Option<bool>> {
+    const CURRENT: Sql = Sql::locking(
+        "SELECT tier FROM businesses WHERE waba_id = $1",
+        "FOR NO KEY UPDATE",
+    );
+    let Some(row) = tx.row_opt(CURRENT, args![waba.as_str()]).await? else {
+        return Ok(None);
+    };
+    let previous = row.named(0, BusinessTier::parse)?;
+    if previous == change.tier {
+        return Ok(Some(false));
+    }
+    tx.execute(
+        "UPDATE businesses SET tier = $2 WHERE waba_id = $1",
+        args![waba.as_str(), change.tier.as_str()],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO tier_events (waba_id, at, tier, previous, actor, reason)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        args![
+            waba.as_str(),
+            change.at,
+            change.tier.as_str(),
+            previous.as_str(),
+            &change.actor,
+            change.reason.as_deref(),
+        ],
+    )
+    .await?;
+    Ok(Some(true))
+}
+
+pub(crate) async fn tier_events(tx: &mut impl Tx, waba: &WabaId) -> TxResult<Vec<TierEvent>> {
+    let rows = tx
+        .query(
+            "SELECT at, tier, previous, actor, reason FROM tier_events WHERE waba_id = $1
+             ORDER BY seq",
+            args![waba.as_str()],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(TierEvent {
+                at: row.time(0)?,
+                tier: row.named(1, BusinessTier::parse)?,
+                previous: row.named(2, BusinessTier::parse)?,
+                actor: row.string(3)?,
+                reason: row.string_opt(4)?,
+            })
+        })
+        .collect()
 }
 
 // --- accounts and devices ------------------------------------------------------------------

@@ -1,12 +1,15 @@
 //! Accepting submissions under the rules, the per-device queues, and blocking.
 
 use super::billing;
-use super::directory::{account, business_clock, devices, lock_account};
-use crate::relay::{Accepted, BusinessPair, NewSubmission, Refusal, StoredEnvelope, WakeReason};
+use super::directory::{account, business_clock, business_tier, devices, lock_account};
+use crate::relay::{
+    Accepted, BusinessPair, ManualLimit, NewSubmission, Refusal, StoredEnvelope, WakeReason,
+};
 use crate::sql::{Sql, Tx, TxResult, args, backend, big};
 use ventana_core::pricing::WindowState;
 use ventana_core::rules::{
-    self, AccountKind, ContactOrigin, EnvelopeKind, RuleViolation, SendDecision, ServiceWindow,
+    self, AccountKind, BusinessTier, ContactOrigin, EnvelopeKind, RuleViolation, SendDecision,
+    ServiceWindow,
 };
 use ventana_core::{BusinessClock, DeviceId, MessageId, PhoneNumber, Relationship, UnixTime};
 
@@ -131,8 +134,27 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
         Some(pair) => relationship_between(tx, &pair.business.address, &pair.user.address).await?,
         None => None,
     };
-    let decision = match rules::decide(sender.kind, recipient.kind, s.kind, existing.as_ref(), now)
-    {
+    // A reply by hand passes a closed window only from an `app`-tier business; from any
+    // other it is an ordinary message, under the window like the rest.
+    let manual = match &pair {
+        Some(pair) if s.manual && s.kind == EnvelopeKind::Message => {
+            pair.business.address == s.sender
+                && match &pair.business.waba_id {
+                    Some(waba) => business_tier(tx, waba).await? == Some(BusinessTier::App),
+                    None => false,
+                }
+        }
+        _ => false,
+    };
+    let decided = if manual {
+        match human_pace(tx, &s.sender, s.manual_limit, now).await? {
+            Err(violation) => Err(violation),
+            Ok(()) => rules::decide_manual_reply(existing.as_ref()),
+        }
+    } else {
+        rules::decide(sender.kind, recipient.kind, s.kind, existing.as_ref(), now)
+    };
+    let decision = match decided {
         Err(violation) => return Ok(Err(Refusal::Rule(violation))),
         Ok(decision) => decision,
     };
@@ -179,7 +201,7 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
             category: s.category,
             template: s.kind == EnvelopeKind::Template,
             window,
-            manual: s.manual,
+            manual,
         };
         billing::record_inputs(tx, &s.sender, &s.id, &inputs).await?;
         pricing = billing::prospect(tx, &inputs, &s.recipient, &s.id, now).await?;
@@ -190,6 +212,49 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
         duplicate: false,
         pricing,
     }))
+}
+
+/// Whether a business number may send a reply by hand at `now`: at least `min_gap_secs`
+/// after its last one and fewer than `per_minute` in the last 60 seconds. Counted from its
+/// accepted manual submissions, under a lock on the number, so it holds across nodes.
+async fn human_pace(
+    tx: &mut impl Tx,
+    sender: &PhoneNumber,
+    limit: ManualLimit,
+    now: UnixTime,
+) -> TxResult<Result<(), RuleViolation>> {
+    tx.lock(&format!("manual/{}", sender.digits())).await?;
+    let recent = tx
+        .query(
+            "SELECT accepted_at FROM submissions WHERE sender = $1 AND manual
+             ORDER BY accepted_at DESC LIMIT $2",
+            args![sender.digits(), limit.per_minute.max(1)],
+        )
+        .await?;
+    let times: Vec<UnixTime> = recent
+        .iter()
+        .map(|row| row.time(0))
+        .collect::<TxResult<_>>()?;
+    let gap = i64::from(limit.min_gap_secs);
+    let mut wait = 0_i64;
+    if let Some(last) = times.first() {
+        wait = wait.max(gap - (now.0 - last.0));
+    }
+    if limit.per_minute == 0 {
+        wait = wait.max(60);
+    } else if times.len() >= limit.per_minute as usize
+        && let Some(oldest) = times.last()
+    {
+        wait = wait.max(60 - (now.0 - oldest.0));
+    }
+    if wait > 0 {
+        return Ok(Err(RuleViolation::ManualTooFast {
+            per_minute: limit.per_minute,
+            min_gap_secs: limit.min_gap_secs,
+            retry_after_secs: u32::try_from(wait).unwrap_or(u32::MAX),
+        }));
+    }
+    Ok(Ok(()))
 }
 
 /// Queues one envelope per device copy, stamped `at`.

@@ -236,6 +236,7 @@ fn token(id: &str, business: &str) -> AccessTokenRecord {
         label: "ci".into(),
         created_at: UnixTime(5),
         revoked_at: None,
+        person: (id == "t2").then(|| "Marta".to_owned()),
     }
 }
 

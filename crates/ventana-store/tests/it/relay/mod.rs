@@ -7,8 +7,8 @@ use ventana_core::protocol::SignedKey;
 use ventana_core::rules::{AccountKind, EnvelopeKind, RuleViolation, WINDOW_SECS};
 use ventana_core::{BusinessClock, DeviceId, PhoneNumber, UnixTime};
 use ventana_store::relay::{
-    Accepted, AccountRecord, EnvelopeBody, NewDevice, NewSubmission, Refusal, VerificationOutcome,
-    WakeReason, Wakeup,
+    Accepted, AccountRecord, EnvelopeBody, ManualLimit, NewDevice, NewSubmission, Refusal,
+    VerificationOutcome, WakeReason, Wakeup,
 };
 use ventana_store::{RelayStore, StoreError};
 
@@ -175,6 +175,7 @@ fn submission(
         header: kind.as_str().into(),
         category: PricingCategory::Service,
         manual: false,
+        manual_limit: ManualLimit::default(),
     }
 }
 

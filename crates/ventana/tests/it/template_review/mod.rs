@@ -280,6 +280,7 @@ impl Link {
                 },
             }],
             receipt: None,
+            manual: false,
             resend: false,
         };
         self.ask(Op::Send(Box::new(submission))).await
