@@ -242,6 +242,18 @@ pub enum Op {
         after: i64,
         limit: u32,
     },
+    /// What sending this message now would do, decided and rated as a `send` would be, with
+    /// nothing sent or written: answered with [`Reply::Preview`], or refused as the send would
+    /// be (the window, contact-first, a block, the template's state, the pace of replies by
+    /// hand).
+    Preview {
+        to: PhoneNumber,
+        kind: EnvelopeKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<TemplateHeader>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        manual: bool,
+    },
 }
 
 /// Which templates [`Op::TemplateList`] returns, and which page.
@@ -410,6 +422,11 @@ pub enum Reply {
     },
     TemplateEvents {
         events: Vec<TemplateEventInfo>,
+    },
+    /// A [`Op::Preview`]'s answer: how the message would be priced were it delivered now
+    /// (`None` when no policy prices it, as between two users).
+    Preview {
+        quote: Option<crate::pricing::PriceQuote>,
     },
 }
 

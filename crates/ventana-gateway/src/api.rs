@@ -134,8 +134,11 @@ async fn messages(
     by_person: bool,
 ) -> Result<Response, GraphError> {
     let json = send::json(body)?;
-    let key = idempotency::key_of(headers, &json)?;
     let request = SendRequest::from_json(&json)?;
+    if send::dry_run(&json)? {
+        return dry_run(hosted, &request, by_person).await;
+    }
+    let key = idempotency::key_of(headers, &json)?;
     let Some(key) = key else {
         let answer = handle(
             gateway,
@@ -158,6 +161,42 @@ async fn messages(
     )
     .await?;
     Ok(answer.into_response())
+}
+
+/// Ventana's `"dry_run": true`: what the send would do (refused as it would be, or priced as
+/// it would be were it delivered now), with nothing sent, scheduled or written.
+async fn dry_run(
+    hosted: &Hosted,
+    request: &SendRequest,
+    by_person: bool,
+) -> Result<Response, GraphError> {
+    let (to, input) = match request {
+        SendRequest::Text {
+            to,
+            input,
+            schedule: None,
+            ..
+        }
+        | SendRequest::Template {
+            to,
+            input,
+            schedule: None,
+            ..
+        } => (to, input),
+        SendRequest::Text { .. } | SendRequest::Template { .. } => {
+            return Err(GraphError::invalid_parameter(
+                "dry_run previews a send now; it does not combine with schedule.",
+            ));
+        }
+        SendRequest::MarkRead { .. } => {
+            return Err(GraphError::invalid_parameter(
+                "dry_run applies to sending a message, not to marking one read.",
+            ));
+        }
+    };
+    let message = outbound::prepare(hosted, request, MessageId::generate(), by_person).await?;
+    let quote = outbound::preview(hosted, &message).await?;
+    Ok(Json(response::dry_run(input, to, quote.as_ref())).into_response())
 }
 
 /// What to answer for a send whose earlier attempt committed message `id` and lost its

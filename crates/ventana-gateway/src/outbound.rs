@@ -153,6 +153,28 @@ pub(crate) async fn business_now(hosted: &Hosted) -> Result<UnixTime, GraphError
     }
 }
 
+/// What sending `message` now would do, decided and rated by the relay with nothing sent or
+/// written: its price quote, or the refusal the send would get.
+pub(crate) async fn preview(
+    hosted: &Hosted,
+    message: &Outgoing,
+) -> Result<Option<ventana_core::pricing::PriceQuote>, GraphError> {
+    let op = Op::Preview {
+        to: message.to.clone(),
+        kind: if message.template.is_some() {
+            ventana_core::rules::EnvelopeKind::Template
+        } else {
+            ventana_core::rules::EnvelopeKind::Message
+        },
+        template: message.template.clone(),
+        manual: message.manual,
+    };
+    match request(hosted, op).await? {
+        Reply::Preview { quote } => Ok(quote),
+        other => Err(templates::unexpected(&other)),
+    }
+}
+
 /// Encrypts the message and hands it to the relay.
 pub(crate) async fn send(
     gateway: &Arc<Gateway>,

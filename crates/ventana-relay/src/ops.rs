@@ -13,7 +13,9 @@ use ventana_core::rules::{AccountKind, EnvelopeKind, RuleViolation};
 use ventana_core::template::TemplateHeader;
 use ventana_core::{BusinessClock, DeviceId, PhoneNumber, UnixTime, WabaId};
 use ventana_store::StoreError;
-use ventana_store::relay::{AccountRecord, DeviceRecord, EnvelopeBody, NewSubmission, Refusal};
+use ventana_store::relay::{
+    AccountRecord, DeviceRecord, EnvelopeBody, NewSubmission, Proposed, Refusal,
+};
 
 /// Largest ciphertext per device copy (base64 characters).
 const MAX_CIPHERTEXT: usize = 96 * 1024;
@@ -142,6 +144,12 @@ pub(crate) async fn handle(
         Op::TemplateEvents { after, limit } => {
             templates::events(relay, business_of(me)?, after, limit).await
         }
+        Op::Preview {
+            to,
+            kind,
+            template,
+            manual,
+        } => preview(relay, me, to, kind, template, manual).await,
     }
 }
 
@@ -399,20 +407,69 @@ async fn send(
             accepted_at: accepted.accepted_at,
             pricing: accepted.pricing,
         }),
-        Err(Refusal::UnknownRecipient) => Err(ProtocolError::new(
+        Err(refused) => Err(refusal(refused, &submission.to)),
+    }
+}
+
+/// The store's refusal of a message to `to`, in the client protocol.
+fn refusal(refused: Refusal, to: &PhoneNumber) -> ProtocolError {
+    match refused {
+        Refusal::UnknownRecipient => ProtocolError::new(
             ErrorCode::UnknownAccount,
-            format!("{} has no Ventana account", submission.to),
-        )),
-        Err(Refusal::StaleDevices(devices)) => Err(ProtocolError {
+            format!("{to} has no Ventana account"),
+        ),
+        Refusal::StaleDevices(devices) => ProtocolError {
             code: ErrorCode::StaleDevices,
             message: "the copies do not match the recipient's devices".into(),
             rule: None,
             devices: Some(devices.into_iter().map(info).collect()),
-        }),
-        Err(Refusal::IdReused) => Err(ProtocolError::new(
+        },
+        Refusal::IdReused => ProtocolError::new(
             ErrorCode::Conflict,
             "this message id was used for another message",
-        )),
-        Err(Refusal::Rule(rule)) => Err(ProtocolError::refused(rule)),
+        ),
+        Refusal::Rule(rule) => ProtocolError::refused(rule),
+    }
+}
+
+/// A cost preview: the same checks as [`send`] (the template header, then the store's
+/// rules) and the same rating, with nothing sent or written.
+async fn preview(
+    relay: &Relay,
+    me: &AccountRecord,
+    to: PhoneNumber,
+    kind: EnvelopeKind,
+    template: Option<TemplateHeader>,
+    manual: bool,
+) -> Result<Reply, ProtocolError> {
+    if to == me.address {
+        return Err(bad("an account cannot message itself"));
+    }
+    let category = match (kind, &template) {
+        (EnvelopeKind::Template, Some(header)) => {
+            if let Err(rule) = templates::check_header(relay, business_of(me)?, header).await? {
+                return Err(ProtocolError::refused(rule));
+            }
+            header.category.into()
+        }
+        (EnvelopeKind::Message, None) => PricingCategory::Service,
+        _ => {
+            return Err(bad(
+                "a preview is of a message, or of a template message naming its template",
+            ));
+        }
+    };
+    let proposed = Proposed {
+        sender: me.address.clone(),
+        recipient: to.clone(),
+        kind,
+        category,
+        manual,
+        manual_limit: relay.billing.manual_limit,
+        wall: UnixTime::now(),
+    };
+    match relay.store.preview(proposed).await.map_err(internal)? {
+        Ok(quote) => Ok(Reply::Preview { quote }),
+        Err(refused) => Err(refusal(refused, &to)),
     }
 }

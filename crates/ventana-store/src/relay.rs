@@ -192,6 +192,19 @@ impl Default for ManualLimit {
     }
 }
 
+/// A message proposed for a cost preview ([`RelayStore::preview`]): what `accept` would
+/// judge of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposed {
+    pub sender: PhoneNumber,
+    pub recipient: PhoneNumber,
+    pub kind: EnvelopeKind,
+    pub category: ventana_core::pricing::PricingCategory,
+    pub manual: bool,
+    pub manual_limit: ManualLimit,
+    pub wall: UnixTime,
+}
+
 /// One change of a business's tier, as audited.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TierEvent {
@@ -344,6 +357,12 @@ pub trait RelayStore: crate::TemplateStore + crate::LedgerStore + Send + Sync {
     ) -> StoreResult<Option<bool>>;
     /// The audited tier changes of a business, oldest first.
     async fn tier_events(&self, waba: &WabaId) -> StoreResult<Vec<TierEvent>>;
+    /// What accepting `proposed` now would do, writing nothing: the refusal it would meet, or
+    /// how it would be priced were it delivered now (`None` if nothing prices it).
+    async fn preview(
+        &self,
+        proposed: Proposed,
+    ) -> StoreResult<Result<Option<ventana_core::pricing::PriceQuote>, Refusal>>;
 
     // --- accounts, devices, keys -------------------------------------------------------
     async fn account(&self, address: &PhoneNumber) -> StoreResult<Option<AccountRecord>>;

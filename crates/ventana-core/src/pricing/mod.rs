@@ -420,6 +420,18 @@ pub struct PricingNote {
     pub conversation: Option<ConversationNote>,
 }
 
+/// What a message would cost, as a cost preview answers: the status webhook's pricing, the
+/// rate and amount in the card's smallest unit, and the policy version that decided it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceQuote {
+    pub pricing: PricingNote,
+    pub rate: i64,
+    pub amount: i64,
+    pub currency: String,
+    pub precision: u8,
+    pub policy_version: String,
+}
+
 /// The webhook's `conversation` object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationNote {

@@ -15,6 +15,54 @@ pub(crate) fn sent(input: &str, wa_id: &PhoneNumber, message_id: &MessageId) -> 
     })
 }
 
+/// The answer to a send with Ventana's `dry_run` extension that would go through: the send's
+/// `contacts`, no `messages` (nothing was sent), and `dry_run`: how the message would be
+/// priced were it delivered now, with the rate and amount as exact decimals (`null` pricing
+/// when nothing prices it).
+pub(crate) fn dry_run(
+    input: &str,
+    wa_id: &PhoneNumber,
+    quote: Option<&ventana_core::pricing::PriceQuote>,
+) -> Value {
+    let priced = quote.map(|q| {
+        let money = |minor: i64| ventana_core::pricing::Amount(minor).display(q.precision);
+        let mut pricing = json!({
+            "billable": q.pricing.billable,
+            "pricing_model": q.pricing.model.webhook_name(),
+            "category": q.pricing.category.as_str(),
+            "type": q.pricing.pricing_type.as_str(),
+        });
+        if let Some(c) = &q.pricing.conversation {
+            pricing["conversation"] = json!({
+                "id": c.id,
+                "origin": { "type": c.origin.as_str() },
+                "expiration_timestamp": c.expires_at.0.to_string(),
+            });
+        }
+        json!({
+            "pricing": pricing,
+            "model": q.pricing.model.as_str(),
+            "rate": money(q.rate),
+            "amount": money(q.amount),
+            "currency": q.currency,
+            "policy_version": q.policy_version,
+        })
+    });
+    let mut dry_run = json!({ "would_send": true });
+    if let Some(Value::Object(priced)) = priced {
+        if let Value::Object(out) = &mut dry_run {
+            out.extend(priced);
+        }
+    } else {
+        dry_run["pricing"] = Value::Null;
+    }
+    json!({
+        "messaging_product": "whatsapp",
+        "contacts": [{ "input": input, "wa_id": wa_id.digits() }],
+        "dry_run": dry_run,
+    })
+}
+
 /// The answer to a send with Ventana's `schedule` extension: the send's usual shape, with
 /// `message_status: "scheduled"` and the id the message will carry, plus the schedule.
 pub(crate) fn scheduled(

@@ -63,6 +63,18 @@ pub(crate) enum SendRequest {
     },
 }
 
+/// Ventana's `dry_run` extension: `true` asks what the send would do without doing it. Old
+/// clients never send it; anything but a boolean is refused.
+pub(crate) fn dry_run(value: &Value) -> Result<bool, GraphError> {
+    match value.get("dry_run") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(GraphError::invalid_parameter(
+            "dry_run must be true or false.",
+        )),
+    }
+}
+
 /// A raw request body as JSON, or the error that says it is not.
 pub(crate) fn json(body: &[u8]) -> Result<Value, GraphError> {
     serde_json::from_slice(body).map_err(|error| {

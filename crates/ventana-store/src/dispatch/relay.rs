@@ -122,6 +122,17 @@ macro_rules! relay_store {
                         .await
                 }
 
+                async fn preview(
+                    &self,
+                    proposed: $crate::relay::Proposed,
+                ) -> StoreResult<
+                    Result<Option<ventana_core::pricing::PriceQuote>, $crate::relay::Refusal>,
+                > {
+                    self.db
+                        .unit(async move |tx| envelopes::quote(tx, &proposed).await)
+                        .await
+                }
+
                 async fn set_business_clock(
                     &self,
                     waba: &WabaId,

@@ -198,6 +198,50 @@ async fn billing(node: &Node, tmp: &std::path::Path, waba: &str) {
         charged
     );
 
+    // Cost previews (`dry_run`): answered as the send would be, with nothing sent or written.
+    let mut preview = winter_send(&ana.phone);
+    preview["dry_run"] = json!(true);
+    let (status, quoted) = send(node, &shop, &preview).await;
+    assert_eq!(status, 200, "{quoted}");
+    assert!(quoted.get("messages").is_none(), "{quoted}");
+    assert_eq!(
+        quoted["dry_run"],
+        json!({
+            "would_send": true,
+            "pricing": charged,
+            "model": "per_message_2025",
+            "rate": "0.0250",
+            "amount": "0.0250",
+            "currency": "USD",
+            "policy_version": "example-per-message-2025",
+        })
+    );
+    let late_text = json!({"messaging_product": "whatsapp", "to": ana.phone.digits(), "type": "text", "text": {"body": "still there?"}, "dry_run": true});
+    let (status, refused) = send(node, &shop, &late_text).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_i64()),
+        (400, Some(131047)),
+        "{refused}"
+    );
+    let mut missing = winter_send(&ana.phone);
+    missing["template"]["name"] = json!("summer_sale");
+    missing["dry_run"] = json!(true);
+    let (status, refused) = send(node, &shop, &missing).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_i64()),
+        (404, Some(132001)),
+        "{refused}"
+    );
+    preview["dry_run"] = json!("yes");
+    let (status, refused) = send(node, &shop, &preview).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_i64()),
+        (400, Some(100)),
+        "{refused}"
+    );
+    ana.expect_silence(std::time::Duration::from_millis(300))
+        .await;
+
     // The month's usage: three messages, one charged.
     let (_, clock) = node
         .admin(

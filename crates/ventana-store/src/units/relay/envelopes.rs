@@ -3,10 +3,11 @@
 use super::billing;
 use super::directory::{account, business_clock, business_tier, devices, lock_account};
 use crate::relay::{
-    Accepted, BusinessPair, ManualLimit, NewSubmission, Refusal, StoredEnvelope, WakeReason,
+    Accepted, AccountRecord, BusinessPair, ManualLimit, NewSubmission, Proposed, Refusal,
+    StoredEnvelope, WakeReason,
 };
 use crate::sql::{Sql, Tx, TxResult, args, backend, big};
-use ventana_core::pricing::WindowState;
+use ventana_core::pricing::{PriceQuote, PricingCategory, PricingNote, WindowState};
 use ventana_core::rules::{
     self, AccountKind, BusinessTier, ContactOrigin, EnvelopeKind, RuleViolation, SendDecision,
     ServiceWindow,
@@ -113,51 +114,15 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
         .await?
         .ok_or_else(|| backend(format!("the sending account {} does not exist", s.sender)))?;
     let Some(recipient) = lock_account(tx, &s.recipient).await? else {
-        // To a business, "no such user" and "no contact" are the same answer: it may not
-        // learn who is on Ventana by trying.
-        return Ok(Err(match sender.kind {
-            AccountKind::Business => Refusal::Rule(RuleViolation::NoContact),
-            AccountKind::User => Refusal::UnknownRecipient,
-        }));
+        return Ok(Err(no_recipient(&sender)));
     };
 
     // The rules first: the device list below is only for senders allowed to write.
-    let pair = BusinessPair::of(&sender, &recipient);
-    let clock = match pair.as_ref().and_then(|p| p.business.waba_id.as_ref()) {
-        Some(waba) => business_clock(tx, waba)
-            .await?
-            .unwrap_or(BusinessClock::LIVE),
-        None => BusinessClock::LIVE,
+    let judged = match judge(tx, &Proposal::of(s), &sender, &recipient).await? {
+        Err(refusal) => return Ok(Err(refusal)),
+        Ok(judged) => judged,
     };
-    let now = clock.now(s.wall);
-    let existing = match &pair {
-        Some(pair) => relationship_between(tx, &pair.business.address, &pair.user.address).await?,
-        None => None,
-    };
-    // A reply by hand passes a closed window only from an `app`-tier business; from any
-    // other it is an ordinary message, under the window like the rest.
-    let manual = match &pair {
-        Some(pair) if s.manual && s.kind == EnvelopeKind::Message => {
-            pair.business.address == s.sender
-                && match &pair.business.waba_id {
-                    Some(waba) => business_tier(tx, waba).await? == Some(BusinessTier::App),
-                    None => false,
-                }
-        }
-        _ => false,
-    };
-    let decided = if manual {
-        match human_pace(tx, &s.sender, s.manual_limit, now).await? {
-            Err(violation) => Err(violation),
-            Ok(()) => rules::decide_manual_reply(existing.as_ref()),
-        }
-    } else {
-        rules::decide(sender.kind, recipient.kind, s.kind, existing.as_ref(), now)
-    };
-    let decision = match decided {
-        Err(violation) => return Ok(Err(Refusal::Rule(violation))),
-        Ok(decision) => decision,
-    };
+    let now = judged.now;
 
     let current = devices(tx, &s.recipient).await?;
     let device_ids: Vec<DeviceId> = current.iter().map(|d| d.device_id).collect();
@@ -165,11 +130,12 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
         return Ok(Err(Refusal::StaleDevices(current)));
     };
 
-    if let SendDecision::DeliverAndRecord(rel) = decision {
-        let pair = pair
+    if let SendDecision::DeliverAndRecord(rel) = &judged.decision {
+        let pair = judged
+            .pair
             .as_ref()
             .ok_or_else(|| backend("the rules recorded a relationship without a business"))?;
-        record_relationship(tx, pair, &rel, existing.is_none()).await?;
+        record_relationship(tx, pair, rel, judged.existing.is_none()).await?;
     }
 
     queue_copies(tx, s, now, copies).await?;
@@ -187,31 +153,191 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
     )
     .await?;
     // A business's message to a user is priced on delivery, from what it is now.
-    let mut pricing = None;
-    if let Some(pair) = &pair
-        && pair.business.address == s.sender
-        && let Some(waba) = &pair.business.waba_id
-    {
-        let window = match &existing {
-            Some(rel) if rel.window.is_open(now) => WindowState::Open,
-            _ => WindowState::Closed,
-        };
-        let inputs = billing::Inputs {
-            waba: waba.clone(),
-            category: s.category,
-            template: s.kind == EnvelopeKind::Template,
-            window,
-            manual,
-        };
-        billing::record_inputs(tx, &s.sender, &s.id, &inputs).await?;
-        pricing = billing::prospect(tx, &inputs, &s.recipient, &s.id, now).await?;
-    }
+    let pricing = match &judged.inputs {
+        Some(inputs) => {
+            billing::record_inputs(tx, &s.sender, &s.id, inputs).await?;
+            billing::prospect(tx, inputs, &s.recipient, &s.id, now).await?
+        }
+        None => None,
+    };
     Ok(Ok(Accepted {
         accepted_at: now,
         devices: device_ids,
         duplicate: false,
         pricing,
     }))
+}
+
+/// To a business, "no such user" and "no contact" are the same answer: it may not learn who
+/// is on Ventana by trying.
+fn no_recipient(sender: &AccountRecord) -> Refusal {
+    match sender.kind {
+        AccountKind::Business => Refusal::Rule(RuleViolation::NoContact),
+        AccountKind::User => Refusal::UnknownRecipient,
+    }
+}
+
+/// What the rules read of a message: who to whom, what, by hand or not, and when.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Proposal<'a> {
+    pub(crate) sender: &'a PhoneNumber,
+    pub(crate) recipient: &'a PhoneNumber,
+    pub(crate) kind: EnvelopeKind,
+    pub(crate) category: PricingCategory,
+    pub(crate) manual: bool,
+    pub(crate) manual_limit: ManualLimit,
+    pub(crate) wall: UnixTime,
+}
+
+impl<'a> From<&'a Proposed> for Proposal<'a> {
+    fn from(p: &'a Proposed) -> Self {
+        Self {
+            sender: &p.sender,
+            recipient: &p.recipient,
+            kind: p.kind,
+            category: p.category,
+            manual: p.manual,
+            manual_limit: p.manual_limit,
+            wall: p.wall,
+        }
+    }
+}
+
+impl<'a> Proposal<'a> {
+    fn of(s: &'a NewSubmission) -> Self {
+        Self {
+            sender: &s.sender,
+            recipient: &s.recipient,
+            kind: s.kind,
+            category: s.category,
+            manual: s.manual,
+            manual_limit: s.manual_limit,
+            wall: s.wall,
+        }
+    }
+}
+
+/// The rules' verdict on a proposal, and what it was decided from.
+struct Judged<'a> {
+    /// On the business's clock.
+    now: UnixTime,
+    pair: Option<BusinessPair<'a>>,
+    existing: Option<Relationship>,
+    decision: SendDecision,
+    /// A business's message to a user: what it is for pricing.
+    inputs: Option<billing::Inputs>,
+}
+
+/// Judges a proposal under the rules, writing nothing: the business's clock, the
+/// relationship, a reply by hand's tier and pace, contact-first, blocking and the window.
+async fn judge<'a>(
+    tx: &mut impl Tx,
+    p: &Proposal<'_>,
+    sender: &'a AccountRecord,
+    recipient: &'a AccountRecord,
+) -> TxResult<Result<Judged<'a>, Refusal>> {
+    let pair = BusinessPair::of(sender, recipient);
+    let clock = match pair.as_ref().and_then(|p| p.business.waba_id.as_ref()) {
+        Some(waba) => business_clock(tx, waba)
+            .await?
+            .unwrap_or(BusinessClock::LIVE),
+        None => BusinessClock::LIVE,
+    };
+    let now = clock.now(p.wall);
+    let existing = match &pair {
+        Some(pair) => relationship_between(tx, &pair.business.address, &pair.user.address).await?,
+        None => None,
+    };
+    // A reply by hand passes a closed window only from an `app`-tier business; from any
+    // other it is an ordinary message, under the window like the rest.
+    let manual = match &pair {
+        Some(pair) if p.manual && p.kind == EnvelopeKind::Message => {
+            pair.business.address == *p.sender
+                && match &pair.business.waba_id {
+                    Some(waba) => business_tier(tx, waba).await? == Some(BusinessTier::App),
+                    None => false,
+                }
+        }
+        _ => false,
+    };
+    let decided = if manual {
+        match human_pace(tx, p.sender, p.manual_limit, now).await? {
+            Err(violation) => Err(violation),
+            Ok(()) => rules::decide_manual_reply(existing.as_ref()),
+        }
+    } else {
+        rules::decide(sender.kind, recipient.kind, p.kind, existing.as_ref(), now)
+    };
+    let decision = match decided {
+        Err(violation) => return Ok(Err(Refusal::Rule(violation))),
+        Ok(decision) => decision,
+    };
+    let inputs = match &pair {
+        Some(pair) if pair.business.address == *p.sender => {
+            pair.business.waba_id.as_ref().map(|waba| billing::Inputs {
+                waba: waba.clone(),
+                category: p.category,
+                template: p.kind == EnvelopeKind::Template,
+                window: match &existing {
+                    Some(rel) if rel.window.is_open(now) => WindowState::Open,
+                    _ => WindowState::Closed,
+                },
+                manual,
+            })
+        }
+        _ => None,
+    };
+    Ok(Ok(Judged {
+        now,
+        pair,
+        existing,
+        decision,
+        inputs,
+    }))
+}
+
+/// [`preview`] as the store answers it.
+pub(crate) async fn quote(
+    tx: &mut impl Tx,
+    proposed: &Proposed,
+) -> TxResult<Result<Option<PriceQuote>, Refusal>> {
+    Ok(preview(tx, &Proposal::from(proposed)).await?.map(|rated| {
+        rated.map(|r| PriceQuote {
+            pricing: PricingNote::of(&r.decision, r.conversation),
+            rate: r.decision.rate.0,
+            amount: r.decision.amount.0,
+            currency: r.currency,
+            precision: r.precision,
+            policy_version: r.version,
+        })
+    }))
+}
+
+/// What sending a message would do, deciding and rating it exactly as [`accept`] would but
+/// writing nothing (a cost preview): the refusal it would meet, or how it would be priced
+/// were it delivered now (`None` for a message nobody is charged for).
+async fn preview(
+    tx: &mut impl Tx,
+    p: &Proposal<'_>,
+) -> TxResult<Result<Option<billing::Rated>, Refusal>> {
+    let sender = account(tx, p.sender)
+        .await?
+        .ok_or_else(|| backend(format!("the sending account {} does not exist", p.sender)))?;
+    let Some(recipient) = account(tx, p.recipient).await? else {
+        return Ok(Err(no_recipient(&sender)));
+    };
+    let judged = match judge(tx, p, &sender, &recipient).await? {
+        Err(refusal) => return Ok(Err(refusal)),
+        Ok(judged) => judged,
+    };
+    let Some(inputs) = &judged.inputs else {
+        return Ok(Ok(None));
+    };
+    // A conversation it would open is named after the message; a preview has none yet.
+    let placeholder = MessageId::generate();
+    billing::rate(tx, inputs, p.recipient, &placeholder, judged.now)
+        .await
+        .map(Ok)
 }
 
 /// Whether a business number may send a reply by hand at `now`: at least `min_gap_secs`
