@@ -254,6 +254,13 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         manual: bool,
     },
+    /// The business's delivered messages in `[from, until)` from its billing ledger, grouped
+    /// for the Cloud API's `pricing_analytics` and `conversation_analytics`.
+    Analytics {
+        from: UnixTime,
+        until: UnixTime,
+        granularity: crate::pricing::report::Granularity,
+    },
 }
 
 /// Which templates [`Op::TemplateList`] returns, and which page.
@@ -427,6 +434,9 @@ pub enum Reply {
     /// (`None` when no policy prices it, as between two users).
     Preview {
         quote: Option<crate::pricing::PriceQuote>,
+    },
+    Analytics {
+        points: Vec<crate::pricing::report::AnalyticsPoint>,
     },
 }
 

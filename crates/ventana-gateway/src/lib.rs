@@ -11,6 +11,8 @@
 //! - `schedules`: Ventana's scheduled sends (kept, listed, cancelled, fired once);
 //! - `idempotency`: Ventana's `Idempotency-Key` on sends: the message id claimed with the key
 //!   before sending, the first answer replayed to retries on any node, keys kept 24 hours;
+//! - `analytics`: `GET /{waba_id}?fields=…`: the business account's `id`, `name`,
+//!   `pricing_analytics` and `conversation_analytics` (from the relay's billing ledger);
 //! - `templates`: message templates on the Graph API (`/{waba_id}/message_templates`,
 //!   `/{template_id}`), answered by the relay, and the follower of the relay's template
 //!   events that queues `message_template_status_update` webhooks;
@@ -23,6 +25,7 @@
 //! talks to the relay over the same WebSocket protocol, on loopback.
 
 mod admin;
+mod analytics;
 mod api;
 mod events;
 mod graph;

@@ -275,6 +275,62 @@ pub(crate) async fn usage(
     })))
 }
 
+#[derive(Deserialize)]
+pub(crate) struct PageQuery {
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn entry_json(e: &LedgerEntry) -> Value {
+    let c = &e.charge;
+    let p = c.precision;
+    json!({
+        "seq": e.seq,
+        "message_id": c.message_id,
+        "destination": c.destination.digits(),
+        "delivered_at": c.delivered_at.0,
+        "policy_version": c.policy_version,
+        "model": c.model.as_str(),
+        "category": c.category.as_str(),
+        "template": c.template,
+        "window": c.window.as_str(),
+        "pricing_type": c.pricing_type.as_str(),
+        "manual": c.manual,
+        "rate": money(c.rate.0, p),
+        "amount": money(c.amount.0, p),
+        "amount_minor": c.amount.0,
+        "currency": c.currency,
+        "conversation_id": c.conversation_id,
+        "prev_hash": hex(&e.prev_hash),
+        "hash": hex(&e.hash),
+    })
+}
+
+/// `GET /relay/v1/admin/billing/businesses/{waba}/ledger?after=&limit=`: the business's
+/// entries in chain order, every field and both hashes, a page at a time (at most 1000).
+pub(crate) async fn ledger(
+    State(relay): State<Arc<Relay>>,
+    headers: HeaderMap,
+    Path(waba): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Value>, HttpError> {
+    operator(&relay, &headers)?;
+    let waba = business(&waba)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, PAGE);
+    let entries = relay
+        .store
+        .ledger_entries(&waba, query.after.unwrap_or(0), limit)
+        .await?;
+    Ok(Json(json!({
+        "data": entries.iter().map(entry_json).collect::<Vec<_>>(),
+        "next_after": entries.last().map(|e| e.seq),
+    })))
+}
+
 /// Every policy version, parsed, by name.
 async fn parsed_policies(relay: &Relay) -> Result<BTreeMap<String, Policy>, HttpError> {
     let mut out = BTreeMap::new();

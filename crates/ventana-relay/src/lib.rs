@@ -118,6 +118,10 @@ impl Relay {
                 get(billing::usage),
             )
             .route(
+                "/relay/v1/admin/billing/businesses/{waba}/ledger",
+                get(billing::ledger),
+            )
+            .route(
                 "/relay/v1/admin/billing/businesses/{waba}/rerate",
                 post(billing::rerate_period),
             )

@@ -5,6 +5,7 @@ use crate::{Relay, templates};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ventana_core::pricing::PricingCategory;
+use ventana_core::pricing::report::Granularity;
 use ventana_core::protocol::{
     Ciphertext, ClaimedKey, DeviceInfo, ErrorCode, Op, ProtocolError, Receipt, ReceiptStatus,
     Reply, Submission,
@@ -150,6 +151,11 @@ pub(crate) async fn handle(
             template,
             manual,
         } => preview(relay, me, to, kind, template, manual).await,
+        Op::Analytics {
+            from,
+            until,
+            granularity,
+        } => analytics(relay, business_of(me)?, from, until, granularity).await,
     }
 }
 
@@ -409,6 +415,32 @@ async fn send(
         }),
         Err(refused) => Err(refusal(refused, &submission.to)),
     }
+}
+
+/// The longest period one analytics request covers.
+const MAX_ANALYTICS_SECS: i64 = 366 * 86_400;
+
+/// A business's own billing ledger, grouped for the Cloud API's analytics.
+async fn analytics(
+    relay: &Relay,
+    waba: &WabaId,
+    from: UnixTime,
+    until: UnixTime,
+    granularity: Granularity,
+) -> Result<Reply, ProtocolError> {
+    if until.0 <= from.0 || until.0 - from.0 > MAX_ANALYTICS_SECS {
+        return Err(bad(
+            "analytics cover a period that ends after it starts, at most 366 days long",
+        ));
+    }
+    let entries = relay
+        .store
+        .ledger_between(waba, from, until)
+        .await
+        .map_err(internal)?;
+    Ok(Reply::Analytics {
+        points: ventana_core::pricing::report::analytics(&entries, from, until, granularity),
+    })
 }
 
 /// The store's refusal of a message to `to`, in the client protocol.

@@ -231,3 +231,124 @@ pub fn rerate(
     }
     Ok(out)
 }
+
+/// The time buckets of the Cloud API's analytics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Granularity {
+    HalfHour,
+    Daily,
+    Monthly,
+}
+
+impl Granularity {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "HALF_HOUR" => Some(Self::HalfHour),
+            "DAILY" => Some(Self::Daily),
+            "MONTHLY" => Some(Self::Monthly),
+            _ => None,
+        }
+    }
+
+    /// The bucket `t` falls in: `[start, end)`.
+    pub fn bucket(
+        self,
+        t: crate::time::UnixTime,
+    ) -> (crate::time::UnixTime, crate::time::UnixTime) {
+        use crate::time::UnixTime;
+        match self {
+            Self::HalfHour => {
+                let start = t.0 - t.0.rem_euclid(1800);
+                (UnixTime(start), UnixTime(start + 1800))
+            }
+            Self::Daily => {
+                let start = t.0 - t.0.rem_euclid(86_400);
+                (UnixTime(start), UnixTime(start + 86_400))
+            }
+            Self::Monthly => {
+                let month = Month::of(t);
+                (month.start(), month.end())
+            }
+        }
+    }
+}
+
+/// One group of a business's delivered messages for the Cloud API's `pricing_analytics` and
+/// `conversation_analytics`: a time bucket, and the category, type and country they share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AnalyticsPoint {
+    pub start: crate::time::UnixTime,
+    pub end: crate::time::UnixTime,
+    pub category: PricingCategory,
+    pub pricing_type: super::PricingType,
+    /// ISO 3166 alpha-2 of the destination.
+    pub country: String,
+    /// For conversations opened: `REGULAR` (charged), `FREE_TIER` (the month's free
+    /// allowance) or `FREE_ENTRY_POINT`; `None` for messages that opened none.
+    pub conversation_type: Option<String>,
+    /// Messages delivered.
+    pub volume: u64,
+    /// Conversations opened.
+    pub conversations: u64,
+    /// In the currency's smallest unit.
+    pub cost: i64,
+    pub currency: String,
+    pub precision: u8,
+}
+
+/// A business's entries delivered in `[from, until)`, grouped by `granularity` bucket,
+/// category, type, country and currency.
+pub fn analytics(
+    entries: &[LedgerEntry],
+    from: crate::time::UnixTime,
+    until: crate::time::UnixTime,
+    granularity: Granularity,
+) -> Vec<AnalyticsPoint> {
+    // (bucket start, category, type, country, conversation type, currency, precision).
+    type Group<'e> = (i64, &'e str, &'e str, String, Option<&'e str>, &'e str, u8);
+    let mut groups: BTreeMap<Group<'_>, AnalyticsPoint> = BTreeMap::new();
+    for entry in entries {
+        let c = &entry.charge;
+        if c.delivered_at < from || c.delivered_at >= until {
+            continue;
+        }
+        let (start, end) = granularity.bucket(c.delivered_at);
+        let opened = c.conversation_id.as_deref()
+            == Some(super::conversation_id(&c.waba_id, &c.message_id).as_str());
+        let conversation_type = opened.then_some(if c.amount.0 > 0 {
+            "REGULAR"
+        } else if c.pricing_type == super::PricingType::FreeEntryPoint {
+            "FREE_ENTRY_POINT"
+        } else {
+            "FREE_TIER"
+        });
+        let country = c.destination.country().to_owned();
+        let key = (
+            start.0,
+            c.category.as_str(),
+            c.pricing_type.as_str(),
+            country.clone(),
+            conversation_type,
+            c.currency.as_str(),
+            c.precision,
+        );
+        let point = groups.entry(key).or_insert_with(|| AnalyticsPoint {
+            start,
+            end,
+            category: c.category,
+            pricing_type: c.pricing_type,
+            country,
+            conversation_type: conversation_type.map(str::to_owned),
+            volume: 0,
+            conversations: 0,
+            cost: 0,
+            currency: c.currency.clone(),
+            precision: c.precision,
+        });
+        point.volume += 1;
+        point.conversations += u64::from(opened);
+        point.cost += c.amount.0;
+    }
+    groups.into_values().collect()
+}

@@ -54,6 +54,7 @@ pub(crate) async fn route(
             (Some(MESSAGE_TEMPLATES), &Method::POST) => create(gateway, waba, body).await,
             (Some(MESSAGE_TEMPLATES), &Method::DELETE) => delete(gateway, waba, parts).await,
             (Some(MESSAGE_TEMPLATES), method) => Err(GraphError::method_not_allowed(method)),
+            (None, &Method::GET) => crate::analytics::waba_node(gateway, waba, parts).await,
             _ => Err(GraphError::unknown_node(&path.node)),
         };
     }

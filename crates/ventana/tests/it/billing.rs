@@ -11,7 +11,7 @@ use ventana_core::MessageId;
 use ventana_core::protocol::ReceiptStatus;
 
 /// A marketing template with one variable.
-fn winter_sale() -> Value {
+pub(crate) fn winter_sale() -> Value {
     json!({
         "name": "winter_sale",
         "language": "en_US",
@@ -24,7 +24,7 @@ fn winter_sale() -> Value {
     })
 }
 
-fn winter_send(to: &ventana_core::PhoneNumber) -> Value {
+pub(crate) fn winter_send(to: &ventana_core::PhoneNumber) -> Value {
     json!({
         "messaging_product": "whatsapp",
         "to": to.digits(),
@@ -51,6 +51,15 @@ utility = "0.0040"
 authentication = "0.0035"
 service = "0.0010"
 "#;
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
 
 async fn upload_policy(node: &Node, text: &str) -> (u16, Value) {
     let response = node
@@ -278,6 +287,49 @@ async fn billing(node: &Node, tmp: &std::path::Path, waba: &str) {
         json!([{"category": "marketing", "country": "ES", "rate": "0.0250", "messages": 1, "amount": "0.0250", "amount_minor": 250}])
     );
     assert_eq!(usd["policy_versions"], json!(["example-per-message-2025"]));
+
+    // The Cloud API's analytics, from the same ledger.
+    let fields = format!(
+        "id,pricing_analytics.start({}).end({}).granularity(MONTHLY).dimensions([\"PRICING_CATEGORY\",\"PRICING_TYPE\"])",
+        month.start().0,
+        month.end().0
+    );
+    let (status, node_info) = crate::template_send::api_get(
+        node,
+        &shop.token,
+        &format!("/v23.0/{waba}?fields={}", urlencode(&fields)),
+    )
+    .await;
+    assert_eq!(status, 200, "{node_info}");
+    assert_eq!(node_info["id"], waba);
+    let points = node_info["pricing_analytics"]["data"][0]["data_points"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let point = |category: &str| {
+        points
+            .iter()
+            .find(|p| p["pricing_category"] == category)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(point("MARKETING")["volume"], 1, "{node_info}");
+    assert_eq!(point("MARKETING")["cost"], 0.025);
+    assert_eq!(point("MARKETING")["pricing_type"], "REGULAR");
+    assert_eq!(point("UTILITY")["pricing_type"], "FREE_CUSTOMER_SERVICE");
+    assert_eq!(point("SERVICE")["cost"], 0.0);
+    assert_eq!(point("MARKETING")["start"], month.start().0);
+    let (status, refused) = crate::template_send::api_get(
+        node,
+        &shop.token,
+        &format!("/v23.0/{waba}?fields=pricing_analytics.granularity(DAILY)"),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_i64()),
+        (400, Some(100)),
+        "{refused}"
+    );
 
     // The chain holds and every amount recomputes.
     let (_, verified) = node

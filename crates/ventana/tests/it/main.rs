@@ -10,6 +10,7 @@ mod conversation;
 mod harness;
 mod idempotency;
 mod nodes;
+mod reconciliation;
 mod recovery;
 mod restart;
 mod rules;
