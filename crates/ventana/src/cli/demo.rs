@@ -188,9 +188,8 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
     .flatten()
     .ok_or_else(|| anyhow!("the reply did not reach Ana's device"))?;
     println!("   Ana's device decrypted: {got:?}");
-    endpoint
-        .send_receipt(&shop, ReceiptStatus::Read, vec![reply_id.parse()?])
-        .await?;
+    // Ana reads it once her device has reported it delivered (the business's `delivered`
+    // webhook is there): a read before the delivery report would leave nothing to move.
     let mut statuses = Vec::new();
     let mut pricing = Value::Null;
     while statuses.len() < 3 {
@@ -200,6 +199,9 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
             statuses.push(name.to_owned());
             if name == "delivered" {
                 pricing = status["pricing"].clone();
+                endpoint
+                    .send_receipt(&shop, ReceiptStatus::Read, vec![reply_id.parse()?])
+                    .await?;
             }
         }
     }
@@ -226,6 +228,7 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
         "\n3. test clock +25 h; a free-form message now gets: {}",
         late["error"]["message"]
     );
+    manual_reply(&admin, &http, &url, &mut hooks, &mut live).await?;
 
     templates(
         &admin,
@@ -254,6 +257,72 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
     }
     println!(
         "\ndone: messages went both ways end-to-end encrypted; the relay stored only ciphertext."
+    );
+    Ok(())
+}
+
+/// A small business's late reply by hand: the operator puts the business on the `app` tier,
+/// a person of its staff gets a token, and her reply goes out after the window, free.
+async fn manual_reply(
+    admin: &AdminClient,
+    http: &reqwest::Client,
+    url: &str,
+    hooks: &mut mpsc::UnboundedReceiver<Delivery>,
+    live: &mut mpsc::UnboundedReceiver<Inbound>,
+) -> Result<()> {
+    admin
+        .call(
+            Method::POST,
+            &format!("/relay/v1/admin/businesses/{WABA}/tier"),
+            Some(
+                json!({ "tier": "app", "by": "demo", "reason": "a small shop answering by hand" }),
+            ),
+        )
+        .await?;
+    let issued = admin
+        .call(
+            Method::POST,
+            &format!("/admin/v1/businesses/{WABA}/tokens"),
+            Some(json!({ "label": "counter", "person": "Marta" })),
+        )
+        .await?;
+    let person = issued["token"].as_str().context("person token")?;
+    let reply = "Sorry for the wait! Size M is back in blue.";
+    let sent: Value = http
+        .post(format!("{url}/v23.0/{PHONE_NUMBER_ID}/messages"))
+        .bearer_auth(person)
+        .json(&json!({ "messaging_product": "whatsapp", "to": USER, "type": "text", "text": { "body": reply } }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = sent["messages"][0]["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the manual reply was refused: {sent}"))?
+        .to_owned();
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = live.recv().await {
+            if let Inbound::Message { payload, .. } = event {
+                return Some(render(&payload));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| anyhow!("the manual reply did not reach Ana's device"))?;
+    let pricing = loop {
+        let event = next_webhook(hooks, "status").await?;
+        let status = &value_of(&event)["statuses"][0];
+        if status["id"] == id.as_str() && status["status"] == "delivered" {
+            break status["pricing"].clone();
+        }
+    };
+    println!(
+        "   the operator puts Demo Shop on the `app` tier (a small business answering by hand);\n   \
+         Marta replies late with her own token: {reply:?}\n   Ana's device decrypted: {got:?}; \
+         free, marked manual in the ledger: \"pricing\": {pricing}"
     );
     Ok(())
 }
@@ -289,11 +358,10 @@ async fn invoice(admin: &AdminClient) -> Result<()> {
                 line["amount"].as_str().unwrap_or_default(),
             );
         }
-        let free = currency["by_type"]["free_customer_service"]["messages"]
-            .as_u64()
-            .unwrap_or(0);
+        let count = |kind: &str| currency["by_type"][kind]["messages"].as_u64().unwrap_or(0);
+        let (free, manual) = (count("free_customer_service"), count("manual"));
         println!(
-            "   total {} {code} for {} delivered messages ({free} free inside the window), policy {}",
+            "   total {} {code} for {} delivered messages ({free} free inside the window, {manual} late by hand, free), policy {}",
             currency["total"].as_str().unwrap_or_default(),
             currency["messages"],
             currency["policy_versions"]
