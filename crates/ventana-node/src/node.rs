@@ -134,6 +134,11 @@ pub async fn run(
         (None, Backend::Postgres { .. }) => Token::generate("node").expose()[5..17].to_owned(),
     };
 
+    if config.billing.manual_replies_per_minute == 0 {
+        anyhow::bail!(
+            "billing.manual_replies_per_minute must be at least 1 (make a business `api` tier to allow no replies by hand)"
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let relay = Relay::new(
         relay_store,

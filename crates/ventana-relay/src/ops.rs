@@ -428,7 +428,8 @@ async fn analytics(
     until: UnixTime,
     granularity: Granularity,
 ) -> Result<Reply, ProtocolError> {
-    if until.0 <= from.0 || until.0 - from.0 > MAX_ANALYTICS_SECS {
+    let length = until.0.checked_sub(from.0);
+    if !length.is_some_and(|secs| secs > 0 && secs <= MAX_ANALYTICS_SECS) {
         return Err(bad(
             "analytics cover a period that ends after it starts, at most 366 days long",
         ));

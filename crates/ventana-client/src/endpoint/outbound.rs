@@ -477,6 +477,12 @@ impl Endpoint {
         let op = Op::Send(Box::new(queued.submission.clone()));
         let submitted = match self.link.request(op, SUBMIT_WAIT).await {
             Ok(Reply::Sent { accepted_at, .. }) => Submitted::Accepted(accepted_at),
+            // The relay failed (a delivery report is also what it bills by): try again
+            // later, which is safe, rather than drop it.
+            Err(LinkError::Refused(e)) if e.code == ErrorCode::Internal => {
+                tracing::debug!(id = %row.id, error = %e, "a receipt failed at the relay; will retry");
+                return Ok(Submitted::Pending);
+            }
             Err(LinkError::Refused(e)) => {
                 tracing::debug!(id = %row.id, error = %e, "a receipt was refused");
                 Submitted::Refused(e)

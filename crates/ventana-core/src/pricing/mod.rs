@@ -275,9 +275,9 @@ pub struct Delivery<'a> {
     pub template: bool,
     pub window: WindowState,
     pub destination: &'a PhoneNumber,
-    /// Messages of this business already charged this month under the same policy: in this
-    /// category for tiers, in all categories for volume bands. Counting them is the
-    /// ledger's job; rating only reads the number.
+    /// Messages of this business counted this month (charged as `regular`, under any policy
+    /// version): in this category for tiers, in all categories for volume bands (see
+    /// [`month_count`]). Counting them is the ledger's job; rating only reads the number.
     pub charged_this_month: u64,
     /// Conversations only: a conversation of this category with this customer is open, so
     /// the message rides on it.

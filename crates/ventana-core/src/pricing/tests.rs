@@ -663,3 +663,36 @@ mod properties {
         }
     }
 }
+
+/// The README's policy examples are real policies: each reads (with the shared header where
+/// the example leaves it out).
+#[test]
+fn the_readmes_policy_examples_read() {
+    let readme = include_str!("../../../../README.md");
+    let start = readme.find("## Billing").expect("a Billing section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut checked = 0;
+    for block in section.split("```toml").skip(1) {
+        let body = block.split("```").next().unwrap_or_default();
+        if !body.contains("model = ") {
+            continue;
+        }
+        let text = if body.contains("version = ") {
+            body.to_owned()
+        } else {
+            format!(
+                "version = \"readme\"\neffective_from = \"2026-01-01T00:00:00Z\"\ncurrency = \"USD\"\nprecision = 4\n{}",
+                body.lines()
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        };
+        if let Err(e) = Policy::parse(&text) {
+            panic!("a README example does not read: {e}\n{text}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} examples found");
+}

@@ -1,8 +1,8 @@
-//! Reconciliation: a thousand messages through every pricing model, each rated by the relay
+//! Reconciliation: two thousand messages through every pricing model, each rated by the relay
 //! at delivery and each expected amount computed here independently (from the models as the
 //! README states them, not by calling the rating code). Windows open and close on the
 //! sandbox test clock; templates of every category; refusals (a closed window, a block, a
-//! stranger) that must not be charged; retries of the same send and redelivered receipts
+//! stranger) and messages never delivered (an offline customer) that must not be charged; retries of the same send and redelivered receipts
 //! that must not charge twice; a node restart mid-stream (SQLite) or two nodes (PostgreSQL).
 //! The ledger total must equal the expected total to the minor unit, every entry its
 //! message's expected amount, and every status webhook's `pricing` its ledger entry.
@@ -314,6 +314,8 @@ async fn post(node: &Node, shop: &Business, request: &Value, key: Option<&str>) 
 struct Figures {
     attempted: usize,
     refused: usize,
+    /// Accepted, but the customer's device never came back for them.
+    undelivered: usize,
     delivered: usize,
     expected_total: i64,
     ledger_total: i64,
@@ -356,6 +358,20 @@ async fn reconcile(mut run: Run, tmp: &Path, waba: &str) -> Figures {
         "Stranger",
     )
     .await;
+    // A customer who wrote once and then went offline for good: the templates sent to them
+    // are accepted but never delivered, so never charged.
+    let offline = Device::register(
+        run.node(0),
+        &tmp.join("offline"),
+        &format!("3460{waba}998"),
+        "Offline",
+    )
+    .await;
+    offline.send(&shop.number, "hello").await;
+    shop.next_message().await;
+    let offline_phone = offline.phone.clone();
+    offline.disconnect().await;
+    let mut undelivered = Vec::new();
 
     let t0 = clock_now(run.node(0), waba).await;
     for (i, model) in MODELS.iter().enumerate() {
@@ -450,6 +466,17 @@ async fn reconcile(mut run: Run, tmp: &Path, waba: &str) -> Figures {
                 accepted.insert(id, priced);
             }
         }
+        // Accepted for the offline customer, never delivered.
+        let (status, parked) = post(
+            run.node(1),
+            &shop,
+            &Kind::Marketing.request(&offline_phone, 0),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{parked}");
+        undelivered.push(parked["messages"][0]["id"].as_str().unwrap().to_owned());
+        attempted += 1;
         // A stranger never wrote: the business may not reach them, and nothing is charged.
         let (status, stranger_refused) = post(
             run.node(0),
@@ -526,6 +553,12 @@ async fn reconcile(mut run: Run, tmp: &Path, waba: &str) -> Figures {
         accepted.len(),
         "one entry per delivered business message"
     );
+    for id in &undelivered {
+        assert!(
+            !by_id.contains_key(id),
+            "{id} was never delivered yet charged"
+        );
+    }
     let (mut ledger_total, mut expected_total) = (0, 0);
     for (id, priced) in &accepted {
         let entry = by_id
@@ -572,6 +605,7 @@ async fn reconcile(mut run: Run, tmp: &Path, waba: &str) -> Figures {
     Figures {
         attempted,
         refused,
+        undelivered: undelivered.len(),
         delivered: accepted.len(),
         expected_total,
         ledger_total,
@@ -579,21 +613,21 @@ async fn reconcile(mut run: Run, tmp: &Path, waba: &str) -> Figures {
 }
 
 #[tokio::test]
-async fn a_thousand_messages_through_every_model_reconcile_to_the_minor_unit() {
+async fn two_thousand_messages_through_every_model_reconcile_to_the_minor_unit() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     let node = Node::start(&dir).await;
     let run = Run {
         nodes: vec![node],
-        per_user: 48,
+        per_user: 96,
         restart_after: Some((2, dir)),
     };
     let figures = reconcile(run, tmp.path(), "7401").await;
     println!("reconciliation (SQLite, one node, restarted): {figures:?}");
-    assert!(figures.delivered >= 1000, "{figures:?}");
+    assert!(figures.delivered >= 2000, "{figures:?}");
     assert_eq!(
         figures.attempted,
-        figures.delivered + figures.refused,
+        figures.delivered + figures.refused + figures.undelivered,
         "{figures:?}"
     );
     assert_eq!(figures.ledger_total, figures.expected_total, "{figures:?}");
@@ -616,7 +650,7 @@ async fn messages_through_every_model_reconcile_across_two_postgresql_nodes() {
     println!("reconciliation (PostgreSQL, two nodes): {figures:?}");
     assert_eq!(
         figures.attempted,
-        figures.delivered + figures.refused,
+        figures.delivered + figures.refused + figures.undelivered,
         "{figures:?}"
     );
     assert_eq!(figures.ledger_total, figures.expected_total, "{figures:?}");

@@ -18,6 +18,8 @@ ALTER TABLE submissions ADD COLUMN category TEXT;
 ALTER TABLE submissions ADD COLUMN template INTEGER;
 ALTER TABLE submissions ADD COLUMN window_state TEXT;
 ALTER TABLE submissions ADD COLUMN manual INTEGER;
+-- One id, one message per business, whichever of its numbers sent it (the ledger's key).
+CREATE INDEX submissions_by_business ON submissions (waba_id, id) WHERE waba_id IS NOT NULL;
 
 ALTER TABLE ledger ADD COLUMN conversation_id TEXT;
 CREATE INDEX ledger_delivered ON ledger (waba_id, delivered_at);

@@ -203,6 +203,43 @@ pub(crate) async fn record_inputs(
     Ok(())
 }
 
+/// Whether business `waba` already has a message `id` (from any of its numbers). Takes a lock
+/// on the pair, so two numbers accepting the same id at once on PostgreSQL are decided one
+/// after the other and the second sees the first.
+pub(crate) async fn id_taken(tx: &mut impl Tx, waba: &WabaId, id: &MessageId) -> TxResult<bool> {
+    tx.lock(&format!(
+        "business-message/{}/{}",
+        waba.as_str(),
+        id.as_str()
+    ))
+    .await?;
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM submissions WHERE waba_id = $1 AND id = $2",
+            args![waba.as_str(), id.as_str()],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// How the `sent` status describes an accepted business message (a first acceptance, a
+/// retry, a resend): from its ledger entry once it was charged, else rated as of `at`.
+pub(crate) async fn sent_note(
+    tx: &mut impl Tx,
+    business: &PhoneNumber,
+    user: &PhoneNumber,
+    id: &MessageId,
+    at: UnixTime,
+) -> TxResult<Option<PricingNote>> {
+    let Some(inputs) = inputs_of(tx, business, user, id).await? else {
+        return Ok(None);
+    };
+    if let Some(entry) = entry_of(tx, &inputs.waba, id).await? {
+        return note_of(tx, &entry.charge).await.map(Some);
+    }
+    prospect(tx, &inputs, user, id, at).await
+}
+
 /// The pricing inputs of `business`'s message `id` to `user`, if it was accepted as one.
 pub(crate) async fn inputs_of(
     tx: &mut impl Tx,

@@ -31,8 +31,11 @@ use ventana_core::{BusinessClock, DeviceId, MessageId, PhoneNumber, Relationship
 ///      envelope sequence numbers, drawn while the lock is held, become visible in increasing
 ///      order, so a device paging with `seq > after` never skips one committed late.
 ///
-///   The locks are always taken in that order and the rest of the work takes no lock another
-///   `accept` waits on, so concurrent accepts cannot deadlock one another.
+///   Then, only where they apply and always in this order: `manual/{sender}` (the pace of a
+///   business number's replies by hand) and `business-message/{waba}/{id}` (one id per
+///   business message, across the business's numbers). The locks are always taken in that
+///   order and the rest of the work takes no lock another `accept` waits on, so concurrent
+///   accepts cannot deadlock one another.
 ///
 /// The devices that got a copy are woken once it commits.
 pub(crate) async fn accept(
@@ -70,12 +73,8 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
                 .into_iter()
                 .map(|d| d.device_id)
                 .collect();
-            let pricing = match billing::inputs_of(tx, &s.sender, &s.recipient, &s.id).await? {
-                Some(inputs) => {
-                    billing::prospect(tx, &inputs, &s.recipient, &s.id, accepted_at).await?
-                }
-                None => None,
-            };
+            let pricing =
+                billing::sent_note(tx, &s.sender, &s.recipient, &s.id, accepted_at).await?;
             return Ok(Ok(Accepted {
                 accepted_at,
                 devices,
@@ -102,11 +101,12 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
             args![s.sender.digits(), s.id.as_str()],
         )
         .await?;
+        let pricing = billing::sent_note(tx, &s.sender, &s.recipient, &s.id, accepted_at).await?;
         return Ok(Ok(Accepted {
             accepted_at,
             devices: queued,
             duplicate: false,
-            pricing: None,
+            pricing,
         }));
     }
 
@@ -123,6 +123,13 @@ async fn decide(tx: &mut impl Tx, s: &NewSubmission) -> TxResult<Result<Accepted
         Ok(judged) => judged,
     };
     let now = judged.now;
+    // The ledger knows a business's messages by id: one id, one message, whichever of the
+    // business's numbers sent it (a self-run gateway chooses its own ids).
+    if let Some(inputs) = &judged.inputs
+        && billing::id_taken(tx, &inputs.waba, &s.id).await?
+    {
+        return Ok(Err(Refusal::IdReused));
+    }
 
     let current = devices(tx, &s.recipient).await?;
     let device_ids: Vec<DeviceId> = current.iter().map(|d| d.device_id).collect();
@@ -272,8 +279,10 @@ async fn judge<'a>(
         Err(violation) => return Ok(Err(Refusal::Rule(violation))),
         Ok(decision) => decision,
     };
+    // Business messages only: the business's own receipts are not charged for.
+    let priced = matches!(p.kind, EnvelopeKind::Message | EnvelopeKind::Template);
     let inputs = match &pair {
-        Some(pair) if pair.business.address == *p.sender => {
+        Some(pair) if priced && pair.business.address == *p.sender => {
             pair.business.waba_id.as_ref().map(|waba| billing::Inputs {
                 waba: waba.clone(),
                 category: p.category,
@@ -350,11 +359,14 @@ async fn human_pace(
     now: UnixTime,
 ) -> TxResult<Result<(), RuleViolation>> {
     tx.lock(&format!("manual/{}", sender.digits())).await?;
+    // Only the last minute (or gap, if longer) matters, which also bounds what is read.
+    let since = now.plus_secs(-i64::from(limit.min_gap_secs.max(60)));
     let recent = tx
         .query(
             "SELECT accepted_at FROM submissions WHERE sender = $1 AND manual
+               AND accepted_at > $3
              ORDER BY accepted_at DESC LIMIT $2",
-            args![sender.digits(), limit.per_minute.max(1)],
+            args![sender.digits(), limit.per_minute.max(1), since],
         )
         .await?;
     let times: Vec<UnixTime> = recent

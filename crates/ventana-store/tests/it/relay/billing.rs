@@ -84,3 +84,64 @@ pub(super) async fn a_policy_version_is_never_changed_once_loaded(store: &dyn Re
     assert_eq!(versions.len(), 1);
     assert_eq!(versions[0].text, EXAMPLE_POLICY);
 }
+
+pub(super) async fn only_a_business_message_is_charged_once_per_business_id(
+    store: &dyn RelayStore,
+) {
+    store.add_policy(EXAMPLE_POLICY, UnixTime(1)).await.unwrap();
+    let (u, b) = a_window_and_two_business_messages(store).await;
+    // The business's own receipt (the gateway marking the user's message read) goes the
+    // same way, but a user reporting it "delivered" charges nothing.
+    let mut read = submission(4, &b, &u, EnvelopeKind::Receipt, &[], 2_100);
+    read.body = EnvelopeBody::Shared(b"receipt".to_vec());
+    accepted(store, read).await;
+    let at = UnixTime(1_000 + WINDOW_SECS + 60);
+    assert!(
+        store
+            .meter_delivery(&b, &u, &[mid(4)], at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Once charged, a retry of the send is answered with the entry's pricing.
+    let priced = store.meter_delivery(&b, &u, &[mid(3)], at).await.unwrap();
+    let mut retry = submission(
+        3,
+        &b,
+        &u,
+        EnvelopeKind::Template,
+        &[1],
+        1_000 + WINDOW_SECS + 5,
+    );
+    retry.category = PricingCategory::Marketing;
+    let again = accepted(store, retry).await;
+    assert!(again.duplicate);
+    assert_eq!(again.pricing.as_ref(), Some(&priced[0].pricing));
+
+    // Another number of the same business may not reuse the id: the ledger knows a
+    // business's messages by id.
+    let second = business_account("16505550101", WABA);
+    store
+        .add_device(device(second, "second-1", &[], None))
+        .await
+        .unwrap();
+    let other = phone("16505550101");
+    accepted(
+        store,
+        message(5, &u, &other, &[1], 1_000 + WINDOW_SECS + 10),
+    )
+    .await;
+    let mut reuse = submission(
+        3,
+        &other,
+        &u,
+        EnvelopeKind::Template,
+        &[1],
+        1_000 + WINDOW_SECS + 20,
+    );
+    reuse.category = PricingCategory::Marketing;
+    assert_eq!(refused(store, reuse).await, Refusal::IdReused);
+    let entries = store.ledger_entries(&waba(WABA), 0, 100).await.unwrap();
+    assert_eq!(entries.len(), 1);
+}

@@ -67,6 +67,7 @@ macro_rules! relay_cases {
                 pending_pages_by_sequence,
                 a_delivery_is_charged_once_under_the_policy_in_force,
                 a_policy_version_is_never_changed_once_loaded,
+                only_a_business_message_is_charged_once_per_business_id,
             ]
         );
     };
