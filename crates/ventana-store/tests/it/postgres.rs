@@ -354,6 +354,7 @@ async fn the_relay_and_the_gateway_keep_to_their_own_schemas() {
             "template_events",
             "template_versions",
             "templates",
+            "tier_events",
             "verifications",
         ]
     );
