@@ -175,18 +175,7 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
     println!(
         "\n2. Demo Shop → Ana via POST /v23.0/{PHONE_NUMBER_ID}/messages: {reply:?}\n   API answered {sent}"
     );
-    let got = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(event) = live.recv().await {
-            if let Inbound::Message { payload, .. } = event {
-                return Some(render(&payload));
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .ok_or_else(|| anyhow!("the reply did not reach Ana's device"))?;
+    let got = decrypted(&mut live, "the reply").await?;
     println!("   Ana's device decrypted: {got:?}");
     // Ana reads it once her device has reported it delivered (the business's `delivered`
     // webhook is there): a read before the delivery report would leave nothing to move.
@@ -261,6 +250,22 @@ pub(crate) async fn run(keep: bool) -> Result<()> {
     Ok(())
 }
 
+/// The next message Ana's device decrypts, rendered; `what` names it if none comes.
+async fn decrypted(live: &mut mpsc::UnboundedReceiver<Inbound>, what: &str) -> Result<String> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = live.recv().await {
+            if let Inbound::Message { payload, .. } = event {
+                return Some(render(&payload));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| anyhow!("{what} did not reach Ana's device"))
+}
+
 /// A small business's late reply by hand: the operator puts the business on the `app` tier,
 /// a person of its staff gets a token, and her reply goes out after the window, free.
 async fn manual_reply(
@@ -300,18 +305,7 @@ async fn manual_reply(
         .as_str()
         .ok_or_else(|| anyhow!("the manual reply was refused: {sent}"))?
         .to_owned();
-    let got = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(event) = live.recv().await {
-            if let Inbound::Message { payload, .. } = event {
-                return Some(render(&payload));
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .ok_or_else(|| anyhow!("the manual reply did not reach Ana's device"))?;
+    let got = decrypted(live, "the manual reply").await?;
     let pricing = loop {
         let event = next_webhook(hooks, "status").await?;
         let status = &value_of(&event)["statuses"][0];

@@ -61,7 +61,29 @@ fn urlencode(text: &str) -> String {
         .collect()
 }
 
-async fn upload_policy(node: &Node, text: &str) -> (u16, Value) {
+/// The business's month on its clock, and the usage the admin API reports for it.
+async fn month_usage(node: &Node, waba: &str) -> (ventana_core::pricing::Month, Value) {
+    let (_, clock) = node
+        .admin(
+            Method::GET,
+            &format!("/relay/v1/admin/businesses/{waba}/clock"),
+            None,
+        )
+        .await;
+    let month =
+        ventana_core::pricing::Month::of(ventana_core::UnixTime(clock["now"].as_i64().unwrap()));
+    let (status, usage) = node
+        .admin(
+            Method::GET,
+            &format!("/relay/v1/admin/billing/businesses/{waba}/usage?period={month}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{usage}");
+    (month, usage)
+}
+
+pub(crate) async fn upload_policy(node: &Node, text: &str) -> (u16, Value) {
     let response = node
         .http
         .post(format!("{}/relay/v1/admin/billing/policies", node.url))
@@ -252,23 +274,7 @@ async fn billing(node: &Node, tmp: &std::path::Path, waba: &str) {
         .await;
 
     // The month's usage: three messages, one charged.
-    let (_, clock) = node
-        .admin(
-            Method::GET,
-            &format!("/relay/v1/admin/businesses/{waba}/clock"),
-            None,
-        )
-        .await;
-    let month =
-        ventana_core::pricing::Month::of(ventana_core::UnixTime(clock["now"].as_i64().unwrap()));
-    let (status, usage) = node
-        .admin(
-            Method::GET,
-            &format!("/relay/v1/admin/billing/businesses/{waba}/usage?period={month}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{usage}");
+    let (month, usage) = month_usage(node, waba).await;
     let usd = &usage["currencies"][0];
     assert_eq!(usd["currency"], "USD");
     assert_eq!(usd["messages"], 3, "{usage}");
@@ -504,22 +510,7 @@ async fn a_small_business_replies_by_hand_after_the_window_free_at_a_human_pace(
     let later_id = later["messages"][0]["id"].as_str().unwrap().to_owned();
     shop.wait_status(&later_id, "delivered").await;
 
-    let (_, clock) = node
-        .admin(
-            Method::GET,
-            &format!("/relay/v1/admin/businesses/{waba}/clock"),
-            None,
-        )
-        .await;
-    let month =
-        ventana_core::pricing::Month::of(ventana_core::UnixTime(clock["now"].as_i64().unwrap()));
-    let (_, usage) = node
-        .admin(
-            Method::GET,
-            &format!("/relay/v1/admin/billing/businesses/{waba}/usage?period={month}"),
-            None,
-        )
-        .await;
+    let (_, usage) = month_usage(&node, waba).await;
     let usd = &usage["currencies"][0];
     assert_eq!(
         usd["by_type"]["manual"],

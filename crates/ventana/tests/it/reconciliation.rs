@@ -376,7 +376,8 @@ async fn reconcile(mut run: Run, tmp: &Path, waba: &str) -> Figures {
     let t0 = clock_now(run.node(0), waba).await;
     for (i, model) in MODELS.iter().enumerate() {
         let start = UnixTime(t0.0 + (i as i64 + 1) * PHASE_SECS);
-        let (status, body) = upload(run.node(0), &policy(model, start)).await;
+        let (status, body) =
+            crate::billing::upload_policy(run.node(0), &policy(model, start)).await;
         assert_eq!(status, 200, "{body}");
     }
 
@@ -654,19 +655,4 @@ async fn messages_through_every_model_reconcile_across_two_postgresql_nodes() {
         "{figures:?}"
     );
     assert_eq!(figures.ledger_total, figures.expected_total, "{figures:?}");
-}
-
-async fn upload(node: &Node, text: &str) -> (u16, Value) {
-    let response = node
-        .http
-        .post(format!("{}/relay/v1/admin/billing/policies", node.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .body(text.to_owned())
-        .send()
-        .await
-        .unwrap();
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
 }
