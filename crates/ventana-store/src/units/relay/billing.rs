@@ -113,17 +113,18 @@ pub(crate) async fn policies(tx: &mut impl Tx) -> TxResult<Vec<PolicyVersion>> {
             args![],
         )
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(PolicyVersion {
-                version: row.string(0)?,
-                effective_from: row.time(1)?,
-                digest: row.string(2)?,
-                loaded_at: row.time(3)?,
-                text: row.string(4)?,
-            })
-        })
-        .collect()
+    rows.iter().map(version_from_row).collect()
+}
+
+/// Reads `version, effective_from, digest, loaded_at, text`, in that order.
+fn version_from_row(row: &crate::sql::Row) -> TxResult<PolicyVersion> {
+    Ok(PolicyVersion {
+        version: row.string(0)?,
+        effective_from: row.time(1)?,
+        digest: row.string(2)?,
+        loaded_at: row.time(3)?,
+        text: row.string(4)?,
+    })
 }
 
 pub(crate) async fn policy_named(
@@ -137,16 +138,7 @@ pub(crate) async fn policy_named(
             args![version],
         )
         .await?;
-    row.map(|row| {
-        Ok(PolicyVersion {
-            version: row.string(0)?,
-            effective_from: row.time(1)?,
-            digest: row.string(2)?,
-            loaded_at: row.time(3)?,
-            text: row.string(4)?,
-        })
-    })
-    .transpose()
+    row.as_ref().map(version_from_row).transpose()
 }
 
 /// The policy in force at `at`: of the versions effective by then, the latest to take effect
