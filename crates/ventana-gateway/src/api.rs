@@ -4,17 +4,22 @@
 //!   Ventana's `schedule` extension, see `schedules`) and mark-as-read, each answered once
 //!   per `Idempotency-Key` (see `idempotency`).
 //! - `GET`/`DELETE /{phone_number_id}/schedules`: list and cancel scheduled sends.
-//! - `GET /{phone_number_id}`: the phone number.
+//! - `GET /{phone_number_id}`: the phone number (with `fields=webhook_configuration`, its
+//!   callbacks); `POST /{phone_number_id}` with `webhook_configuration`: its override.
+//! - `/{app_id}/subscriptions` and `/{waba_id}/subscribed_apps`: webhook configuration (see
+//!   `webhook::config`).
 //! - `GET`/`POST`/`DELETE /{waba_id}/message_templates` and `GET`/`POST /{template_id}`:
 //!   message templates (see `templates`).
 
 use crate::graph::auth::presented_token;
 use crate::graph::error::GraphError;
 use crate::graph::path::GraphPath;
+use crate::graph::query::Query;
 use crate::graph::response;
 use crate::graph::send::{self, SendRequest};
 use crate::idempotency::{self, Answer};
-use crate::{Gateway, Hosted, outbound, schedules, templates};
+use crate::webhook::config::{self, Params};
+use crate::{Gateway, Hosted, aad, outbound, schedules, templates};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -44,15 +49,7 @@ async fn graph(
     let token = presented_token(&parts.headers, parts.uri.query()).ok_or_else(|| {
         GraphError::bad_token("An access token is required to request this resource.")
     })?;
-    let record = gateway
-        .store
-        .token_by_hash(&Token::from_presented(&token).hash().0)
-        .await
-        .map_err(internal)?
-        .filter(|t| t.revoked_at.is_none())
-        .ok_or_else(|| {
-            GraphError::bad_token("Invalid OAuth access token - Cannot parse access token")
-        })?;
+    let record = authenticate(&gateway, &token).await?;
     // A number of another business is indistinguishable from one that does not exist; a
     // node that is no number of the business may be its WABA or one of its templates.
     let hosted = match path.node.parse::<PhoneNumberId>() {
@@ -60,17 +57,47 @@ async fn graph(
         Err(_) => None,
     };
     let Some(hosted) = hosted else {
+        if path.node == record.waba_id.as_str()
+            && let Some(edge @ ("subscriptions" | "subscribed_apps")) = path.edge.as_deref()
+        {
+            let bytes = axum::body::to_bytes(body, MAX_BODY)
+                .await
+                .map_err(|_| GraphError::payload_too_large(MAX_BODY))?;
+            let params = Params::read(parts.uri.query(), &bytes)?;
+            let answer = if edge == "subscriptions" {
+                config::app_subscriptions(&gateway, &record.waba_id, &parts.method, &params).await
+            } else {
+                config::subscribed_apps(&gateway, &record.waba_id, &parts.method, &params).await
+            };
+            return answer.map(|value| Json(value).into_response());
+        }
         return templates::route(&gateway, &record.waba_id, &path, &parts, body)
             .await
             .map(IntoResponse::into_response);
     };
     match (parts.method.clone(), path.edge.as_deref()) {
-        (Method::GET, None) => Ok(Json(response::phone_number(
-            &hosted.record.id,
-            &hosted.record.display_phone_number,
-            &hosted.record.verified_name,
-        ))
-        .into_response()),
+        (Method::GET, None) => {
+            let mut number = response::phone_number(
+                &hosted.record.id,
+                &hosted.record.display_phone_number,
+                &hosted.record.verified_name,
+            );
+            let asked = Query::new(parts.uri.query()).get("fields");
+            if asked.is_some_and(|f| f.split(',').any(|f| f.trim() == "webhook_configuration")) {
+                number["webhook_configuration"] =
+                    config::number_webhook_configuration(&gateway, &hosted).await?;
+            }
+            Ok(Json(number).into_response())
+        }
+        (Method::POST, None) => {
+            let bytes = axum::body::to_bytes(body, MAX_BODY)
+                .await
+                .map_err(|_| GraphError::payload_too_large(MAX_BODY))?;
+            let params = Params::read(parts.uri.query(), &bytes)?;
+            config::number_configuration(&gateway, &hosted, &params)
+                .await
+                .map(|value| Json(value).into_response())
+        }
         (Method::POST, Some("messages")) => {
             let bytes = axum::body::to_bytes(body, MAX_BODY)
                 .await
@@ -91,6 +118,59 @@ async fn graph(
         }
         (_, Some(_)) => Err(GraphError::unknown_node(&path.node)),
     }
+}
+
+/// Who presents `token`: one of a business's access tokens, or its app token
+/// `<app_id>|<app_secret>` (a business's app id is its WABA id), which Graph asks for on
+/// `/{app_id}/subscriptions`.
+async fn authenticate(gateway: &Gateway, token: &str) -> Result<Caller, GraphError> {
+    let bad = || GraphError::bad_token("Invalid OAuth access token - Cannot parse access token");
+    if let Some((app_id, secret)) = token.split_once('|') {
+        let waba: ventana_core::WabaId = app_id.parse().map_err(|_| bad())?;
+        let business = gateway
+            .store
+            .business(&waba)
+            .await
+            .map_err(internal)?
+            .ok_or_else(bad)?;
+        let expected = gateway
+            .sealer
+            .open(&aad::app_secret(&waba), &business.app_secret_sealed)
+            .map_err(internal)?;
+        return if same_secret(&expected, secret.as_bytes()) {
+            Ok(Caller {
+                waba_id: waba,
+                person: None,
+            })
+        } else {
+            Err(bad())
+        };
+    }
+    let record = gateway
+        .store
+        .token_by_hash(&Token::from_presented(token).hash().0)
+        .await
+        .map_err(internal)?
+        .filter(|t| t.revoked_at.is_none())
+        .ok_or_else(bad)?;
+    Ok(Caller {
+        waba_id: record.waba_id,
+        person: record.person,
+    })
+}
+
+/// Compares two secrets through their SHA-256 digests, so how long the comparison takes
+/// says nothing about how much of the secret was guessed.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(a) == Sha256::digest(b)
+}
+
+/// Whom a request is from: a business, through its software or one of its people.
+struct Caller {
+    waba_id: ventana_core::WabaId,
+    /// Set for a token issued to a person: free-form sends with it are replies by hand.
+    person: Option<String>,
 }
 
 fn internal(error: impl std::fmt::Display) -> GraphError {

@@ -21,6 +21,10 @@ use ventana_core::user_id::business_scoped_user_id;
 use ventana_core::{CloudError, MessageStatus, PhoneNumber, UnixTime, WabaId};
 use ventana_store::endpoint::{AppRecord, WebhookJob};
 
+/// The Cloud API's code for a message of a type it does not support, and its title.
+const UNSUPPORTED_CODE: i64 = 131_051;
+const UNSUPPORTED_TITLE: &str = "Message type unknown";
+
 pub(crate) struct GatewayEvents {
     pub(crate) gateway: Weak<Gateway>,
 }
@@ -39,15 +43,19 @@ impl Gateway {
     }
 
     /// A webhook job of a hosted number's event with a stable id, its exact ASCII-escaped
-    /// body sealed, as a record to commit with the state change it reports.
+    /// body sealed, as a record to commit with the state change it reports. Jobs with one
+    /// `order_key` reach the business one at a time, in the order they were queued.
     pub(crate) fn webhook_job(
         &self,
         hosted: &Hosted,
         id: String,
+        order_key: Option<String>,
         event: &Value,
         now: UnixTime,
     ) -> AppRecord {
-        AppRecord::Webhook(self.business_webhook_job(&hosted.record.waba_id, id, event, now))
+        let mut job = self.business_webhook_job(&hosted.record.waba_id, id, order_key, event, now);
+        job.phone_number_id = Some(hosted.record.id.clone());
+        AppRecord::Webhook(job)
     }
 
     /// A webhook job of a business's event (one of no particular number, such as a template
@@ -56,6 +64,7 @@ impl Gateway {
         &self,
         waba: &WabaId,
         id: String,
+        order_key: Option<String>,
         event: &Value,
         now: UnixTime,
     ) -> WebhookJob {
@@ -64,9 +73,12 @@ impl Gateway {
             body_sealed: self.sealer.seal(&webhook_body_aad(&id), &body),
             id,
             waba_id: waba.clone(),
+            phone_number_id: None,
+            order_key,
             attempts: 0,
             next_attempt_at: now,
             created_at: now,
+            failing_since: None,
         }
     }
 
@@ -111,7 +123,15 @@ impl Gateway {
             pricing,
             None,
         );
-        self.webhook_job(hosted, format!("{id}.{name}"), &event, UnixTime::now())
+        // The statuses of one message reach the business in the order they happened.
+        let order_key = Some(format!("status/{id}"));
+        self.webhook_job(
+            hosted,
+            format!("{id}.{name}"),
+            order_key,
+            &event,
+            UnixTime::now(),
+        )
     }
 }
 
@@ -166,7 +186,7 @@ impl Application for GatewayEvents {
                 );
                 // Message ids are chosen by senders, so the event id names the sender too.
                 let event_id = format!("{}.{}", meta.from, meta.id);
-                vec![gateway.webhook_job(&hosted, event_id, &event, UnixTime::now())]
+                vec![gateway.webhook_job(&hosted, event_id, None, &event, UnixTime::now())]
             }
             Inbound::Receipt {
                 meta,
@@ -202,9 +222,40 @@ impl Application for GatewayEvents {
                 }
                 records
             }
-            Inbound::Undecryptable { meta, reason } => {
+            Inbound::Undecryptable {
+                meta,
+                reason,
+                resend_asked: true,
+            } => {
                 tracing::warn!(from = %meta.from, id = %meta.id, %reason, "an undecryptable message; its sender was asked to send it again");
                 Vec::new()
+            }
+            Inbound::Undecryptable { meta, reason, .. } => {
+                // It will never be read: the business hears of it as of content the Cloud
+                // API does not support, rather than not at all.
+                tracing::warn!(from = %meta.from, id = %meta.id, %reason, "a message that cannot be read");
+                let user_id = gateway.user_id(&hosted, &meta.from);
+                let contact = WebhookContact {
+                    wa_id: &meta.from,
+                    user_id: &user_id,
+                    profile_name: "",
+                };
+                let details = format!("The message could not be read: {reason}.");
+                let error = StatusError {
+                    code: UNSUPPORTED_CODE,
+                    title: UNSUPPORTED_TITLE,
+                    details: &details,
+                };
+                let event = payload::inbound_message(
+                    &Gateway::context(&hosted),
+                    contact,
+                    &meta.id,
+                    meta.ts,
+                    InboundContent::Unreadable(error),
+                    None,
+                );
+                let event_id = format!("{}.{}", meta.from, meta.id);
+                vec![gateway.webhook_job(&hosted, event_id, None, &event, UnixTime::now())]
             }
         })
     }

@@ -46,6 +46,7 @@ use ventana_store::GatewayStore;
 use ventana_store::endpoint::PhoneNumberRecord;
 
 pub use admin::{BusinessCreated, NewBusiness, NewPhoneNumber, TokenIssued};
+pub use webhook::WebhookSettings;
 
 /// AAD labels of the gateway's sealed columns.
 pub(crate) mod aad {
@@ -93,6 +94,8 @@ pub struct Gateway {
     pub(crate) user_id_secret: [u8; 32],
     /// This node's name in the leases it takes.
     pub(crate) node: String,
+    /// How webhooks are delivered, and where callbacks may point.
+    pub(crate) webhook_settings: WebhookSettings,
     /// Serialises `host`, so a number is never hosted twice on one node.
     hosting: tokio::sync::Mutex<()>,
 }
@@ -116,6 +119,7 @@ impl Gateway {
         sealer: Sealer,
         relay: RelayAccess,
         node: String,
+        webhook_settings: WebhookSettings,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), GatewayError> {
         let operator = Token::from_presented(&relay.operator_token).hash();
@@ -134,6 +138,7 @@ impl Gateway {
             shutdown: shutdown.clone(),
             user_id_secret,
             node,
+            webhook_settings,
             hosting: tokio::sync::Mutex::new(()),
         });
         for record in gateway.store.phone_numbers().await? {
@@ -144,6 +149,8 @@ impl Gateway {
             gateway.sealer.clone(),
             Arc::clone(&gateway.webhooks_due),
             gateway.node.clone(),
+            gateway.webhook_settings.clone(),
+            business_clock(Arc::downgrade(&gateway)),
         )
         .map_err(|e| GatewayError::Http(e.to_string()))?;
         let webhooks = tokio::spawn(dispatcher.run(shutdown.clone()));
@@ -221,6 +228,28 @@ impl Gateway {
             .values()
             .all(|h| h.endpoint.link().is_connected())
     }
+}
+
+/// A business's clock as the relay keeps it (a sandbox's test clock), asked through any of
+/// its numbers hosted here; the wall clock if none is, or the relay cannot say.
+fn business_clock(gateway: std::sync::Weak<Gateway>) -> webhook::delivery::BusinessClock {
+    Arc::new(move |waba: ventana_core::WabaId| {
+        let gateway = gateway.clone();
+        Box::pin(async move {
+            let hosted = gateway.upgrade().and_then(|gateway| {
+                read(&gateway.numbers)
+                    .values()
+                    .find(|hosted| hosted.record.waba_id == waba)
+                    .cloned()
+            });
+            match hosted {
+                Some(hosted) => outbound::business_now(&hosted)
+                    .await
+                    .unwrap_or_else(|_| ventana_core::UnixTime::now()),
+                None => ventana_core::UnixTime::now(),
+            }
+        })
+    })
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

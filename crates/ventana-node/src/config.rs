@@ -42,6 +42,20 @@ pub struct Config {
     ///
     /// Without a file, the built-in example policy (`per_message_2025`, example prices).
     pub billing: BillingConfig,
+    /// `[webhooks]`: how events reach the businesses' callbacks:
+    ///
+    /// ```toml
+    /// [webhooks]
+    /// max_in_flight = 256              # POSTs in flight from this node
+    /// per_endpoint = 16                # … to one callback URL
+    /// timeout_secs = 10                # an attempt not answered by then failed
+    /// retry_for_secs = 604800          # retried for 7 days, then dead-lettered
+    /// max_backoff_secs = 3600          # the longest wait between two attempts
+    /// keep_delivered_secs = 604800     # delivered events (for replay) and the delivery log
+    /// keep_dead_secs = 2592000         # dead-lettered events, for a redrive
+    /// allow_private_callbacks = true   # callbacks to private and loopback addresses
+    /// ```
+    pub webhooks: ventana_gateway::WebhookSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -169,8 +169,15 @@ pub async fn run(
         url: format!("http://{local}"),
         operator_token: admin_token,
     };
-    let (gateway, webhook_worker) =
-        Gateway::start(gateway_store, sealer, access, node.clone(), stop_rx).await?;
+    let (gateway, webhook_worker) = Gateway::start(
+        gateway_store,
+        sealer,
+        access,
+        node.clone(),
+        config.webhooks.clone(),
+        stop_rx,
+    )
+    .await?;
 
     let health = {
         let relay = Arc::clone(&relay);

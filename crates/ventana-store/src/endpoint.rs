@@ -6,6 +6,7 @@
 
 use crate::StoreResult;
 use crate::idempotency::{ClaimOutcome, IdempotencyRecord, NewClaim, StoredResponse};
+pub use crate::webhook::WebhookJob;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 use ventana_core::rules::EnvelopeKind;
@@ -135,18 +136,6 @@ pub struct MessageRecord {
     /// How often an outbound message was encrypted again because its recipient's device
     /// could not decrypt it (bounded by the sender).
     pub resends: u32,
-}
-
-/// A webhook event waiting to be delivered. `id` is stable across retries.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebhookJob {
-    pub id: String,
-    pub waba_id: WabaId,
-    /// The exact, signed-as-is JSON bytes, sealed.
-    pub body_sealed: Vec<u8>,
-    pub attempts: u32,
-    pub next_attempt_at: UnixTime,
-    pub created_at: UnixTime,
 }
 
 /// Application effects committed in the same transaction as the Olm state they result from.
@@ -320,7 +309,9 @@ pub struct AccessTokenRecord {
 }
 
 #[async_trait]
-pub trait GatewayStore: EndpointStore + crate::schedule::ScheduleStore {
+pub trait GatewayStore:
+    EndpointStore + crate::schedule::ScheduleStore + crate::webhook::WebhookStore
+{
     /// `Conflict` if the WABA id exists.
     async fn create_business(&self, business: BusinessRecord) -> StoreResult<()>;
     async fn business(&self, waba: &WabaId) -> StoreResult<Option<BusinessRecord>>;
@@ -344,27 +335,6 @@ pub trait GatewayStore: EndpointStore + crate::schedule::ScheduleStore {
     async fn tokens(&self, waba: &WabaId) -> StoreResult<Vec<AccessTokenRecord>>;
     /// Returns false if no such live token of that business.
     async fn revoke_token(&self, waba: &WabaId, id: &str, at: UnixTime) -> StoreResult<bool>;
-
-    /// Leases up to `limit` webhook jobs due at `now` to `node` for `lease_secs`, oldest first:
-    /// a job leased to one node is not handed to another until the lease runs out (the node
-    /// died) or the job is settled (`webhook_delivered` / `webhook_retry`).
-    async fn lease_webhooks(
-        &self,
-        node: &str,
-        now: UnixTime,
-        lease_secs: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<WebhookJob>>;
-    async fn webhook_delivered(&self, id: &str) -> StoreResult<()>;
-    async fn webhook_retry(
-        &self,
-        id: &str,
-        attempts: u32,
-        next_attempt_at: UnixTime,
-        last_error: &str,
-    ) -> StoreResult<()>;
-    /// The earliest time a queued job falls due, if any.
-    async fn next_webhook_due(&self) -> StoreResult<Option<UnixTime>>;
 
     /// Takes or renews `node`'s lease on a hosted number's endpoint (the one node that
     /// receives for it, tops up its keys and retries its outbox) until `now + ttl_secs`.

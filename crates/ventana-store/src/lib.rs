@@ -13,6 +13,9 @@
 //!   scheduled ahead of time, claimed when due by exactly one node and taken over from a node
 //!   that died; and the cursor over the relay's template events, moved forward together with
 //!   the webhooks it queued.
+//! - [`webhook`]: [`WebhookStore`], part of every [`GatewayStore`]: the webhook queue (jobs
+//!   leased to one node at a time, the statuses of one message in order), the delivery log,
+//!   replay of settled events and the dead-letter queue.
 //! - [`ledger`]: [`LedgerStore`], part of every relay store: the pricing policy versions,
 //!   metering a delivered business message (rated under the version in force, charged once
 //!   per message, with the usage it moves), and the billing ledger, hash-chained per
@@ -59,12 +62,14 @@ mod sql;
 pub mod sqlite;
 pub mod template;
 mod units;
+pub mod webhook;
 
 pub use endpoint::{EndpointStore, GatewayStore};
 pub use ledger::LedgerStore;
 pub use relay::RelayStore;
 pub use schedule::ScheduleStore;
 pub use template::TemplateStore;
+pub use webhook::WebhookStore;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

@@ -97,6 +97,7 @@ impl Endpoint {
                 let event = Inbound::Undecryptable {
                     meta,
                     reason: "envelope without content".into(),
+                    resend_asked: false,
                 };
                 self.commit(event, Effects::default(), Vec::new(), app)
                     .await
@@ -381,7 +382,11 @@ impl Endpoint {
                     unprocessed: true,
                     ..Effects::default()
                 };
-                let event = Inbound::Undecryptable { meta, reason };
+                let event = Inbound::Undecryptable {
+                    meta,
+                    reason,
+                    resend_asked: true,
+                };
                 let queued = self.commit(event, effects, Vec::new(), app).await?;
                 self.submit_receipts(&queued).await;
                 return Ok(());
@@ -406,7 +411,11 @@ impl Endpoint {
             Ok(payload) => payload,
             Err(reason) => {
                 tracing::warn!(owner = %self.owner, from = %meta.from, %reason, "message refused");
-                let event = Inbound::Undecryptable { meta, reason };
+                let event = Inbound::Undecryptable {
+                    meta,
+                    reason,
+                    resend_asked: false,
+                };
                 // The session did advance: keep it, or the next message cannot be read.
                 let effects = Effects {
                     session,

@@ -85,6 +85,9 @@ pub enum Inbound {
     Undecryptable {
         meta: InboundMeta,
         reason: String,
+        /// The sender was asked to send it again (a session out of step): it may yet arrive.
+        /// Otherwise this message will never be read.
+        resend_asked: bool,
     },
 }
 

@@ -539,16 +539,24 @@ impl Endpoint {
             } else {
                 MessageStatus::Failed
             };
-            records.push(AppRecord::Status {
-                id: id.clone(),
-                status,
-                announce: None,
-            });
             // A refusal the caller is waiting for is its answer; the application hears only
             // of acceptances and of refusals nobody was waiting for (a retry after a restart).
+            // Its announcement (the `sent` or `failed` webhook) goes out only if the status
+            // moves: a receipt of the recipient may have moved it further already, and a
+            // status never goes backwards.
+            let mut announce = None;
             if settlement.outcome.is_ok() || caller == Caller::Background {
                 match app.settled(self, &settlement).await {
-                    Ok(more) => records.extend(more),
+                    Ok(more) => {
+                        for record in more {
+                            match record {
+                                AppRecord::Webhook(job) if announce.is_none() => {
+                                    announce = Some(job);
+                                }
+                                other => records.push(other),
+                            }
+                        }
+                    }
                     Err(e) => {
                         // Settled later, by the retry, when the application can take it.
                         tracing::warn!(%id, error = %e, "settlement postponed");
@@ -556,6 +564,14 @@ impl Endpoint {
                     }
                 }
             }
+            records.insert(
+                0,
+                AppRecord::Status {
+                    id: id.clone(),
+                    status,
+                    announce,
+                },
+            );
         } else if let Err(e) = &settlement.outcome {
             tracing::warn!(%id, attempt, error = %e, "a resend was refused");
         }

@@ -179,6 +179,17 @@ impl GraphError {
         )
     }
 
+    /// 2200: a webhook callback could not be set: its handshake failed, or its address is
+    /// not allowed here.
+    pub(crate) fn callback_refused(details: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            2200,
+            "Callback verification failed",
+            details,
+        )
+    }
+
     /// 131016: a dependency (the relay, the database) is unavailable for now; retry later.
     pub(crate) fn unavailable(details: impl Into<String>) -> Self {
         Self::new(

@@ -151,7 +151,13 @@ async fn follow_page(
         .filter_map(|e| {
             let name = announced_as(e)?;
             let body = payload::template_status_update(waba, TemplateStatusUpdate::of(e, name));
-            Some(gateway.business_webhook_job(waba, job_id(waba, e.seq), &body, now))
+            Some(gateway.business_webhook_job(
+                waba,
+                job_id(waba, e.seq),
+                Some(format!("template/{}", e.template_id)),
+                &body,
+                now,
+            ))
         })
         .collect();
     let queued = !jobs.is_empty();

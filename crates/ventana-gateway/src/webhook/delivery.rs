@@ -1,22 +1,36 @@
-//! The webhook queue's worker: takes due jobs from the store, POSTs each to its business,
-//! and records the outcome, until the business answers 2xx or the event is seven days old
-//! (Meta's Cloud API retries for as long).
+//! The webhook queue's worker: a sliding window of POSTs, each job taken from the store as a
+//! slot frees up, until its business answers 2xx or it has failed for the retry period
+//! (seven days by default, as Meta's Cloud API), when it goes to the dead-letter queue.
 //!
-//! Jobs are rows, not tasks, so a restart loses nothing; the worker holds no state between
-//! rounds. Delivery is at least once: a crash between the POST and recording it resends the
-//! event, with the same `X-Ventana-Event-Id`.
+//! - **No head-of-line blocking.** Each POST is its own task: nothing waits for a round's
+//!   slowest receiver, and a lease or a store write never holds up a POST in flight. A
+//!   receiver (one callback URL) has at most `per_endpoint` POSTs in flight from this node;
+//!   the store passes over the jobs of a receiver that has no room, so a slow or dead one
+//!   delays nobody else's events, nor its own beyond its limit.
+//! - **In order.** The store hands out the statuses of one message one at a time, in the
+//!   order they happened (`order_key`), so a receiver never sees one go backwards.
+//! - **Leases as short as a POST.** A job is leased only when it is about to be sent, for the
+//!   request timeout and a margin: an event whose node died waits no longer than that, and
+//!   at start a node takes back the leases a dead process left under its name.
+//! - **At least once.** A crash between the POST and recording it sends the event again,
+//!   under the same `X-Ventana-Event-Id`. Every attempt is logged (the delivery log).
 
-use super::sign::signature;
-use futures_util::future::join_all;
+use super::WebhookSettings;
+use super::sign::{signature, timestamped_signature};
+use futures_util::future::BoxFuture;
 use rand::Rng;
 use reqwest::header::CONTENT_TYPE;
-use std::collections::HashSet;
+use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 use ventana_core::{UnixTime, WabaId};
 use ventana_crypto::Sealer;
-use ventana_store::endpoint::WebhookJob;
+use ventana_store::webhook::{
+    LeaseRequest, WebhookAttempt, WebhookJob, WebhookOutcome, WebhookRouting, route_key,
+};
 use ventana_store::{GatewayStore, StoreError};
 
 /// The associated data a job's body is sealed with is this prefix and the job id:
@@ -39,56 +53,113 @@ pub(crate) fn app_secret_aad(waba: &WabaId) -> Vec<u8> {
     format!("{APP_SECRET_AAD_PREFIX}{waba}{APP_SECRET_AAD_SUFFIX}").into_bytes()
 }
 
-/// How long a node holds the jobs it took: long enough for one round of deliveries (each is
-/// bounded by the request timeout); if the node dies, another takes them over after this.
-const LEASE_SECS: i64 = 30;
-/// Jobs taken from the store per round, and so at most this many POSTs in flight.
-const BATCH: u32 = 32;
-/// A receiver that has not answered by then is counted as failed; Meta asks for far less.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A lease outlives the POST it covers (bounded by the request timeout) by this much.
+const LEASE_MARGIN_SECS: i64 = 5;
+/// Jobs taken from the store at once, at most: one write leases them all.
+const LEASE_BATCH: usize = 64;
 /// The longest the worker sleeps without looking at the queue, in case a wake was missed
-/// (a job queued by another process sharing the database, say).
-const MAX_IDLE: Duration = Duration::from_secs(30);
-/// The shortest sleep, so a store that reports a due job it then does not hand out cannot
-/// make the worker spin.
+/// (a job queued by another node sharing the database, say).
+const MAX_IDLE: Duration = Duration::from_secs(5);
+/// The shortest sleep, so a store that reports a due job it then does not hand out (one
+/// leased by another node, or behind an earlier status) cannot make the worker spin.
 const MIN_IDLE: Duration = Duration::from_millis(100);
-/// The longest wait between two attempts at one event.
-const MAX_BACKOFF: Duration = Duration::from_secs(60 * 60);
-/// How long an event is retried before it is dropped, as Meta does.
-const MAX_AGE_SECS: i64 = 7 * 24 * 60 * 60;
+/// The pause after the store failed.
+const STORE_TROUBLE: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often settled events and log entries past their retention are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 const USER_AGENT: &str = "Ventana-Webhooks/1";
 const SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
 /// A Ventana extension: the job id, stable across retries, for receivers that de-duplicate.
 const EVENT_ID_HEADER: &str = "X-Ventana-Event-Id";
+/// A Ventana extension: a signature over the time and the body, against replay.
+const TIMESTAMPED_SIGNATURE_HEADER: &str = "X-Ventana-Signature";
 
-/// Why one attempt failed; its text is kept as the job's `last_error`.
+/// A business's clock: the wall clock, or a sandbox's test clock.
+pub(crate) type BusinessClock = Arc<dyn Fn(WabaId) -> BoxFuture<'static, UnixTime> + Send + Sync>;
+
+/// Why one attempt failed; its text goes to the delivery log.
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
     #[error("the business {0} does not exist")]
     NoBusiness(WabaId),
-    #[error("the business has no webhook URL configured")]
-    NoWebhookUrl,
+    #[error("{0}")]
+    NoCallback(&'static str),
     #[error("the {0} could not be unsealed: wrong seal key, or tampered with")]
     Unseal(&'static str),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("timed out after {0} s")]
+    Timeout(u64),
     #[error("request failed: {0}")]
-    Transport(#[from] reqwest::Error),
+    Transport(reqwest::Error),
     #[error("the receiver answered HTTP {0}")]
-    Status(reqwest::StatusCode),
+    Status(u16),
 }
 
 /// Delivers queued webhook events. Build one with [`WebhookDispatcher::new`] and spawn
 /// [`WebhookDispatcher::run`].
 pub(crate) struct WebhookDispatcher {
-    /// This node, as named in the leases it takes on jobs.
+    inner: Arc<Inner>,
+}
+
+/// What every delivery task shares.
+struct Inner {
+    /// This node, as named in the leases it takes.
     node: String,
     store: Arc<dyn GatewayStore>,
     sealer: Sealer,
     http: reqwest::Client,
     wake: Arc<Notify>,
+    settings: WebhookSettings,
+    clock: BusinessClock,
+}
+
+/// What a finished delivery task reports.
+struct Done {
+    /// The receiver whose slot it held.
+    url: Option<String>,
+    /// False if its outcome could not be recorded.
+    recorded: bool,
+}
+
+/// The worker's view of its window: POSTs in flight per receiver, and which routes (waba and
+/// number) were last seen going to which receiver, to pass over those that have no room.
+#[derive(Default)]
+struct Window {
+    busy: HashMap<String, usize>,
+    routes: HashMap<String, String>,
+}
+
+impl Window {
+    /// The routes whose receiver has no room.
+    fn full_routes(&self, per_endpoint: usize) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter(|(_, url)| self.busy.get(*url).copied().unwrap_or(0) >= per_endpoint)
+            .map(|(route, _)| route.clone())
+            .collect()
+    }
+
+    fn release(&mut self, url: &str) {
+        if let Some(n) = self.busy.get_mut(url) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.busy.remove(url);
+                // Nothing in flight there: its routes need no passing over.
+                self.routes.retain(|_, to| to != url);
+            }
+        }
+    }
+}
+
+/// What a look at the queue found.
+enum Look {
+    /// The lease was full: more may be due right now.
+    More,
+    /// Every due job this node can take now was taken.
+    Drained,
 }
 
 impl WebhookDispatcher {
@@ -100,44 +171,96 @@ impl WebhookDispatcher {
         sealer: Sealer,
         wake: Arc<Notify>,
         node: String,
+        settings: WebhookSettings,
+        clock: BusinessClock,
     ) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(Duration::from_secs(settings.timeout_secs))
+            .connect_timeout(CONNECT_TIMEOUT.min(Duration::from_secs(settings.timeout_secs)))
             // A redirect is not a 200: following one would send the signed event somewhere
             // the business did not configure.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(USER_AGENT)
             .build()?;
         Ok(Self {
-            store,
-            sealer,
-            http,
-            wake,
-            node,
+            inner: Arc::new(Inner {
+                node,
+                store,
+                sealer,
+                http,
+                wake,
+                settings,
+                clock,
+            }),
         })
     }
 
-    /// Delivers until `shutdown` turns true (or its sender is dropped). A round in progress
-    /// is finished first, so no POST is cut off halfway; each is bounded by the timeout.
+    /// Delivers until `shutdown` turns true (or its sender is dropped). POSTs in flight are
+    /// finished first, so none is cut off halfway; each is bounded by the timeout.
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let inner = &self.inner;
+        // A process that died under this node's name left leases nobody else takes until
+        // they run out; this node knows they are dead.
+        match inner.store.release_node_webhooks(&inner.node).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                jobs = n,
+                "took back the webhook leases of this node's previous run"
+            ),
+            Err(error) => tracing::error!(%error, "could not take back this node's webhook leases"),
+        }
         tracing::info!("webhook dispatcher started");
+        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut window = Window::default();
+        let mut look = true;
+        let mut next_prune = Instant::now();
         loop {
             if *shutdown.borrow_and_update() {
                 break;
             }
-            let round = self.round().await;
-            if round == Round::Full {
-                // More may be due right now: go on without sleeping.
-                continue;
+            if Instant::now() >= next_prune {
+                inner.prune().await;
+                next_prune = Instant::now() + PRUNE_EVERY;
             }
-            let idle = match round {
-                Round::StoreTrouble => MAX_IDLE,
-                _ => self.idle_time().await,
-            };
+            let mut idle = MAX_IDLE;
+            if look && tasks.len() < inner.settings.max_in_flight {
+                look = false;
+                match inner.fill(&mut tasks, &mut window).await {
+                    Ok(Look::More) => {
+                        look = true;
+                        if tasks.len() < inner.settings.max_in_flight {
+                            continue;
+                        }
+                    }
+                    Ok(Look::Drained) => idle = inner.idle_time().await,
+                    Err(error) => {
+                        tracing::error!(%error, "could not lease due webhooks");
+                        idle = STORE_TROUBLE;
+                    }
+                }
+            }
             tokio::select! {
-                () = tokio::time::sleep(idle) => {}
-                () = self.wake.notified() => {}
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    match done {
+                        Ok(done) => {
+                            if let Some(url) = &done.url {
+                                window.release(url);
+                            }
+                            if !done.recorded {
+                                // Its lease stands until it runs out; nothing to hurry for.
+                                tokio::time::sleep(STORE_TROUBLE).await;
+                            }
+                        }
+                        Err(error) => {
+                            // A delivery task panicked: its slot is lost to the count (the
+                            // lease runs out and the job is taken again). Never expected.
+                            tracing::error!(%error, "a webhook delivery task failed");
+                        }
+                    }
+                    look = true;
+                }
+                () = tokio::time::sleep(idle) => look = true,
+                () = inner.wake.notified() => look = true,
                 changed = shutdown.changed() => {
                     if changed.is_err() {
                         break;
@@ -145,37 +268,86 @@ impl WebhookDispatcher {
                 }
             }
         }
+        while tasks.join_next().await.is_some() {}
         tracing::info!("webhook dispatcher stopped");
     }
+}
 
-    /// One round: deliver the jobs due now, concurrently so one slow business does not hold
-    /// up the others for longer than the request timeout. Jobs of one business may then
-    /// arrive out of order, as they may from Meta.
-    async fn round(&self) -> Round {
-        let jobs = match self
+impl Inner {
+    /// Leases as many due jobs as there is room for, and starts a task for each one whose
+    /// receiver has room; gives the others back.
+    async fn fill(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<Done>,
+        window: &mut Window,
+    ) -> Result<Look, StoreError> {
+        let per_endpoint = self.settings.per_endpoint.max(1);
+        let limit = self
+            .settings
+            .max_in_flight
+            .saturating_sub(tasks.len())
+            .min(LEASE_BATCH);
+        let skip = window.full_routes(per_endpoint);
+        let jobs = self
             .store
-            .lease_webhooks(&self.node, UnixTime::now(), LEASE_SECS, BATCH)
-            .await
-        {
-            Ok(jobs) => jobs,
-            Err(error) => {
-                tracing::error!(%error, "could not read due webhooks");
-                return Round::StoreTrouble;
-            }
-        };
-        let full = jobs.len() == BATCH as usize;
-        // One POST per job id at a time, even if the store were to hand one out twice.
-        let mut seen = HashSet::new();
-        let jobs = jobs.into_iter().filter(|job| seen.insert(job.id.clone()));
-        let recorded = join_all(jobs.map(|job| self.deliver(job))).await;
-        if recorded.contains(&false) {
-            // Outcomes that were not recorded would be due again at once: pause instead.
-            Round::StoreTrouble
-        } else if full {
-            Round::Full
+            .lease_webhooks(LeaseRequest {
+                node: &self.node,
+                now: UnixTime::now(),
+                lease_secs: self.lease_secs(),
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                skip: &skip,
+            })
+            .await?;
+        let look = if jobs.len() >= limit {
+            Look::More
         } else {
-            Round::Partial
+            Look::Drained
+        };
+        let mut routings: HashMap<String, Option<WebhookRouting>> = HashMap::new();
+        let mut give_back = Vec::new();
+        for job in jobs {
+            let route = route_key(&job.waba_id, job.phone_number_id.as_ref());
+            let routing = match routings.get(&route) {
+                Some(routing) => routing.clone(),
+                None => {
+                    let routing = self
+                        .store
+                        .webhook_routing(&job.waba_id, job.phone_number_id.as_ref())
+                        .await?;
+                    routings.insert(route.clone(), routing.clone());
+                    routing
+                }
+            };
+            let url = routing
+                .as_ref()
+                .and_then(|r| r.callback().ok())
+                .map(str::to_owned);
+            if let Some(url) = &url {
+                let busy = window.busy.entry(url.clone()).or_default();
+                if *busy >= per_endpoint {
+                    give_back.push(job.id);
+                    window.routes.insert(route, url.clone());
+                    continue;
+                }
+                *busy += 1;
+                window.routes.insert(route, url.clone());
+            }
+            let inner = Arc::clone(self);
+            tasks.spawn(async move {
+                let recorded = inner.deliver(job, routing).await;
+                Done { url, recorded }
+            });
         }
+        if !give_back.is_empty() {
+            self.store.release_webhooks(&self.node, &give_back).await?;
+        }
+        Ok(look)
+    }
+
+    fn lease_secs(&self) -> i64 {
+        i64::try_from(self.settings.timeout_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_add(LEASE_MARGIN_SECS)
     }
 
     /// How long to sleep before the next job falls due.
@@ -190,111 +362,191 @@ impl WebhookDispatcher {
             Ok(None) => MAX_IDLE,
             Err(error) => {
                 tracing::error!(%error, "could not read the next webhook due time");
-                MAX_IDLE
+                STORE_TROUBLE
             }
         }
     }
 
-    /// Attempts one job and records the outcome; false if the outcome could not be recorded.
-    async fn deliver(&self, job: WebhookJob) -> bool {
-        let (id, waba, attempt) = (&job.id, &job.waba_id, job.attempts.saturating_add(1));
-        let recorded = match self.attempt(&job).await {
-            Ok(()) => {
-                tracing::debug!(job = %id, %waba, attempt, "webhook delivered");
-                self.store.webhook_delivered(id).await
+    async fn prune(&self) {
+        let now = UnixTime::now();
+        let delivered_before = now.plus_secs(-self.settings.keep_delivered_secs);
+        let dead_before = now.plus_secs(-self.settings.keep_dead_secs);
+        match self
+            .store
+            .prune_webhooks(delivered_before, dead_before)
+            .await
+        {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "pruned settled webhooks and their log"),
+            Err(error) => tracing::warn!(%error, "could not prune settled webhooks"),
+        }
+    }
+
+    /// Attempts one job and records the outcome; false if it could not be recorded.
+    async fn deliver(&self, job: WebhookJob, routing: Option<WebhookRouting>) -> bool {
+        let started = Instant::now();
+        let at_ms = unix_ms();
+        let url = routing
+            .as_ref()
+            .and_then(|r| r.callback().ok())
+            .map(str::to_owned);
+        let result = self.attempt(&job, routing.as_ref()).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let attempts = job.attempts.saturating_add(1);
+        let (id, waba) = (&job.id, &job.waba_id);
+        let (outcome, http_status, error) = match result {
+            Ok(Sent::Delivered(status)) => {
+                tracing::debug!(job = %id, %waba, attempts, "webhook delivered");
+                (WebhookOutcome::Delivered, Some(status), None)
             }
-            Err(error) if UnixTime::now().0.saturating_sub(job.created_at.0) >= MAX_AGE_SECS => {
-                // Seven days of failures: the business has had every chance Meta would give
-                // it. Deleting the job (the store's "delivered") keeps the queue from growing
-                // without bound; the event is lost to the business, so say so loudly.
-                tracing::warn!(job = %id, %waba, attempt, %error, "webhook failing for 7 days, dropped");
-                self.store.webhook_delivered(id).await
+            Ok(Sent::NotSubscribed(field)) => {
+                let why = format!("not sent: the app is not subscribed to the field {field}");
+                (WebhookOutcome::Delivered, None, Some(why))
             }
             Err(error) => {
-                let delay = backoff(job.attempts);
-                let delay_secs =
-                    i64::try_from(delay.as_millis().div_ceil(1000)).unwrap_or(i64::MAX);
-                if matches!(error, AttemptError::Unseal(_) | AttemptError::Store(_)) {
-                    // Our fault, not the receiver's: an operator has to look.
-                    tracing::error!(job = %id, %waba, attempt, %error, "webhook not sent");
+                let status = match &error {
+                    AttemptError::Status(status) => Some(*status),
+                    _ => None,
+                };
+                let sandbox = routing.as_ref().is_some_and(|r| r.sandbox);
+                let now = if sandbox {
+                    (self.clock)(waba.clone()).await
                 } else {
-                    tracing::warn!(job = %id, %waba, attempt, retry_in_secs = delay_secs, %error, "webhook not delivered");
+                    UnixTime::now()
+                };
+                let failing_for = now.0.saturating_sub(job.failing_since.unwrap_or(now).0);
+                if failing_for >= self.settings.retry_for_secs {
+                    tracing::warn!(job = %id, %waba, attempts, %error, "webhook failing for the whole retry period: dead-lettered");
+                    (WebhookOutcome::Dead, status, Some(error.to_string()))
+                } else {
+                    let delay = backoff(job.attempts, self.settings.max_backoff_secs);
+                    let delay_secs =
+                        i64::try_from(delay.as_millis().div_ceil(1000)).unwrap_or(i64::MAX);
+                    if matches!(error, AttemptError::Unseal(_) | AttemptError::Store(_)) {
+                        // Our fault, not the receiver's: an operator has to look.
+                        tracing::error!(job = %id, %waba, attempts, %error, "webhook not sent");
+                    } else {
+                        tracing::warn!(job = %id, %waba, attempts, retry_in_secs = delay_secs, %error, "webhook not delivered");
+                    }
+                    let next = UnixTime::now().plus_secs(delay_secs);
+                    (
+                        WebhookOutcome::Retry { next, now },
+                        status,
+                        Some(error.to_string()),
+                    )
                 }
-                let next = UnixTime::now().plus_secs(delay_secs);
-                self.store
-                    .webhook_retry(id, attempt, next, &error.to_string())
-                    .await
             }
         };
-        if let Err(error) = &recorded {
-            tracing::error!(job = %id, %error, "could not record a webhook outcome");
+        let attempt = WebhookAttempt {
+            event_id: job.id.clone(),
+            waba_id: job.waba_id.clone(),
+            node: self.node.clone(),
+            at_ms,
+            url,
+            http_status,
+            latency_ms,
+            error,
+        };
+        match self.store.settle_webhook(attempt, attempts, outcome).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(job = %id, %error, "could not record a webhook outcome");
+                false
+            }
         }
-        recorded.is_ok()
     }
 
     /// One POST of a job's exact bytes, signed with its business's app secret.
-    async fn attempt(&self, job: &WebhookJob) -> Result<(), AttemptError> {
-        // A missing business, URL or secret may be fixed by an operator later (and an
+    async fn attempt(
+        &self,
+        job: &WebhookJob,
+        routing: Option<&WebhookRouting>,
+    ) -> Result<Sent, AttemptError> {
+        // A missing business or callback may be fixed by an operator later (and an
         // unsealing failure usually means a misconfigured seal key), so every failure here
         // is retried like a failed POST rather than dropping the event at once.
-        let business = self
-            .store
-            .business(&job.waba_id)
-            .await?
-            .ok_or_else(|| AttemptError::NoBusiness(job.waba_id.clone()))?;
-        let url = business
-            .webhook_url
-            .as_deref()
-            .ok_or(AttemptError::NoWebhookUrl)?;
+        let routing = routing.ok_or_else(|| AttemptError::NoBusiness(job.waba_id.clone()))?;
+        let url = routing.callback().map_err(AttemptError::NoCallback)?;
         let body = self
             .sealer
             .open(&webhook_body_aad(&job.id), &job.body_sealed)
             .map_err(|_| AttemptError::Unseal("event body"))?;
+        if let Some(fields) = &routing.fields
+            && let Some(field) = event_field(&body)
+            && !fields.split(',').any(|f| f.trim() == field)
+        {
+            return Ok(Sent::NotSubscribed(field));
+        }
         let secret = self
             .sealer
-            .open(&app_secret_aad(&job.waba_id), &business.app_secret_sealed)
+            .open(&app_secret_aad(&job.waba_id), &routing.app_secret_sealed)
             .map_err(|_| AttemptError::Unseal("app secret"))?;
+        let now = UnixTime::now().0;
         let response = self
             .http
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature(&secret, &body))
+            .header(
+                TIMESTAMPED_SIGNATURE_HEADER,
+                timestamped_signature(&secret, now, &body),
+            )
             .header(EVENT_ID_HEADER, job.id.as_str())
             // A `Vec` body gets a `Content-Length`, which whatsapp-api-js requires.
             .body(body.to_vec())
             .send()
-            .await?;
-        if response.status().is_success() {
-            Ok(())
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    AttemptError::Timeout(self.settings.timeout_secs)
+                } else {
+                    AttemptError::Transport(e)
+                }
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(Sent::Delivered(status.as_u16()))
         } else {
-            Err(AttemptError::Status(response.status()))
+            Err(AttemptError::Status(status.as_u16()))
         }
     }
 }
 
-/// What a round found, to decide how long to wait before the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Round {
-    /// The batch was full: more jobs may be due.
-    Full,
-    /// Every due job was handled.
-    Partial,
-    /// The store failed; wait before trying again.
-    StoreTrouble,
+/// A successful attempt.
+enum Sent {
+    /// The receiver answered with this 2xx.
+    Delivered(u16),
+    /// Not sent: the app did not subscribe to the event's field.
+    NotSubscribed(String),
+}
+
+/// The `field` of an event (`messages`, `message_template_status_update`, …).
+fn event_field(body: &[u8]) -> Option<String> {
+    let event: Value = serde_json::from_slice(body).ok()?;
+    event["entry"][0]["changes"][0]["field"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// The upper bound of the wait after the `attempts`-th failed attempt: 1 s, 2 s, 4 s, …,
-/// doubling up to one hour.
-fn backoff_ceiling(attempts: u32) -> Duration {
-    // 2^12 s already exceeds an hour; the `min` keeps the shift in range.
-    Duration::from_secs(1u64 << attempts.min(12)).min(MAX_BACKOFF)
+/// doubling up to `max_secs`.
+fn backoff_ceiling(attempts: u32, max_secs: u64) -> Duration {
+    // 2^40 s is far beyond any sensible ceiling; the `min` keeps the shift in range.
+    Duration::from_secs((1u64 << attempts.min(40)).min(max_secs.max(1)))
 }
 
 /// The wait before the next attempt after `attempts` failed ones (0 for the first failure):
 /// the ceiling less up to a quarter of it at random, so receivers that come back after an
 /// outage are not hit by every queued event in the same second.
-fn backoff(attempts: u32) -> Duration {
-    let ceiling = backoff_ceiling(attempts);
+fn backoff(attempts: u32, max_secs: u64) -> Duration {
+    let ceiling = backoff_ceiling(attempts, max_secs);
     ceiling.mul_f64(1.0 - rand::thread_rng().gen_range(0.0..0.25))
 }
 
@@ -303,28 +555,32 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use std::collections::HashSet;
+
+    const HOUR: u64 = 60 * 60;
 
     #[test]
     fn backoff_doubles_from_one_second() {
-        assert_eq!(backoff_ceiling(0), Duration::from_secs(1));
-        assert_eq!(backoff_ceiling(1), Duration::from_secs(2));
-        assert_eq!(backoff_ceiling(2), Duration::from_secs(4));
-        assert_eq!(backoff_ceiling(10), Duration::from_secs(1024));
+        assert_eq!(backoff_ceiling(0, HOUR), Duration::from_secs(1));
+        assert_eq!(backoff_ceiling(1, HOUR), Duration::from_secs(2));
+        assert_eq!(backoff_ceiling(2, HOUR), Duration::from_secs(4));
+        assert_eq!(backoff_ceiling(10, HOUR), Duration::from_secs(1024));
     }
 
     #[test]
     fn backoff_is_capped_at_one_hour_however_many_attempts() {
-        assert_eq!(backoff_ceiling(11), Duration::from_secs(2048));
-        assert_eq!(backoff_ceiling(12), MAX_BACKOFF);
-        assert_eq!(backoff_ceiling(63), MAX_BACKOFF);
-        assert_eq!(backoff_ceiling(u32::MAX), MAX_BACKOFF);
+        assert_eq!(backoff_ceiling(11, HOUR), Duration::from_secs(2048));
+        assert_eq!(backoff_ceiling(12, HOUR), Duration::from_secs(HOUR));
+        assert_eq!(backoff_ceiling(63, HOUR), Duration::from_secs(HOUR));
+        assert_eq!(backoff_ceiling(u32::MAX, HOUR), Duration::from_secs(HOUR));
+        assert_eq!(backoff_ceiling(3, 5), Duration::from_secs(5));
     }
 
     #[test]
     fn backoff_jitters_within_the_top_quarter_below_the_ceiling() {
         for attempts in [0, 1, 5, 12, 40] {
-            let ceiling = backoff_ceiling(attempts);
-            let waits: HashSet<Duration> = (0..200).map(|_| backoff(attempts)).collect();
+            let ceiling = backoff_ceiling(attempts, HOUR);
+            let waits: HashSet<Duration> = (0..200).map(|_| backoff(attempts, HOUR)).collect();
             assert!(
                 waits
                     .iter()
@@ -342,274 +598,5 @@ mod tests {
             app_secret_aad(&"102290129340398".parse().unwrap()),
             b"business/102290129340398/app_secret"
         );
-    }
-
-    /// The worker against a real SQLite store and a real receiver on loopback.
-    mod worker {
-        use super::*;
-        use crate::webhook::sign::{ascii_json, lower_hex};
-        use axum::body::Bytes;
-        use axum::extract::State;
-        use axum::http::{HeaderMap, StatusCode};
-        use axum::routing::post;
-        use rand::RngCore;
-        use serde_json::{Value, json};
-        use std::path::PathBuf;
-        use std::sync::Mutex;
-        use std::time::Instant;
-        use ventana_crypto::SealKey;
-        use ventana_store::EndpointStore;
-        use ventana_store::endpoint::{AppRecord, BusinessRecord};
-        use ventana_store::sqlite::SqliteEndpointStore;
-
-        const WABA: &str = "102290129340398";
-        const APP_SECRET: &[u8] = b"app secret of the business";
-
-        type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
-
-        /// A webhook receiver answering every POST with `status`, recording what it got.
-        async fn receiver(status: StatusCode) -> (String, Received) {
-            let received = Received::default();
-            let app = axum::Router::new()
-                .route(
-                    "/hook",
-                    post(move |State(seen): State<Received>, headers: HeaderMap, body: Bytes| async move {
-                        seen.lock().unwrap().push((headers, body));
-                        status
-                    }),
-                )
-                .with_state(received.clone());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("http://{}/hook", listener.local_addr().unwrap());
-            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-            (url, received)
-        }
-
-        /// A fresh gateway store file, removed when dropped.
-        struct TempStore {
-            path: PathBuf,
-            store: Arc<SqliteEndpointStore>,
-        }
-
-        impl TempStore {
-            fn new() -> Self {
-                let mut name = [0u8; 8];
-                rand::thread_rng().fill_bytes(&mut name);
-                let path =
-                    std::env::temp_dir().join(format!("ventana-webhook-{}.db", lower_hex(&name)));
-                let store = Arc::new(SqliteEndpointStore::open(&path).unwrap());
-                Self { path, store }
-            }
-        }
-
-        impl Drop for TempStore {
-            fn drop(&mut self) {
-                for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
-                }
-            }
-        }
-
-        async fn business(store: &SqliteEndpointStore, sealer: &Sealer, url: Option<&str>) {
-            let waba: WabaId = WABA.parse().unwrap();
-            store
-                .create_business(BusinessRecord {
-                    app_secret_sealed: sealer.seal(&app_secret_aad(&waba), APP_SECRET),
-                    waba_id: waba,
-                    name: "Shop".to_owned(),
-                    webhook_url: url.map(str::to_owned),
-                    verify_token_sealed: Vec::new(),
-                    sandbox: false,
-                    created_at: UnixTime::now(),
-                })
-                .await
-                .unwrap();
-        }
-
-        async fn queue(store: &SqliteEndpointStore, job: WebhookJob) {
-            let owner = "15550783881".parse().unwrap();
-            store
-                .apply(&owner, vec![AppRecord::Webhook(job)])
-                .await
-                .unwrap();
-        }
-
-        /// A job for `event`, sealed as the gateway seals them, first due at `created_at`.
-        fn job(sealer: &Sealer, event: &Value, created_at: UnixTime) -> WebhookJob {
-            let mut id = [0u8; 16];
-            rand::thread_rng().fill_bytes(&mut id);
-            let id = lower_hex(&id);
-            WebhookJob {
-                body_sealed: sealer.seal(&webhook_body_aad(&id), &ascii_json(event)),
-                id,
-                waba_id: WABA.parse().unwrap(),
-                attempts: 0,
-                next_attempt_at: created_at,
-                created_at,
-            }
-        }
-
-        /// A queued job as the file holds it.
-        struct Queued {
-            attempts: u32,
-            next_attempt_at: UnixTime,
-        }
-
-        /// The queue read straight from the file, so the worker's leases are left alone.
-        fn queued(temp: &TempStore) -> Vec<Queued> {
-            let db = rusqlite::Connection::open(&temp.path).unwrap();
-            let mut stmt = db
-                .prepare("SELECT attempts, next_attempt_at FROM webhooks ORDER BY created_at")
-                .unwrap();
-            stmt.query_map([], |row| {
-                Ok(Queued {
-                    attempts: row.get(0)?,
-                    next_attempt_at: UnixTime(row.get(1)?),
-                })
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-        }
-
-        async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-            let start = Instant::now();
-            while !check().await {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "timed out waiting until {what}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-
-        /// Starts the worker; dropping the returned sender stops it.
-        fn start(
-            store: &Arc<SqliteEndpointStore>,
-            sealer: &Sealer,
-        ) -> (
-            watch::Sender<bool>,
-            tokio::task::JoinHandle<()>,
-            Arc<Notify>,
-        ) {
-            let wake = Arc::new(Notify::new());
-            let dispatcher = WebhookDispatcher::new(
-                store.clone(),
-                sealer.clone(),
-                wake.clone(),
-                "test-node".into(),
-            )
-            .unwrap();
-            let (stop, shutdown) = watch::channel(false);
-            (stop, tokio::spawn(dispatcher.run(shutdown)), wake)
-        }
-
-        #[tokio::test]
-        async fn a_queued_event_is_posted_as_signed_ascii_json_and_then_removed() {
-            let temp = TempStore::new();
-            let sealer = Sealer::new(SealKey::generate());
-            let (url, received) = receiver(StatusCode::OK).await;
-            business(&temp.store, &sealer, Some(&url)).await;
-            let (stop, worker, wake) = start(&temp.store, &sealer);
-
-            let event = json!({"object": "whatsapp_business_account", "text": "olá 😀"});
-            let job = job(&sealer, &event, UnixTime::now());
-            let id = job.id.clone();
-            queue(&temp.store, job).await;
-            wake.notify_one();
-
-            eventually("the event is received", || async {
-                !received.lock().unwrap().is_empty()
-            })
-            .await;
-            eventually("the job is removed", || async { queued(&temp).is_empty() }).await;
-            let (headers, body) = received.lock().unwrap()[0].clone();
-            assert_eq!(body.as_ref(), ascii_json(&event).as_slice());
-            assert_eq!(
-                headers["x-hub-signature-256"],
-                signature(APP_SECRET, &body).as_str()
-            );
-            assert_eq!(headers["content-type"], "application/json");
-            assert_eq!(headers["content-length"], body.len().to_string().as_str());
-            assert_eq!(headers["user-agent"], USER_AGENT);
-            assert_eq!(headers["x-ventana-event-id"], id.as_str());
-
-            stop.send(true).unwrap();
-            tokio::time::timeout(Duration::from_secs(5), worker)
-                .await
-                .unwrap()
-                .unwrap();
-        }
-
-        #[tokio::test]
-        async fn a_refused_event_is_kept_for_a_later_attempt() {
-            let temp = TempStore::new();
-            let sealer = Sealer::new(SealKey::generate());
-            let (url, received) = receiver(StatusCode::INTERNAL_SERVER_ERROR).await;
-            business(&temp.store, &sealer, Some(&url)).await;
-            let now = UnixTime::now();
-            queue(&temp.store, job(&sealer, &json!({}), now)).await;
-            let (stop, worker, _wake) = start(&temp.store, &sealer);
-
-            eventually("the first attempt", || async {
-                !received.lock().unwrap().is_empty()
-            })
-            .await;
-            eventually("the retry is recorded", || async {
-                queued(&temp).first().is_some_and(|job| job.attempts >= 1)
-            })
-            .await;
-            let job = queued(&temp).remove(0);
-            assert!(job.next_attempt_at > now, "retried at once");
-
-            drop(stop);
-            tokio::time::timeout(Duration::from_secs(5), worker)
-                .await
-                .unwrap()
-                .unwrap();
-        }
-
-        #[tokio::test]
-        async fn an_event_failing_for_seven_days_is_dropped() {
-            let temp = TempStore::new();
-            let sealer = Sealer::new(SealKey::generate());
-            let (url, received) = receiver(StatusCode::SERVICE_UNAVAILABLE).await;
-            business(&temp.store, &sealer, Some(&url)).await;
-            let week_ago = UnixTime::now().plus_secs(-MAX_AGE_SECS - 1);
-            queue(&temp.store, job(&sealer, &json!({}), week_ago)).await;
-            let (stop, worker, _wake) = start(&temp.store, &sealer);
-
-            eventually("the last attempt", || async {
-                !received.lock().unwrap().is_empty()
-            })
-            .await;
-            eventually("the job is dropped", || async { queued(&temp).is_empty() }).await;
-
-            stop.send(true).unwrap();
-            tokio::time::timeout(Duration::from_secs(5), worker)
-                .await
-                .unwrap()
-                .unwrap();
-        }
-
-        #[tokio::test]
-        async fn an_event_for_a_business_without_a_url_waits_for_one() {
-            let temp = TempStore::new();
-            let sealer = Sealer::new(SealKey::generate());
-            business(&temp.store, &sealer, None).await;
-            queue(&temp.store, job(&sealer, &json!({}), UnixTime::now())).await;
-            let (stop, worker, _wake) = start(&temp.store, &sealer);
-
-            eventually("the attempt is recorded", || async {
-                queued(&temp).first().is_some_and(|job| job.attempts == 1)
-            })
-            .await;
-
-            stop.send(true).unwrap();
-            tokio::time::timeout(Duration::from_secs(5), worker)
-                .await
-                .unwrap()
-                .unwrap();
-        }
     }
 }

@@ -94,6 +94,10 @@ pub(crate) enum InboundContent<'a> {
         text: &'a str,
         payload: &'a str,
     },
+    /// A message that can never be read here (it could not be decrypted, or did not match
+    /// its envelope), as the Cloud API reports content it does not support: type
+    /// `unsupported` with the error in `errors[]`.
+    Unreadable(StatusError<'a>),
 }
 
 /// A message from a user. `reply_to` is the replied-to message and its sender, the business
@@ -120,6 +124,16 @@ pub(crate) fn inbound_message(
         InboundContent::Button { text, payload } => {
             message["type"] = "button".into();
             message["button"] = json!({ "payload": payload, "text": text });
+        }
+        InboundContent::Unreadable(error) => {
+            message["type"] = "unsupported".into();
+            message["unsupported"] = json!({ "type": "unknown" });
+            message["errors"] = json!([{
+                "code": error.code,
+                "title": error.title,
+                "message": error.title,
+                "error_data": { "details": error.details },
+            }]);
         }
     }
     if let Some((business, replied)) = reply_to {
@@ -245,14 +259,21 @@ impl<'a> TemplateStatusUpdate<'a> {
     }
 }
 
+/// JavaScript's `Number.MAX_SAFE_INTEGER`, 2^53 - 1.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// `{"object":"whatsapp_business_account","entry":[{"id":<waba>,"time":<unix>,"changes":
 /// [{"value":{"event",…},"field":"message_template_status_update"}]}]}`. `reason` is `NONE`
 /// when none was given, and `null` for a deletion, as Meta writes them.
 pub(crate) fn template_status_update(waba: &WabaId, update: TemplateStatusUpdate<'_>) -> Value {
+    // A number, as Meta writes it, when JavaScript can hold it exactly (every id Ventana
+    // makes now); a string otherwise, so no `JSON.parse` rounds it to another template's id.
     let template_id = update
         .template_id
         .parse::<u64>()
-        .map_or_else(|_| Value::from(update.template_id), Value::from);
+        .ok()
+        .filter(|id| *id <= MAX_SAFE_INTEGER)
+        .map_or_else(|| Value::from(update.template_id), Value::from);
     let reason = match (update.event, update.reason) {
         ("PENDING_DELETION", _) => Value::Null,
         (_, Some(reason)) => reason.into(),

@@ -46,10 +46,15 @@ fn no_template(id: &str) -> ProtocolError {
     not_found(format!("no template {id} in this business"))
 }
 
-/// A new template id: 16 random digits, like the Cloud API's numeric ids.
+/// The largest integer a JavaScript number holds exactly (2^53 - 1): ids are kept at or
+/// below it, so a Node webhook handler's `JSON.parse` does not round them.
+pub(crate) const MAX_SAFE_ID: u64 = (1 << 53) - 1;
+
+/// A new template id: 16 random digits, like the Cloud API's numeric ids, exact in
+/// JavaScript.
 fn new_id() -> String {
     rand::rngs::OsRng
-        .gen_range(1_000_000_000_000_000u64..10_000_000_000_000_000)
+        .gen_range(1_000_000_000_000_000u64..=MAX_SAFE_ID)
         .to_string()
 }
 

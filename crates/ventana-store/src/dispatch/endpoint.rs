@@ -1,5 +1,6 @@
 //! The endpoint's store traits, [`EndpointStore`](crate::EndpointStore),
-//! [`GatewayStore`](crate::GatewayStore) and [`ScheduleStore`](crate::ScheduleStore),
+//! [`GatewayStore`](crate::GatewayStore), [`WebhookStore`](crate::WebhookStore) and
+//! [`ScheduleStore`](crate::ScheduleStore),
 //! implemented once for every backend (see [`super`]). The units of work are in
 //! [`crate::units::endpoint`], [`crate::units::gateway`] and [`crate::units::schedules`]. A
 //! backend's store type invokes the macros with a field `db` offering `unit`, `read_unit` and
@@ -201,7 +202,7 @@ macro_rules! gateway_store {
             use ventana_core::{IdempotencyKey, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
             use $crate::StoreResult;
             use $crate::endpoint::{
-                AccessTokenRecord, BusinessRecord, GatewayStore, PhoneNumberRecord, WebhookJob,
+                AccessTokenRecord, BusinessRecord, GatewayStore, PhoneNumberRecord,
             };
             use $crate::idempotency::{ClaimOutcome, IdempotencyRecord, NewClaim, StoredResponse};
             use $crate::units::gateway::{self as units, idempotency};
@@ -297,50 +298,6 @@ macro_rules! gateway_store {
                     let (waba, id) = (waba.clone(), id.to_owned());
                     self.db
                         .unit(async move |tx| units::revoke_token(tx, &waba, &id, at).await)
-                        .await
-                }
-
-                async fn lease_webhooks(
-                    &self,
-                    node: &str,
-                    now: UnixTime,
-                    lease_secs: i64,
-                    limit: u32,
-                ) -> StoreResult<Vec<WebhookJob>> {
-                    let node = node.to_owned();
-                    self.db
-                        .unit(async move |tx| {
-                            units::lease_webhooks(tx, &node, now, lease_secs, limit).await
-                        })
-                        .await
-                }
-
-                async fn webhook_delivered(&self, id: &str) -> StoreResult<()> {
-                    let id = id.to_owned();
-                    self.db
-                        .unit(async move |tx| units::webhook_delivered(tx, &id).await)
-                        .await
-                }
-
-                async fn webhook_retry(
-                    &self,
-                    id: &str,
-                    attempts: u32,
-                    next_attempt_at: UnixTime,
-                    last_error: &str,
-                ) -> StoreResult<()> {
-                    let (id, last_error) = (id.to_owned(), last_error.to_owned());
-                    self.db
-                        .unit(async move |tx| {
-                            units::webhook_retry(tx, &id, attempts, next_attempt_at, &last_error)
-                                .await
-                        })
-                        .await
-                }
-
-                async fn next_webhook_due(&self) -> StoreResult<Option<UnixTime>> {
-                    self.db
-                        .read_unit(async move |tx| units::next_webhook_due(tx).await)
                         .await
                 }
 
@@ -451,6 +408,164 @@ macro_rules! gateway_store {
 }
 
 pub(crate) use gateway_store;
+
+/// `impl WebhookStore for $store`.
+macro_rules! webhook_store {
+    ($store:ty) => {
+        const _: () = {
+            use ventana_core::PhoneNumberId;
+            use ventana_core::{UnixTime, WabaId};
+            use $crate::StoreResult;
+            use $crate::units::gateway::webhooks as units;
+            use $crate::webhook::{
+                CallbackChange, LeaseRequest, LoggedAttempt, ReplayFrom, WebhookAttempt,
+                WebhookEvent, WebhookJob, WebhookOutcome, WebhookRouting, WebhookState,
+                WebhookStore,
+            };
+
+            #[::async_trait::async_trait]
+            impl WebhookStore for $store {
+                async fn lease_webhooks(
+                    &self,
+                    request: LeaseRequest<'_>,
+                ) -> StoreResult<Vec<WebhookJob>> {
+                    let (node, skip) = (request.node.to_owned(), request.skip.to_vec());
+                    let (now, lease_secs, limit) = (request.now, request.lease_secs, request.limit);
+                    self.db
+                        .unit(async move |tx| {
+                            let request = LeaseRequest {
+                                node: &node,
+                                now,
+                                lease_secs,
+                                limit,
+                                skip: &skip,
+                            };
+                            units::lease_webhooks(tx, &request).await
+                        })
+                        .await
+                }
+
+                async fn webhook_routing(
+                    &self,
+                    waba: &WabaId,
+                    number: Option<&PhoneNumberId>,
+                ) -> StoreResult<Option<WebhookRouting>> {
+                    let (waba, number) = (waba.clone(), number.cloned());
+                    self.db
+                        .read_unit(async move |tx| {
+                            units::webhook_routing(tx, &waba, number.as_ref()).await
+                        })
+                        .await
+                }
+
+                async fn change_callback(
+                    &self,
+                    waba: &WabaId,
+                    change: CallbackChange,
+                ) -> StoreResult<bool> {
+                    let waba = waba.clone();
+                    self.db
+                        .unit(async move |tx| units::change_callback(tx, &waba, &change).await)
+                        .await
+                }
+
+                async fn release_webhooks(&self, node: &str, ids: &[String]) -> StoreResult<()> {
+                    let (node, ids) = (node.to_owned(), ids.to_vec());
+                    self.db
+                        .unit(async move |tx| units::release_webhooks(tx, &node, &ids).await)
+                        .await
+                }
+
+                async fn release_node_webhooks(&self, node: &str) -> StoreResult<u64> {
+                    let node = node.to_owned();
+                    self.db
+                        .unit(async move |tx| units::release_node_webhooks(tx, &node).await)
+                        .await
+                }
+
+                async fn settle_webhook(
+                    &self,
+                    attempt: WebhookAttempt,
+                    attempts: u32,
+                    outcome: WebhookOutcome,
+                ) -> StoreResult<()> {
+                    self.db
+                        .unit(async move |tx| {
+                            units::settle_webhook(tx, &attempt, attempts, outcome).await
+                        })
+                        .await
+                }
+
+                async fn next_webhook_due(&self) -> StoreResult<Option<UnixTime>> {
+                    self.db
+                        .read_unit(async move |tx| units::next_webhook_due(tx).await)
+                        .await
+                }
+
+                async fn webhook_log(
+                    &self,
+                    waba: &WabaId,
+                    before: Option<i64>,
+                    limit: u32,
+                ) -> StoreResult<Vec<LoggedAttempt>> {
+                    let waba = waba.clone();
+                    self.db
+                        .read_unit(async move |tx| {
+                            units::webhook_log(tx, &waba, before, limit).await
+                        })
+                        .await
+                }
+
+                async fn webhook_events(
+                    &self,
+                    waba: &WabaId,
+                    state: WebhookState,
+                    limit: u32,
+                ) -> StoreResult<Vec<WebhookEvent>> {
+                    let waba = waba.clone();
+                    self.db
+                        .read_unit(async move |tx| {
+                            units::webhook_events(tx, &waba, state, limit).await
+                        })
+                        .await
+                }
+
+                async fn replay_webhooks(
+                    &self,
+                    waba: &WabaId,
+                    from: ReplayFrom,
+                    now: UnixTime,
+                ) -> StoreResult<Option<u64>> {
+                    let waba = waba.clone();
+                    self.db
+                        .unit(async move |tx| units::replay_webhooks(tx, &waba, &from, now).await)
+                        .await
+                }
+
+                async fn redrive_webhooks(&self, waba: &WabaId, now: UnixTime) -> StoreResult<u64> {
+                    let waba = waba.clone();
+                    self.db
+                        .unit(async move |tx| units::redrive_webhooks(tx, &waba, now).await)
+                        .await
+                }
+
+                async fn prune_webhooks(
+                    &self,
+                    delivered_before: UnixTime,
+                    dead_before: UnixTime,
+                ) -> StoreResult<u64> {
+                    self.db
+                        .unit(async move |tx| {
+                            units::prune_webhooks(tx, delivered_before, dead_before).await
+                        })
+                        .await
+                }
+            }
+        };
+    };
+}
+
+pub(crate) use webhook_store;
 
 /// `impl ScheduleStore for $store`.
 macro_rules! schedule_store {

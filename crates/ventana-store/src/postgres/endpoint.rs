@@ -17,6 +17,7 @@ const MIGRATIONS: &[Migration] = migrations!(
     "0004_resends",
     "0005_idempotency",
     "0006_person_tokens",
+    "0007_webhook_delivery",
 );
 
 /// An endpoint's store (in practice a gateway's, with its business tables) in one schema of
@@ -62,4 +63,5 @@ impl PgEndpointStore {
 
 crate::dispatch::endpoint::endpoint_store!(PgEndpointStore);
 crate::dispatch::endpoint::gateway_store!(PgEndpointStore);
+crate::dispatch::endpoint::webhook_store!(PgEndpointStore);
 crate::dispatch::endpoint::schedule_store!(PgEndpointStore);

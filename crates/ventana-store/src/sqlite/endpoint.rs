@@ -16,6 +16,7 @@ const MIGRATIONS: &[Migration] = migrations!(
     "0004_resends",
     "0005_idempotency",
     "0006_person_tokens",
+    "0007_webhook_delivery",
 );
 
 /// An endpoint's store (a user device, or a gateway with its business tables) in one file.
@@ -42,4 +43,5 @@ impl SqliteEndpointStore {
 
 crate::dispatch::endpoint::endpoint_store!(SqliteEndpointStore);
 crate::dispatch::endpoint::gateway_store!(SqliteEndpointStore);
+crate::dispatch::endpoint::webhook_store!(SqliteEndpointStore);
 crate::dispatch::endpoint::schedule_store!(SqliteEndpointStore);

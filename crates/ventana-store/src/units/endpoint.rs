@@ -2,7 +2,7 @@
 //! history, contacts and the template cache. The gateway's tables live beside them (see
 //! [`gateway`](super::gateway)), so a webhook job commits with the message it reports.
 
-use super::gateway::queue_webhook;
+use super::gateway::webhooks::queue_webhook;
 use crate::endpoint::{
     AppRecord, Direction, IdentityRecord, InboundCommit, InboundOutcome, MAX_SESSIONS_PER_DEVICE,
     MessageRecord, OutboundCommit, OutboxRow, SessionMark, SessionRecord, SessionWrite,

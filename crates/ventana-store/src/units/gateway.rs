@@ -3,11 +3,13 @@
 //! schema, so a webhook job commits in the same transaction as the message it reports.
 //!
 //! - `idempotency`: the idempotency keys of sends.
+//! - `webhooks`: the webhook queue, its delivery log, replay and dead letters.
 
 pub(crate) mod idempotency;
+pub(crate) mod webhooks;
 
-use crate::endpoint::{AccessTokenRecord, BusinessRecord, PhoneNumberRecord, WebhookJob};
-use crate::sql::{Row, Sql, Tx, TxResult, args};
+use crate::endpoint::{AccessTokenRecord, BusinessRecord, PhoneNumberRecord};
+use crate::sql::{Row, Tx, TxResult, args};
 use ventana_core::{PhoneNumber, PhoneNumberId, UnixTime, WabaId};
 
 // --- businesses ----------------------------------------------------------------------------
@@ -260,112 +262,6 @@ fn token_from_row(row: Row) -> TxResult<AccessTokenRecord> {
         revoked_at: row.time_opt(5)?,
         person: row.string_opt(6)?,
     })
-}
-
-// --- webhook jobs --------------------------------------------------------------------------
-
-/// Queues a webhook job, in the caller's transaction. A job already queued under its id is
-/// left as it is: the same event reported again (a record applied twice) is delivered once.
-pub(crate) async fn queue_webhook(tx: &mut impl Tx, job: &WebhookJob) -> TxResult<()> {
-    tx.execute(
-        "INSERT INTO webhooks (id, waba_id, body_sealed, attempts, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT DO NOTHING",
-        args![
-            &job.id,
-            job.waba_id.as_str(),
-            &job.body_sealed,
-            job.attempts,
-            job.next_attempt_at,
-            job.created_at,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Leases up to `limit` jobs due at `now` to `node` until `now + lease_secs`, oldest event
-/// first (then in the order they were written: SQLite's `rowid`, PostgreSQL's `written`), so
-/// a business sees its events in the order they happened as far as retries allow.
-///
-/// On SQLite the one writer runs this with nobody in between. On PostgreSQL, `SKIP LOCKED`
-/// passes over jobs another node is leasing right now; one it has leased and committed fails
-/// the recheck of `lease_until`, so no job goes to two nodes at once.
-pub(crate) async fn lease_webhooks(
-    tx: &mut impl Tx,
-    node: &str,
-    now: UnixTime,
-    lease_secs: i64,
-    limit: u32,
-) -> TxResult<Vec<WebhookJob>> {
-    const LEASE: Sql = Sql::dialects(
-        "UPDATE webhooks SET leased_by = $3, lease_until = $4
-         WHERE id IN (SELECT id FROM webhooks
-                      WHERE next_attempt_at <= $1
-                        AND (lease_until IS NULL OR lease_until <= $1)
-                      ORDER BY created_at, rowid
-                      LIMIT $2)
-         RETURNING id, waba_id, body_sealed, attempts, next_attempt_at, created_at, rowid",
-        "UPDATE webhooks SET leased_by = $3, lease_until = $4
-         WHERE id IN (SELECT id FROM webhooks
-                      WHERE next_attempt_at <= $1
-                        AND (lease_until IS NULL OR lease_until <= $1)
-                      ORDER BY created_at, written
-                      LIMIT $2
-                      FOR UPDATE SKIP LOCKED)
-         RETURNING id, waba_id, body_sealed, attempts, next_attempt_at, created_at, written",
-    );
-    let until = UnixTime(now.0.saturating_add(lease_secs));
-    let rows = tx.rows(LEASE, args![now, limit, node, until]).await?;
-    let mut jobs = rows
-        .into_iter()
-        .map(|mut row| {
-            let written = row.int(6)?;
-            let job = WebhookJob {
-                id: row.string(0)?,
-                waba_id: row.parsed(1)?,
-                body_sealed: row.take_blob(2)?,
-                attempts: row.unsigned(3)?,
-                next_attempt_at: row.time(4)?,
-                created_at: row.time(5)?,
-            };
-            Ok((job, written))
-        })
-        .collect::<TxResult<Vec<_>>>()?;
-    // RETURNING does not keep the subquery's order.
-    jobs.sort_by_key(|(job, written)| (job.created_at, *written));
-    Ok(jobs.into_iter().map(|(job, _)| job).collect())
-}
-
-pub(crate) async fn webhook_delivered(tx: &mut impl Tx, id: &str) -> TxResult<()> {
-    tx.execute("DELETE FROM webhooks WHERE id = $1", args![id])
-        .await?;
-    Ok(())
-}
-
-/// Settles a failed attempt: the job is due again at `next_attempt_at`, leased to nobody.
-pub(crate) async fn webhook_retry(
-    tx: &mut impl Tx,
-    id: &str,
-    attempts: u32,
-    next_attempt_at: UnixTime,
-    last_error: &str,
-) -> TxResult<()> {
-    tx.execute(
-        "UPDATE webhooks SET attempts = $2, next_attempt_at = $3, last_error = $4,
-             leased_by = NULL, lease_until = NULL
-         WHERE id = $1",
-        args![id, attempts, next_attempt_at, last_error],
-    )
-    .await?;
-    Ok(())
-}
-
-pub(crate) async fn next_webhook_due(tx: &mut impl Tx) -> TxResult<Option<UnixTime>> {
-    let row = tx
-        .query_one("SELECT min(next_attempt_at) FROM webhooks", args![])
-        .await?;
-    row.time_opt(0)
 }
 
 // --- leases of hosted endpoints ------------------------------------------------------------

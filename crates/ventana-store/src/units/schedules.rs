@@ -15,7 +15,7 @@
 //!   from 0 by inserting its row (`ON CONFLICT DO NOTHING`): of two callers from one `from`,
 //!   the second waits for the first and matches no row.
 
-use super::gateway::queue_webhook;
+use super::gateway::webhooks::queue_webhook;
 use crate::endpoint::WebhookJob;
 use crate::schedule::{CancelOutcome, ScheduleRecord, ScheduleState, check_finish, listing_start};
 use crate::sql::{Row, Sql, Tx, TxResult, args};

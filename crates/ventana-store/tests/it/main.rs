@@ -132,3 +132,71 @@ pub(crate) fn waba(id: &str) -> WabaId {
 pub(crate) fn mid(n: u32) -> MessageId {
     format!("wamid.TEST{n:016}").parse().unwrap()
 }
+
+/// Leases webhook jobs as a node's dispatcher does, passing over no route.
+pub async fn lease(
+    store: &(impl ventana_store::WebhookStore + ?Sized),
+    node: &str,
+    now: ventana_core::UnixTime,
+    lease_secs: i64,
+    limit: u32,
+) -> ventana_store::StoreResult<Vec<ventana_store::webhook::WebhookJob>> {
+    store
+        .lease_webhooks(ventana_store::webhook::LeaseRequest {
+            node,
+            now,
+            lease_secs,
+            limit,
+            skip: &[],
+        })
+        .await
+}
+
+/// Settles a webhook attempt as delivered, as the dispatcher does.
+pub async fn delivered(
+    store: &(impl ventana_store::WebhookStore + ?Sized),
+    id: &str,
+) -> ventana_store::StoreResult<()> {
+    store
+        .settle_webhook(
+            attempt(id, None, Some(200)),
+            1,
+            ventana_store::webhook::WebhookOutcome::Delivered,
+        )
+        .await
+}
+
+/// Settles a failed webhook attempt, due again at `next`, as the dispatcher does.
+pub async fn retry(
+    store: &(impl ventana_store::WebhookStore + ?Sized),
+    id: &str,
+    attempts: u32,
+    next: ventana_core::UnixTime,
+    error: &str,
+) -> ventana_store::StoreResult<()> {
+    store
+        .settle_webhook(
+            attempt(id, Some(error), None),
+            attempts,
+            ventana_store::webhook::WebhookOutcome::Retry { next, now: next },
+        )
+        .await
+}
+
+/// An attempt at `id` as the delivery log keeps it.
+pub fn attempt(
+    id: &str,
+    error: Option<&str>,
+    http_status: Option<u16>,
+) -> ventana_store::webhook::WebhookAttempt {
+    ventana_store::webhook::WebhookAttempt {
+        event_id: id.to_owned(),
+        waba_id: waba("1001"),
+        node: "n1".into(),
+        at_ms: 1_000,
+        url: Some("http://127.0.0.1:1/hook".into()),
+        http_status,
+        latency_ms: 3,
+        error: error.map(str::to_owned),
+    }
+}

@@ -376,6 +376,7 @@ async fn the_relay_and_the_gateway_keep_to_their_own_schemas() {
             "sessions",
             "template_cache",
             "template_cursors",
+            "webhook_attempts",
             "webhooks",
         ]
     );

@@ -79,7 +79,7 @@ pub(crate) async fn run(config: &Config, args: ChatArgs) -> Result<()> {
                     }
                     println!("  them: {}", shown(&endpoint, &payload).await);
                 }
-                Some(Inbound::Undecryptable { meta, reason }) if meta.from == business => {
+                Some(Inbound::Undecryptable { meta, reason, .. }) if meta.from == business => {
                     println!("  them: (a message that cannot be shown: {reason})");
                 }
                 Some(Inbound::Receipt {

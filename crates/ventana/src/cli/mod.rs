@@ -9,6 +9,7 @@ mod schedules;
 /// Public for the end-to-end tests, which check what a device shows.
 pub mod screen;
 mod user;
+mod webhooks;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Billing: usage, invoices, verifying the ledger, what-if re-rating, policy versions.
     Billing(billing::BillingArgs),
+    /// A business's webhooks: where they go, the delivery log, dead letters, replay, redrive.
+    Webhooks(webhooks::WebhooksArgs),
     /// End-user commands for one device kept in a local directory.
     User(user::UserArgs),
     /// Send one reply typed by a person, with that person's token (a small business's
@@ -76,6 +79,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Demo { keep } => demo::run(keep).await,
         Command::Admin(args) => admin::run(&config, args).await,
         Command::Billing(args) => billing::run(&config, args).await,
+        Command::Webhooks(args) => webhooks::run(&config, args).await,
         Command::User(args) => user::run(&config, args).await,
         Command::Chat(args) => chat::run(&config, args).await,
         Command::Schedules(args) => schedules::run(&config, args).await,

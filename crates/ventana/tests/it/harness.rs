@@ -94,8 +94,18 @@ impl Node {
 
     /// A node on PostgreSQL (`Some(database URL)`) or on SQLite files in `data_dir`.
     pub async fn start_on(data_dir: &Path, database_url: Option<&str>) -> Node {
+        Self::start_with(data_dir, database_url, |_| {}).await
+    }
+
+    /// [`Self::start_on`] with the configuration changed by `configure` first.
+    pub async fn start_with(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Node {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut config = Config::default();
+        configure(&mut config);
         config.server.listen = listener.local_addr().unwrap();
         config.storage.data_dir = data_dir.to_path_buf();
         config.security.admin_token = Some(ADMIN_TOKEN.into());

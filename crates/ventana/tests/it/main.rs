@@ -21,3 +21,4 @@ mod template_device;
 mod template_review;
 mod template_send;
 mod templates_api;
+mod webhooks;

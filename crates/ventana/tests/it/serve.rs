@@ -11,6 +11,8 @@ pub struct ServeNode {
     pub name: &'static str,
     pub port: u16,
     pub child: Option<Child>,
+    /// More variables for the process (`VENTANA_CONFIG`, say).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl ServeNode {
@@ -19,6 +21,7 @@ impl ServeNode {
             name,
             port,
             child: None,
+            env: Vec::new(),
         }
     }
 
@@ -39,6 +42,7 @@ impl ServeNode {
         if let Some(db) = db {
             command.env("VENTANA_DATABASE_URL", &db.url);
         }
+        command.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
         let child = command
             .arg("serve")
             .env("VENTANA_LISTEN", format!("127.0.0.1:{}", self.port))

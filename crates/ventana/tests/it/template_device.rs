@@ -473,7 +473,7 @@ async fn a_template_message_whose_kind_header_and_content_disagree_is_refused() 
     let unchecked = clinic_sends(&clinic, &ana.phone, None, values).await;
     for expected in [&smuggled, &unchecked] {
         match next_message_event(&mut ana).await {
-            Inbound::Undecryptable { meta, reason } => {
+            Inbound::Undecryptable { meta, reason, .. } => {
                 assert_eq!(&meta.id, expected);
                 assert!(reason.contains("template"), "{reason}");
             }

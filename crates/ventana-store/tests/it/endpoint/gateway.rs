@@ -149,50 +149,43 @@ pub(super) async fn webhooks_are_leased_oldest_first_to_one_node_at_a_time(
     assert_eq!(store.next_webhook_due().await.unwrap(), Some(UnixTime(20)));
     // At 30 only "b" is due; node 1 leases it for 60 s.
     assert_eq!(
-        ids(store
-            .lease_webhooks("n1", UnixTime(30), 60, 10)
+        ids(crate::lease(store, "n1", UnixTime(30), 60, 10)
             .await
             .unwrap()),
         ["b"]
     );
     // At 50 "a" is due too, but "b" is node 1's: node 2 gets only "a", and then nothing.
     assert_eq!(
-        store
-            .lease_webhooks("n2", UnixTime(50), 60, 10)
+        crate::lease(store, "n2", UnixTime(50), 60, 10)
             .await
             .unwrap(),
         [job("a", 10, 40)]
     );
     assert!(
-        store
-            .lease_webhooks("n2", UnixTime(50), 60, 10)
+        crate::lease(store, "n2", UnixTime(50), 60, 10)
             .await
             .unwrap()
             .is_empty()
     );
     // Node 1 died: once its lease runs out, node 2 takes "b" over.
     assert_eq!(
-        ids(store
-            .lease_webhooks("n2", UnixTime(90), 60, 10)
+        ids(crate::lease(store, "n2", UnixTime(90), 60, 10)
             .await
             .unwrap()),
         ["b"]
     );
 
     // A retry releases the lease and moves the job to its next attempt.
-    store
-        .webhook_retry("a", 1, UnixTime(200), "503 from the endpoint")
+    crate::retry(store, "a", 1, UnixTime(200), "503 from the endpoint")
         .await
         .unwrap();
     assert_eq!(
-        ids(store
-            .lease_webhooks("n1", UnixTime(149), 60, 10)
+        ids(crate::lease(store, "n1", UnixTime(149), 60, 10)
             .await
             .unwrap()),
         ["late"]
     );
-    let retried = store
-        .lease_webhooks("n1", UnixTime(200), 60, 10)
+    let retried = crate::lease(store, "n1", UnixTime(200), 60, 10)
         .await
         .unwrap();
     assert_eq!(
@@ -200,15 +193,17 @@ pub(super) async fn webhooks_are_leased_oldest_first_to_one_node_at_a_time(
         WebhookJob {
             attempts: 1,
             next_attempt_at: UnixTime(200),
+            // Failing since the first failed attempt (`retry` says it was made at 200).
+            failing_since: Some(UnixTime(200)),
             ..job("a", 10, 40)
         }
     );
     assert_eq!(ids(retried), ["a", "b"]);
 
-    store.webhook_delivered("b").await.unwrap();
-    store.webhook_delivered("late").await.unwrap();
+    crate::delivered(store, "b").await.unwrap();
+    crate::delivered(store, "late").await.unwrap();
     assert_eq!(store.next_webhook_due().await.unwrap(), Some(UnixTime(200)));
-    store.webhook_delivered("a").await.unwrap();
+    crate::delivered(store, "a").await.unwrap();
     assert_eq!(store.next_webhook_due().await.unwrap(), None);
 }
 

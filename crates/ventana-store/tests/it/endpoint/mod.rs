@@ -15,10 +15,12 @@ mod gateway;
 mod nodes;
 mod resends;
 mod sessions;
+mod webhooks;
 
 use gateway::*;
 use resends::*;
 use sessions::*;
+use webhooks::*;
 
 /// Every endpoint and gateway case against one backend.
 macro_rules! endpoint_cases {
@@ -51,6 +53,13 @@ macro_rules! endpoint_cases {
                 a_resend_is_counted_on_the_message,
                 a_status_is_announced_only_when_it_moves,
                 a_device_keeps_only_its_most_recently_used_sessions,
+                the_statuses_of_one_message_are_leased_one_at_a_time_in_order,
+                the_jobs_of_a_receiver_without_room_are_passed_over,
+                a_node_takes_back_its_own_leases_at_start,
+                attempts_are_logged_and_dead_events_redriven,
+                settled_events_are_replayed_from_a_time_or_an_event,
+                settled_events_and_the_log_are_pruned_after_their_retention,
+                events_go_to_the_number_then_the_waba_then_the_app,
             ]
         );
     };
@@ -144,6 +153,9 @@ fn job(id: &str, created_at: i64, due: i64) -> WebhookJob {
         attempts: 0,
         next_attempt_at: UnixTime(due),
         created_at: UnixTime(created_at),
+        phone_number_id: None,
+        order_key: None,
+        failing_since: None,
     }
 }
 

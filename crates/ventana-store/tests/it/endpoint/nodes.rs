@@ -28,8 +28,7 @@ async fn webhooks_leased_by_two_nodes_go_to_one_node_each() {
         leasers.spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let leased = node
-                    .lease_webhooks(&format!("n{n}"), UnixTime(10), 60, 4)
+                let leased = crate::lease(&node, &format!("n{n}"), UnixTime(10), 60, 4)
                     .await
                     .unwrap();
                 if leased.is_empty() {

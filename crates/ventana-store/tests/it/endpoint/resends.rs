@@ -152,8 +152,7 @@ pub(crate) async fn a_status_is_announced_only_when_it_moves(store: &dyn Gateway
     ] {
         store.apply(&me(), vec![status(s, j)]).await.unwrap();
     }
-    let leased: Vec<String> = store
-        .lease_webhooks("n1", UnixTime(10), 60, 10)
+    let leased: Vec<String> = crate::lease(store, "n1", UnixTime(10), 60, 10)
         .await
         .unwrap()
         .into_iter()

@@ -117,6 +117,9 @@ fn job(id: &str) -> WebhookJob {
         attempts: 0,
         next_attempt_at: UnixTime(0),
         created_at: UnixTime(5),
+        phone_number_id: None,
+        order_key: None,
+        failing_since: None,
     }
 }
 
@@ -487,8 +490,7 @@ async fn the_next_due_time_is_the_earliest_scheduled_send(store: &dyn GatewaySto
 }
 
 async fn leased_ids(store: &dyn GatewayStore) -> Vec<String> {
-    let leased = store
-        .lease_webhooks("leaser", UnixTime(10), 60, 100)
+    let leased = crate::lease(store, "leaser", UnixTime(10), 60, 100)
         .await
         .unwrap();
     let mut ids: Vec<String> = leased.into_iter().map(|j| j.id).collect();
@@ -551,8 +553,7 @@ async fn the_template_cursor_moves_by_compare_and_swap_with_its_webhooks(store: 
     assert_eq!(store.template_cursor(&other).await.unwrap(), 7);
     assert_eq!(store.template_cursor(&mine).await.unwrap(), 4);
 
-    let leased = store
-        .lease_webhooks("leaser", UnixTime(10), 60, 100)
+    let leased = crate::lease(store, "leaser", UnixTime(10), 60, 100)
         .await
         .unwrap();
     let e3 = leased.iter().find(|j| j.id == "e3").unwrap();

@@ -1,6 +1,10 @@
-//! Operator routes of the gateway: businesses, their numbers, and their access tokens.
-//! Authenticated with the operator token; errors as `{"error":{"code","message"}}`.
+//! Operator routes of the gateway: businesses, their numbers, and their access tokens;
+//! their webhooks in `webhooks`. Authenticated with the operator token; errors as
+//! `{"error":{"code","message"}}`.
 
+mod webhooks;
+
+use crate::webhook::target::{CallbackPolicy, verify_callback};
 use crate::{Gateway, GatewayError, aad};
 use axum::Json;
 use axum::Router;
@@ -37,15 +41,20 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
             "/admin/v1/businesses/{waba}/tokens/{id}",
             delete(revoke_token),
         )
+        .merge(webhooks::routes())
 }
 
-pub(crate) struct AdminError(StatusCode, &'static str, String);
+pub(crate) struct AdminError(
+    pub(crate) StatusCode,
+    pub(crate) &'static str,
+    pub(crate) String,
+);
 
 impl AdminError {
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, "bad_request", message.into())
     }
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self(StatusCode::NOT_FOUND, "not_found", message.into())
     }
 }
@@ -86,7 +95,7 @@ impl IntoResponse for AdminError {
     }
 }
 
-fn operator(gateway: &Gateway, headers: &HeaderMap) -> Result<(), AdminError> {
+pub(crate) fn operator(gateway: &Gateway, headers: &HeaderMap) -> Result<(), AdminError> {
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -101,11 +110,11 @@ fn operator(gateway: &Gateway, headers: &HeaderMap) -> Result<(), AdminError> {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, AdminError> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, AdminError> {
     serde_json::from_slice(body).map_err(|e| AdminError::bad(format!("invalid request body: {e}")))
 }
 
-fn waba(text: &str) -> Result<WabaId, AdminError> {
+pub(crate) fn waba(text: &str) -> Result<WabaId, AdminError> {
     text.parse().map_err(|e| AdminError::bad(format!("{e}")))
 }
 
@@ -143,11 +152,18 @@ async fn create_business(
             "name, an app_secret of at least 16 characters and a verify_token are required",
         ));
     }
-    if let Some(url) = &new.webhook_url
-        && !(url.starts_with("http://") || url.starts_with("https://"))
-    {
-        return Err(AdminError::bad("webhook_url must be an http(s) URL"));
-    }
+    let policy = CallbackPolicy {
+        allow_private: gateway.webhook_settings.allow_private_callbacks,
+    };
+    let checked_url = match &new.webhook_url {
+        Some(url) => Some(
+            policy
+                .check(url)
+                .await
+                .map_err(|e| AdminError::bad(format!("webhook_url: {e}")))?,
+        ),
+        None => None,
+    };
     gateway
         .store
         .create_business(BusinessRecord {
@@ -165,8 +181,15 @@ async fn create_business(
             created_at: UnixTime::now(),
         })
         .await?;
-    let webhook_verified = match &new.webhook_url {
-        Some(url) => Some(verify_webhook(&gateway.http, url, &new.verify_token).await),
+    // Created either way (the operator may start the receiver later); the answer says
+    // whether it passed the handshake. Through the Cloud API a callback that fails it is
+    // refused (`/{app_id}/subscriptions`).
+    let webhook_verified = match &checked_url {
+        Some(url) => Some(
+            verify_callback(&gateway.http, url, &new.verify_token)
+                .await
+                .is_ok(),
+        ),
         None => None,
     };
     tracing::info!(waba = %new.waba_id, sandbox = new.sandbox, "business created");
@@ -180,28 +203,6 @@ async fn create_business(
             webhook_verified,
         }),
     ))
-}
-
-/// Meta's subscription handshake: GET with `hub.mode`, `hub.verify_token` and `hub.challenge`;
-/// the receiver must echo the challenge.
-async fn verify_webhook(http: &reqwest::Client, url: &str, verify_token: &str) -> bool {
-    let challenge = Token::generate("ch").expose().to_owned();
-    let response = http
-        .get(url)
-        .query(&[
-            ("hub.mode", "subscribe"),
-            ("hub.verify_token", verify_token),
-            ("hub.challenge", challenge.as_str()),
-        ])
-        .timeout(std::time::Duration::from_secs(5))
-        .send()
-        .await;
-    match response {
-        Ok(r) if r.status().is_success() => {
-            r.text().await.is_ok_and(|body| body.trim() == challenge)
-        }
-        _ => false,
-    }
 }
 
 async fn list_businesses(
