@@ -83,6 +83,7 @@ class Handler(BaseHTTPRequestHandler):
         mode = STATE["mode"]
         record = {
             "kind": "event",
+            "t": time.time(),
             "event_id": self.headers.get("X-Ventana-Event-Id"),
             "hub_ok": hub_signature_ok(body, self.headers.get("X-Hub-Signature-256")),
             "stamped_ok": stamped_signature_ok(
