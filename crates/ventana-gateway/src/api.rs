@@ -345,7 +345,7 @@ async fn handle(
                     schedules::create(gateway, hosted, request, body, *send_at, id).await?;
                 return Ok(Answer::ok(response::scheduled(input, to, &scheduled)));
             }
-            let sent = outbound::send(gateway, hosted, message).await?;
+            let sent = outbound::send(gateway, hosted, message, request.callback_data()).await?;
             Ok(Answer::ok(response::sent(input, to, &sent.id)))
         }
         SendRequest::MarkRead { message_id, .. } => {

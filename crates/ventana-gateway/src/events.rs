@@ -95,6 +95,24 @@ impl Gateway {
             .unwrap_or_default()
     }
 
+    /// The `biz_opaque_callback_data` the message was sent with, if any. A store that
+    /// cannot answer now leaves it out rather than holding the status back.
+    async fn callback_data(&self, hosted: &Hosted, id: &ventana_core::MessageId) -> Option<String> {
+        let owner = &hosted.record.address;
+        let sealed = match self.store.callback_data(owner, id).await {
+            Ok(sealed) => sealed?,
+            Err(error) => {
+                tracing::warn!(%id, %error, "could not read a message's callback data");
+                return None;
+            }
+        };
+        let data = self
+            .sealer
+            .open(&crate::aad::callback_data(owner, id), &sealed)
+            .ok()?;
+        String::from_utf8(data.to_vec()).ok()
+    }
+
     /// The status webhook for one message (`sent`, `delivered`, `read`, `failed`), with the
     /// stable id `<wamid>.<status>`.
     pub(crate) async fn status_job(
@@ -114,6 +132,7 @@ impl Gateway {
             profile_name: &profile,
         };
         let name = status.as_str();
+        let callback_data = self.callback_data(hosted, id).await;
         let event = payload::status(
             &Self::context(hosted),
             contact,
@@ -121,7 +140,7 @@ impl Gateway {
             status,
             ts,
             pricing,
-            None,
+            callback_data.as_deref(),
         );
         // The statuses of one message reach the business in the order they happened.
         let order_key = Some(format!("status/{id}"));

@@ -57,6 +57,14 @@ pub(crate) mod aad {
     pub(crate) fn verify_token(waba: &WabaId) -> Vec<u8> {
         format!("business/{waba}/verify_token").into_bytes()
     }
+
+    /// A send's `biz_opaque_callback_data`: `callback_data/<number>/<message id>`.
+    pub(crate) fn callback_data(
+        owner: &ventana_core::PhoneNumber,
+        message: &ventana_core::MessageId,
+    ) -> Vec<u8> {
+        format!("callback_data/{}/{message}", owner.digits()).into_bytes()
+    }
 }
 
 /// How the gateway reaches its relay.

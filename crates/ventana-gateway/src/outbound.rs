@@ -8,7 +8,7 @@
 use crate::events::GatewayEvents;
 use crate::graph::error::GraphError;
 use crate::graph::send::SendRequest;
-use crate::{Gateway, Hosted, templates};
+use crate::{Gateway, Hosted, aad, templates};
 use std::sync::Arc;
 use ventana_client::{Outgoing, SendError, Sent};
 use ventana_core::payload::Content;
@@ -175,12 +175,28 @@ pub(crate) async fn preview(
     }
 }
 
-/// Encrypts the message and hands it to the relay.
+/// Encrypts the message and hands it to the relay. `callback_data` (the send's
+/// `biz_opaque_callback_data`) is kept first, so every status webhook can carry it.
 pub(crate) async fn send(
     gateway: &Arc<Gateway>,
     hosted: &Hosted,
     message: Outgoing,
+    callback_data: Option<&str>,
 ) -> Result<Sent, GraphError> {
+    if let Some(data) = callback_data {
+        let owner = &hosted.record.address;
+        let sealed = gateway
+            .sealer
+            .seal(&aad::callback_data(owner, &message.id), data.as_bytes());
+        gateway
+            .store
+            .save_callback_data(owner, &message.id, sealed, UnixTime::now())
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "could not keep a send's callback data");
+                GraphError::unavailable("The platform is temporarily unavailable; retry later.")
+            })?;
+    }
     let app = GatewayEvents {
         gateway: Arc::downgrade(gateway),
     };

@@ -369,6 +369,6 @@ async fn attempt(
     let request = SendRequest::parse(&body)?;
     // A scheduled send is the business's software's, whoever scheduled it.
     let message = outbound::prepare(hosted, &request, record.id.clone(), false).await?;
-    outbound::send(gateway, hosted, message).await?;
+    outbound::send(gateway, hosted, message, request.callback_data()).await?;
     Ok(())
 }

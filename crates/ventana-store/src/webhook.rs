@@ -10,7 +10,7 @@
 
 use crate::StoreResult;
 use async_trait::async_trait;
-use ventana_core::{PhoneNumberId, UnixTime, WabaId};
+use ventana_core::{MessageId, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
 
 /// A webhook event in the queue. `id` is stable across retries, replays and redrives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,6 +214,21 @@ pub trait WebhookStore: Send + Sync {
     ) -> StoreResult<Option<WebhookRouting>>;
     /// Changes where a business's events go; false if no such business (or number of it).
     async fn change_callback(&self, waba: &WabaId, change: CallbackChange) -> StoreResult<bool>;
+    /// Keeps a send's `biz_opaque_callback_data` (sealed) for its statuses; the first kept
+    /// for a message stays.
+    async fn save_callback_data(
+        &self,
+        owner: &PhoneNumber,
+        message: &MessageId,
+        data_sealed: Vec<u8>,
+        at: UnixTime,
+    ) -> StoreResult<()>;
+    /// A message's `biz_opaque_callback_data`, sealed, if its send had one.
+    async fn callback_data(
+        &self,
+        owner: &PhoneNumber,
+        message: &MessageId,
+    ) -> StoreResult<Option<Vec<u8>>>;
     /// Gives back jobs `node` leased but will not attempt now.
     async fn release_webhooks(&self, node: &str, ids: &[String]) -> StoreResult<()>;
     /// Gives back every job leased to `node`: at start, the leases of a process that died
@@ -254,7 +269,8 @@ pub trait WebhookStore: Send + Sync {
     /// Queues a business's dead events again, due at `now`. Returns how many.
     async fn redrive_webhooks(&self, waba: &WabaId, now: UnixTime) -> StoreResult<u64>;
     /// Forgets delivered events and log entries settled or made before `delivered_before`,
-    /// and dead events settled before `dead_before`. Returns how many rows went.
+    /// and dead events and callback data settled or kept before `dead_before`. Returns how
+    /// many rows went.
     async fn prune_webhooks(
         &self,
         delivered_before: UnixTime,

@@ -83,6 +83,21 @@ pub(crate) fn json(body: &[u8]) -> Result<Value, GraphError> {
 }
 
 impl SendRequest {
+    /// The send's `biz_opaque_callback_data`, echoed on its statuses.
+    pub(crate) fn callback_data(&self) -> Option<&str> {
+        match self {
+            Self::Text {
+                biz_opaque_callback_data,
+                ..
+            }
+            | Self::Template {
+                biz_opaque_callback_data,
+                ..
+            } => biz_opaque_callback_data.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Parses a raw request body.
     pub(crate) fn parse(body: &[u8]) -> Result<Self, GraphError> {
         Self::from_json(&json(body)?)

@@ -413,7 +413,7 @@ pub(crate) use gateway_store;
 macro_rules! webhook_store {
     ($store:ty) => {
         const _: () = {
-            use ventana_core::PhoneNumberId;
+            use ventana_core::{MessageId, PhoneNumber, PhoneNumberId};
             use ventana_core::{UnixTime, WabaId};
             use $crate::StoreResult;
             use $crate::units::gateway::webhooks as units;
@@ -466,6 +466,32 @@ macro_rules! webhook_store {
                     let waba = waba.clone();
                     self.db
                         .unit(async move |tx| units::change_callback(tx, &waba, &change).await)
+                        .await
+                }
+
+                async fn save_callback_data(
+                    &self,
+                    owner: &PhoneNumber,
+                    message: &MessageId,
+                    data_sealed: Vec<u8>,
+                    at: UnixTime,
+                ) -> StoreResult<()> {
+                    let (owner, message) = (owner.clone(), message.clone());
+                    self.db
+                        .unit(async move |tx| {
+                            units::save_callback_data(tx, &owner, &message, &data_sealed, at).await
+                        })
+                        .await
+                }
+
+                async fn callback_data(
+                    &self,
+                    owner: &PhoneNumber,
+                    message: &MessageId,
+                ) -> StoreResult<Option<Vec<u8>>> {
+                    let (owner, message) = (owner.clone(), message.clone());
+                    self.db
+                        .read_unit(async move |tx| units::callback_data(tx, &owner, &message).await)
                         .await
                 }
 

@@ -452,7 +452,10 @@ async fn failures_timeouts_and_slowness_lose_nothing_and_a_week_of_failures_is_d
     py.mode("fail").await;
     let mut replies = Vec::new();
     for n in 0..4 {
-        let body = json!({ "messaging_product": "whatsapp", "to": "34600001303", "type": "text", "text": { "body": format!("reply {n}") } });
+        let mut body = json!({ "messaging_product": "whatsapp", "to": "34600001303", "type": "text", "text": { "body": format!("reply {n}") } });
+        if n == 0 {
+            body["biz_opaque_callback_data"] = "order-7".into();
+        }
         let (status, sent) = api(
             &node,
             reqwest::Method::POST,
@@ -503,6 +506,18 @@ async fn failures_timeouts_and_slowness_lose_nothing_and_a_week_of_failures_is_d
     );
     let statuses = assert_statuses_in_order(&py.accepted());
     assert!(statuses >= wanted.len());
+    // The first reply's callback data comes back on each of its statuses, and no other's.
+    for e in py.accepted() {
+        let Some(status) = e["body"]["entry"][0]["changes"][0]["value"]["statuses"].get(0) else {
+            continue;
+        };
+        let expected = if status["id"] == replies[0].as_str() {
+            json!("order-7")
+        } else {
+            Value::Null
+        };
+        assert_eq!(status["biz_opaque_callback_data"], expected, "{status}");
+    }
     assert_signed(&py.events);
 
     // A week of failures on the test clock: the event goes to the dead-letter queue.

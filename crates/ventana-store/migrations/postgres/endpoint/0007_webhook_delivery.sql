@@ -44,3 +44,15 @@ ALTER TABLE businesses ADD COLUMN override_callback_url TEXT;
 ALTER TABLE businesses ADD COLUMN override_verify_token_sealed BYTEA;
 ALTER TABLE phone_numbers ADD COLUMN callback_url TEXT;
 ALTER TABLE phone_numbers ADD COLUMN verify_token_sealed BYTEA;
+
+-- A send's `biz_opaque_callback_data`, sealed, echoed on every status of the message. Kept
+-- as long as dead letters, so a redriven status still carries it.
+CREATE TABLE message_callback_data (
+    owner        TEXT NOT NULL,
+    message_id   TEXT NOT NULL,
+    data_sealed  BYTEA NOT NULL,
+    created_at   BIGINT NOT NULL,
+    PRIMARY KEY (owner, message_id)
+);
+
+CREATE INDEX message_callback_data_by_age ON message_callback_data (created_at);

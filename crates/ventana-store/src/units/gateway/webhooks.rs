@@ -10,7 +10,7 @@ use crate::webhook::{
     CallbackChange, LeaseRequest, LoggedAttempt, ReplayFrom, WebhookAttempt, WebhookEvent,
     WebhookJob, WebhookOutcome, WebhookRouting, WebhookState,
 };
-use ventana_core::{PhoneNumberId, UnixTime, WabaId};
+use ventana_core::{MessageId, PhoneNumber, PhoneNumberId, UnixTime, WabaId};
 
 /// Queues a job, in the caller's transaction. A job already queued under its id is left as
 /// it is: the same event reported again (a record applied twice) is delivered once.
@@ -350,7 +350,13 @@ pub(crate) async fn prune_webhooks(
             args![delivered_before.0.saturating_mul(1000)],
         )
         .await?;
-    Ok(events + log)
+    let data = tx
+        .execute(
+            "DELETE FROM message_callback_data WHERE created_at < $1",
+            args![dead_before],
+        )
+        .await?;
+    Ok(events + log + data)
 }
 
 pub(crate) async fn webhook_routing(
@@ -442,4 +448,35 @@ pub(crate) async fn change_callback(
         }
     };
     Ok(changed > 0)
+}
+
+pub(crate) async fn save_callback_data(
+    tx: &mut impl Tx,
+    owner: &PhoneNumber,
+    message: &MessageId,
+    data_sealed: &[u8],
+    at: UnixTime,
+) -> TxResult<()> {
+    tx.execute(
+        "INSERT INTO message_callback_data (owner, message_id, data_sealed, created_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+        args![owner.digits(), message.as_str(), data_sealed, at],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn callback_data(
+    tx: &mut impl Tx,
+    owner: &PhoneNumber,
+    message: &MessageId,
+) -> TxResult<Option<Vec<u8>>> {
+    let row = tx
+        .query_opt(
+            "SELECT data_sealed FROM message_callback_data WHERE owner = $1 AND message_id = $2",
+            args![owner.digits(), message.as_str()],
+        )
+        .await?;
+    row.map(|mut row| row.take_blob(0)).transpose()
 }
