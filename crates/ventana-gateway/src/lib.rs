@@ -3,7 +3,7 @@
 //! - [`Gateway`]: one end-to-end endpoint (`ventana-client`) per business number, the
 //!   business registry, and the [`Gateway::router`] with:
 //!   - `api`: the Cloud-API-compatible REST API (`/{version}/{phone_number_id}/messages`, …);
-//!   - `admin`: operator routes (businesses, numbers, access tokens);
+//!   - `admin`: operator routes (businesses, numbers, access tokens, webhooks);
 //! - `ownership`: which node receives for each number (a lease in the shared store);
 //! - `events`: how inbound messages, receipts and relay answers become webhook events;
 //! - `outbound`: a send request resolved (template lookup and binding) into the endpoint's
@@ -19,7 +19,9 @@
 //! - `graph`: Graph API conventions (paths, tokens, the error envelope, request parsing);
 //!   a relay refusal's code is `ventana_core::CloudError`'s, only its HTTP status is chosen
 //!   here;
-//! - `webhook`: event payloads, ASCII-escaped signed bodies, the durable delivery worker.
+//! - `webhook`: event payloads, ASCII-escaped signed bodies, the delivery worker (a sliding
+//!   window with a limit per receiver, statuses in order, dead letters), where events go
+//!   and the Cloud API's webhook configuration.
 //!
 //! The gateway is a client of the relay like any user device: in the all-in-one node it
 //! talks to the relay over the same WebSocket protocol, on loopback.

@@ -335,6 +335,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_parses_and_its_webhook_settings_are_the_defaults() {
+        let example = include_str!("../../../ventana.example.toml");
+        let config: Config = toml::from_str(example).unwrap();
+        let defaults = ventana_gateway::WebhookSettings::default();
+        assert_eq!(
+            format!("{:?}", config.webhooks),
+            format!("{defaults:?}"),
+            "ventana.example.toml says what the defaults are"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Config>("[server]\nlisen = \"x\"\n").is_err());
     }
