@@ -160,7 +160,7 @@ pub async fn run(options: &ConversationOptions) -> Result<ConversationRun> {
         token,
         messages_url,
         mut hooks,
-    } = BenchBusiness::create(&node.access).await?;
+    } = BenchBusiness::create(&node.access, Duration::ZERO).await?;
 
     // The business's bot: every inbound bench message is answered with the same number.
     let inbound = Arc::new(AtomicU64::new(0));

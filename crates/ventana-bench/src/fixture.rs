@@ -157,9 +157,11 @@ pub struct BenchBusiness {
 }
 
 impl BenchBusiness {
-    /// Creates the business, adds its number and issues a token, as the demo does.
-    pub async fn create(node: &NodeAccess) -> Result<Self> {
+    /// Creates the business, adds its number and issues a token, as the demo does. Its
+    /// receiver answers each webhook after `hook_delay`.
+    pub async fn create(node: &NodeAccess, hook_delay: Duration) -> Result<Self> {
         let (receiver, hooks) = WebhookReceiver::start(APP_SECRET, VERIFY_TOKEN).await?;
+        receiver.set_delay(hook_delay);
         node.admin(
             Method::POST,
             "/admin/v1/businesses",

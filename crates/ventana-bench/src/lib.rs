@@ -105,6 +105,10 @@ struct NotifyArgs {
     /// Devices registered at once during set-up.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     setup_parallelism: u32,
+    /// The business's webhook receiver answers each POST after this many milliseconds (a
+    /// helpdesk doing some work), to measure webhook deliveries per second against it.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    hook_delay_ms: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -183,6 +187,7 @@ impl NotifyArgs {
             load: self.load.options()?,
             drain_timeout: seconds("--drain-timeout", self.drain_timeout)?,
             setup_parallelism: self.setup_parallelism as usize,
+            hook_delay: Duration::from_millis(self.hook_delay_ms),
         })
     }
 }

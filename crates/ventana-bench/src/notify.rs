@@ -25,6 +25,8 @@ pub struct NotifyOptions {
     pub drain_timeout: Duration,
     /// Devices registered (and greeting the business) at once during set-up.
     pub setup_parallelism: usize,
+    /// How long the business's receiver takes to answer each webhook.
+    pub hook_delay: Duration,
 }
 
 /// What one run measured. Counts are of the measured phase only.
@@ -178,7 +180,7 @@ pub async fn run_on(data_dir: TempDir, options: &NotifyOptions) -> Result<Notify
         token,
         messages_url,
         mut hooks,
-    } = BenchBusiness::create(&node.access).await?;
+    } = BenchBusiness::create(&node.access, options.hook_delay).await?;
     let observed = Arc::new(Observed::default());
 
     let (arrivals_tx, mut arrivals_rx) = mpsc::unbounded_channel::<Arrival>();

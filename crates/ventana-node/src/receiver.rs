@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 /// One accepted delivery.
@@ -31,6 +31,8 @@ struct Shared {
     /// Answer this many POSTs with 500 before accepting (to exercise retries).
     fail_next: AtomicU32,
     rejected: AtomicU32,
+    /// Milliseconds to wait before answering each POST (a receiver that does some work).
+    delay_ms: AtomicU64,
 }
 
 /// A running receiver; dropping the handle does not stop it (it lives as long as the runtime).
@@ -61,6 +63,7 @@ impl WebhookReceiver {
             events: tx,
             fail_next: AtomicU32::new(0),
             rejected: AtomicU32::new(0),
+            delay_ms: AtomicU64::new(0),
         });
         let url = format!(
             "http://{}/webhook",
@@ -81,6 +84,12 @@ impl WebhookReceiver {
     /// The next `n` deliveries are answered with HTTP 500.
     pub fn fail_next(&self, n: u32) {
         self.shared.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers every POST only after `delay` (as a receiver that does some work would).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// How many deliveries had a bad signature.
@@ -117,6 +126,10 @@ fn expected_signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok())

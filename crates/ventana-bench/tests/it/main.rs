@@ -29,6 +29,8 @@ async fn notify_delivers_every_accepted_message_to_a_device() {
         load: tiny_load(),
         drain_timeout: Duration::from_secs(20),
         setup_parallelism: 5,
+        // A receiver that takes a moment: every webhook still arrives.
+        hook_delay: Duration::from_millis(20),
     };
     let run = notify::run(&options).await.unwrap();
     assert_eq!(run.accepted, 50, "{run:?}");

@@ -52,13 +52,14 @@ impl Params {
             .map_err(|_| GraphError::invalid_parameter("The request body is not UTF-8."))?
             .trim();
         if text.starts_with('{') {
-            let Value::Object(object) = serde_json::from_str(text).map_err(|_| {
-                GraphError::invalid_parameter("The request body is not valid JSON.")
-            })?
-            else {
-                unreachable!("a JSON text starting with `{{` is an object")
-            };
-            params.extend(object);
+            match serde_json::from_str(text) {
+                Ok(Value::Object(object)) => params.extend(object),
+                _ => {
+                    return Err(GraphError::invalid_parameter(
+                        "The request body is not a valid JSON object.",
+                    ));
+                }
+            }
         } else if !text.is_empty() {
             let form = Query::new(Some(text));
             for key in [
