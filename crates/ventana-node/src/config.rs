@@ -46,8 +46,8 @@ pub struct Config {
     ///
     /// ```toml
     /// [webhooks]
-    /// max_in_flight = 256              # POSTs in flight from this node
-    /// per_endpoint = 16                # … to one callback URL
+    /// max_in_flight = 512              # POSTs in flight from this node
+    /// per_endpoint = 64                # … to one callback URL
     /// timeout_secs = 10                # an attempt not answered by then failed
     /// retry_for_secs = 604800          # retried for 7 days, then dead-lettered
     /// max_backoff_secs = 3600          # the longest wait between two attempts

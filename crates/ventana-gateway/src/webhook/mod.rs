@@ -56,8 +56,8 @@ const DAY_SECS: i64 = 24 * 60 * 60;
 impl Default for WebhookSettings {
     fn default() -> Self {
         Self {
-            max_in_flight: 256,
-            per_endpoint: 16,
+            max_in_flight: 512,
+            per_endpoint: 64,
             timeout_secs: 10,
             retry_for_secs: 7 * DAY_SECS,
             max_backoff_secs: 60 * 60,
