@@ -50,6 +50,17 @@ async fn graph(
         GraphError::bad_token("An access token is required to request this resource.")
     })?;
     let record = authenticate(&gateway, &token).await?;
+    if record.app
+        && !(path.node == record.waba_id.as_str()
+            && matches!(
+                path.edge.as_deref(),
+                Some("subscriptions" | "subscribed_apps")
+            ))
+    {
+        return Err(GraphError::bad_token(
+            "An app access token can only manage the app's webhook subscriptions.",
+        ));
+    }
     // A number of another business is indistinguishable from one that does not exist; a
     // node that is no number of the business may be its WABA or one of its templates.
     let hosted = match path.node.parse::<PhoneNumberId>() {
@@ -136,11 +147,15 @@ async fn authenticate(gateway: &Gateway, token: &str) -> Result<Caller, GraphErr
         let expected = gateway
             .sealer
             .open(&aad::app_secret(&waba), &business.app_secret_sealed)
-            .map_err(internal)?;
+            .map_err(|_| {
+                tracing::error!(%waba, "a business's app secret does not open: wrong seal key?");
+                bad()
+            })?;
         return if same_secret(&expected, secret.as_bytes()) {
             Ok(Caller {
                 waba_id: waba,
                 person: None,
+                app: true,
             })
         } else {
             Err(bad())
@@ -156,6 +171,7 @@ async fn authenticate(gateway: &Gateway, token: &str) -> Result<Caller, GraphErr
     Ok(Caller {
         waba_id: record.waba_id,
         person: record.person,
+        app: false,
     })
 }
 
@@ -171,6 +187,10 @@ struct Caller {
     waba_id: ventana_core::WabaId,
     /// Set for a token issued to a person: free-form sends with it are replies by hand.
     person: Option<String>,
+    /// The app token `<app_id>|<app_secret>`: good for the app's webhook subscription only.
+    /// The app secret also signs the webhooks, so every receiver holds it; it must not send
+    /// messages or change templates.
+    app: bool,
 }
 
 fn internal(error: impl std::fmt::Display) -> GraphError {

@@ -106,6 +106,9 @@ pub struct Gateway {
     pub(crate) node: String,
     /// How webhooks are delivered, and where callbacks may point.
     pub(crate) webhook_settings: WebhookSettings,
+    /// Calls businesses' callbacks (the handshake): no redirects, and public addresses
+    /// only unless private ones are allowed.
+    pub(crate) callback_http: reqwest::Client,
     /// Serialises `host`, so a number is never hosted twice on one node.
     hosting: tokio::sync::Mutex<()>,
 }
@@ -133,6 +136,12 @@ impl Gateway {
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), GatewayError> {
         let operator = Token::from_presented(&relay.operator_token).hash();
+        let callback_http = webhook::target::callback_client(
+            webhook_settings.policy(),
+            std::time::Duration::from_secs(10),
+            "Ventana-Webhooks/1",
+        )
+        .map_err(|e| GatewayError::Http(e.to_string()))?;
         let user_id_secret = *sealer.derive("business-scoped user ids");
         let gateway = Arc::new(Self {
             store,
@@ -149,6 +158,7 @@ impl Gateway {
             user_id_secret,
             node,
             webhook_settings,
+            callback_http,
             hosting: tokio::sync::Mutex::new(()),
         });
         for record in gateway.store.phone_numbers().await? {

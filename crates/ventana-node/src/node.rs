@@ -134,6 +134,10 @@ pub async fn run(
         (None, Backend::Postgres { .. }) => Token::generate("node").expose()[5..17].to_owned(),
     };
 
+    config
+        .webhooks
+        .check()
+        .map_err(|e| anyhow::anyhow!("[webhooks]: {e}"))?;
     if config.billing.manual_replies_per_minute == 0 {
         anyhow::bail!(
             "billing.manual_replies_per_minute must be at least 1 (make a business `api` tier to allow no replies by hand)"

@@ -235,15 +235,18 @@ pub trait WebhookStore: Send + Sync {
     /// under the same node name. Returns how many.
     async fn release_node_webhooks(&self, node: &str) -> StoreResult<u64>;
     /// Records an attempt in the log and moves its job on, in one transaction. A job
-    /// settled meanwhile by another node is left as it is.
+    /// settled meanwhile by another node is left as it is, and a failure does not end
+    /// another node's lease. A job that dies passes its failing time to the statuses queued
+    /// behind it.
     async fn settle_webhook(
         &self,
         attempt: WebhookAttempt,
         attempts: u32,
         outcome: WebhookOutcome,
     ) -> StoreResult<()>;
-    /// The earliest time a queued job falls due, if any.
-    async fn next_webhook_due(&self) -> StoreResult<Option<UnixTime>>;
+    /// When a queued job may next be leased, as of `now`, if any: the due time of the first
+    /// of each key, or the end of a lease another node holds.
+    async fn next_webhook_due(&self, now: UnixTime) -> StoreResult<Option<UnixTime>>;
     /// A business's delivery log, newest first, before `before` (a [`LoggedAttempt::seq`]).
     async fn webhook_log(
         &self,
@@ -266,7 +269,8 @@ pub trait WebhookStore: Send + Sync {
         from: ReplayFrom,
         now: UnixTime,
     ) -> StoreResult<Option<u64>>;
-    /// Queues a business's dead events again, due at `now`. Returns how many.
+    /// Queues a business's dead events again, due at `now`, but not a status whose message
+    /// had a later one delivered since (it would go backwards). Returns how many.
     async fn redrive_webhooks(&self, waba: &WabaId, now: UnixTime) -> StoreResult<u64>;
     /// Forgets delivered events and log entries settled or made before `delivered_before`,
     /// and dead events and callback data settled or kept before `dead_before`. Returns how

@@ -4,7 +4,7 @@
 
 mod webhooks;
 
-use crate::webhook::target::{CallbackPolicy, verify_callback};
+use crate::webhook::target::verify_callback;
 use crate::{Gateway, GatewayError, aad};
 use axum::Json;
 use axum::Router;
@@ -152,9 +152,7 @@ async fn create_business(
             "name, an app_secret of at least 16 characters and a verify_token are required",
         ));
     }
-    let policy = CallbackPolicy {
-        allow_private: gateway.webhook_settings.allow_private_callbacks,
-    };
+    let policy = gateway.webhook_settings.policy();
     let checked_url = match &new.webhook_url {
         Some(url) => Some(
             policy
@@ -186,7 +184,7 @@ async fn create_business(
     // refused (`/{app_id}/subscriptions`).
     let webhook_verified = match &checked_url {
         Some(url) => Some(
-            verify_callback(&gateway.http, url, &new.verify_token)
+            verify_callback(&gateway.callback_http, url, &new.verify_token)
                 .await
                 .is_ok(),
         ),

@@ -1,7 +1,7 @@
 //! A business's webhooks, for the operator (`ventana webhooks …`):
 //!
 //! - `GET /admin/v1/businesses/{waba}/webhooks`: where its events go (app, WABA and number
-//!   callbacks, subscribed fields) and how many wait, by state;
+//!   callbacks, subscribed fields) and how many dead letters it has (counted up to 500);
 //! - `PUT /admin/v1/businesses/{waba}/webhooks` `{callback_url, verify_token, fields?,
 //!   phone_number_id?}`: the app's callback, or a number's override, after the handshake;
 //! - `GET …/webhooks/log?before=&limit=`: the delivery log, newest first;

@@ -13,7 +13,7 @@
 //! Parameters are read from the query string, a JSON body or a form body, as Graph does.
 //! A callback is saved only after it passed Meta's handshake (see [`super::target`]).
 
-use super::target::{CallbackPolicy, verify_callback};
+use super::target::verify_callback;
 use crate::graph::error::GraphError;
 use crate::graph::query::Query;
 use crate::{Gateway, Hosted};
@@ -115,6 +115,11 @@ impl Params {
             }
         };
         let names: Vec<String> = names.into_iter().filter(|f| !f.is_empty()).collect();
+        if names.is_empty() {
+            return Err(GraphError::invalid_parameter(
+                "Param fields must name at least one field (leave it out for all).",
+            ));
+        }
         if let Some(unknown) = names.iter().find(|f| !FIELDS.contains(&f.as_str())) {
             return Err(GraphError::invalid_parameter(format!(
                 "Param fields has {unknown}, which is not a field of {OBJECT} Ventana sends (it sends {}).",
@@ -131,14 +136,12 @@ pub(crate) async fn verify(
     url: &str,
     verify_token: &str,
 ) -> Result<(), GraphError> {
-    let policy = CallbackPolicy {
-        allow_private: gateway.webhook_settings.allow_private_callbacks,
-    };
+    let policy = gateway.webhook_settings.policy();
     let parsed = policy
         .check(url)
         .await
         .map_err(|e| GraphError::callback_refused(e.to_string()))?;
-    verify_callback(&gateway.http, &parsed, verify_token)
+    verify_callback(&gateway.callback_http, &parsed, verify_token)
         .await
         .map_err(|e| GraphError::callback_refused(e.to_string()))
 }

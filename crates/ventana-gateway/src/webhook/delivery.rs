@@ -17,6 +17,7 @@
 
 use super::WebhookSettings;
 use super::sign::{signature, timestamped_signature};
+use super::target::callback_client;
 use futures_util::future::BoxFuture;
 use rand::Rng;
 use reqwest::header::CONTENT_TYPE;
@@ -65,7 +66,6 @@ const MAX_IDLE: Duration = Duration::from_secs(5);
 const MIN_IDLE: Duration = Duration::from_millis(100);
 /// The pause after the store failed.
 const STORE_TROUBLE: Duration = Duration::from_secs(1);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often settled events and log entries past their retention are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -116,28 +116,26 @@ struct Inner {
     clock: BusinessClock,
 }
 
-/// What a finished delivery task reports.
-struct Done {
-    /// The receiver whose slot it held.
-    url: Option<String>,
-    /// False if its outcome could not be recorded.
-    recorded: bool,
-}
-
 /// The worker's view of its window: POSTs in flight per receiver, and which routes (waba and
 /// number) were last seen going to which receiver, to pass over those that have no room.
 #[derive(Default)]
 struct Window {
     busy: HashMap<String, usize>,
     routes: HashMap<String, String>,
+    /// The receiver each task in flight holds a slot of: released when the task ends,
+    /// however it ends.
+    slots: HashMap<tokio::task::Id, String>,
 }
 
 impl Window {
-    /// The routes whose receiver has no room.
+    /// The routes whose receiver is to be passed over: those with more than half their
+    /// slots taken. Leasing for a receiver with one free slot would take a whole batch of
+    /// its jobs and give all but one back, a write per job, on every finished POST; waiting
+    /// until half are free keeps that to a couple of jobs per POST.
     fn full_routes(&self, per_endpoint: usize) -> Vec<String> {
         self.routes
             .iter()
-            .filter(|(_, url)| self.busy.get(*url).copied().unwrap_or(0) >= per_endpoint)
+            .filter(|(_, url)| self.busy.get(*url).copied().unwrap_or(0) > per_endpoint / 2)
             .map(|(route, _)| route.clone())
             .collect()
     }
@@ -174,14 +172,11 @@ impl WebhookDispatcher {
         settings: WebhookSettings,
         clock: BusinessClock,
     ) -> reqwest::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(settings.timeout_secs))
-            .connect_timeout(CONNECT_TIMEOUT.min(Duration::from_secs(settings.timeout_secs)))
-            // A redirect is not a 200: following one would send the signed event somewhere
-            // the business did not configure.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(USER_AGENT)
-            .build()?;
+        let http = callback_client(
+            settings.policy(),
+            Duration::from_secs(settings.timeout_secs),
+            USER_AGENT,
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 node,
@@ -210,7 +205,8 @@ impl WebhookDispatcher {
             Err(error) => tracing::error!(%error, "could not take back this node's webhook leases"),
         }
         tracing::info!("webhook dispatcher started");
-        let mut tasks: JoinSet<Done> = JoinSet::new();
+        // Each task's outcome: false if it could not be recorded.
+        let mut tasks: JoinSet<bool> = JoinSet::new();
         let mut window = Window::default();
         let mut look = true;
         let mut next_prune = Instant::now();
@@ -219,7 +215,8 @@ impl WebhookDispatcher {
                 break;
             }
             if Instant::now() >= next_prune {
-                inner.prune().await;
+                // On a task of its own: a large delete must not hold up leasing.
+                tokio::spawn(Arc::clone(inner).prune());
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
             let mut idle = MAX_IDLE;
@@ -240,22 +237,22 @@ impl WebhookDispatcher {
                 }
             }
             tokio::select! {
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    match done {
-                        Ok(done) => {
-                            if let Some(url) = &done.url {
-                                window.release(url);
-                            }
-                            if !done.recorded {
-                                // Its lease stands until it runs out; nothing to hurry for.
-                                tokio::time::sleep(STORE_TROUBLE).await;
-                            }
-                        }
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let (id, recorded) = match done {
+                        Ok((id, recorded)) => (id, recorded),
                         Err(error) => {
-                            // A delivery task panicked: its slot is lost to the count (the
-                            // lease runs out and the job is taken again). Never expected.
+                            // Never expected: the job's lease runs out and it is taken
+                            // again; its slot is freed below all the same.
                             tracing::error!(%error, "a webhook delivery task failed");
+                            (error.id(), true)
                         }
+                    };
+                    if let Some(url) = window.slots.remove(&id) {
+                        window.release(&url);
+                    }
+                    if !recorded {
+                        // Its lease stands until it runs out; nothing to hurry for.
+                        tokio::time::sleep(STORE_TROUBLE).await;
                     }
                     look = true;
                 }
@@ -278,7 +275,7 @@ impl Inner {
     /// receiver has room; gives the others back.
     async fn fill(
         self: &Arc<Self>,
-        tasks: &mut JoinSet<Done>,
+        tasks: &mut JoinSet<bool>,
         window: &mut Window,
     ) -> Result<Look, StoreError> {
         let per_endpoint = self.settings.per_endpoint.max(1);
@@ -305,15 +302,27 @@ impl Inner {
         };
         let mut routings: HashMap<String, Option<WebhookRouting>> = HashMap::new();
         let mut give_back = Vec::new();
-        for job in jobs {
+        let mut jobs = jobs.into_iter();
+        while let Some(job) = jobs.next() {
             let route = route_key(&job.waba_id, job.phone_number_id.as_ref());
             let routing = match routings.get(&route) {
                 Some(routing) => routing.clone(),
                 None => {
-                    let routing = self
+                    let routing = match self
                         .store
                         .webhook_routing(&job.waba_id, job.phone_number_id.as_ref())
-                        .await?;
+                        .await
+                    {
+                        Ok(routing) => routing,
+                        Err(error) => {
+                            // The jobs not started go back at once rather than when their
+                            // leases run out.
+                            give_back.push(job.id);
+                            give_back.extend(jobs.map(|job| job.id));
+                            let _ = self.store.release_webhooks(&self.node, &give_back).await;
+                            return Err(error);
+                        }
+                    };
                     routings.insert(route.clone(), routing.clone());
                     routing
                 }
@@ -333,10 +342,10 @@ impl Inner {
                 window.routes.insert(route, url.clone());
             }
             let inner = Arc::clone(self);
-            tasks.spawn(async move {
-                let recorded = inner.deliver(job, routing).await;
-                Done { url, recorded }
-            });
+            let task = tasks.spawn(async move { inner.deliver(job, routing).await });
+            if let Some(url) = url {
+                window.slots.insert(task.id(), url);
+            }
         }
         if !give_back.is_empty() {
             self.store.release_webhooks(&self.node, &give_back).await?;
@@ -352,7 +361,7 @@ impl Inner {
 
     /// How long to sleep before the next job falls due.
     async fn idle_time(&self) -> Duration {
-        match self.store.next_webhook_due().await {
+        match self.store.next_webhook_due(UnixTime::now()).await {
             Ok(Some(due)) => {
                 // Whole seconds from a clock read in whole seconds: sleeping this long never
                 // wakes before `due`.
@@ -367,7 +376,7 @@ impl Inner {
         }
     }
 
-    async fn prune(&self) {
+    async fn prune(self: Arc<Self>) {
         let now = UnixTime::now();
         let delivered_before = now.plus_secs(-self.settings.keep_delivered_secs);
         let dead_before = now.plus_secs(-self.settings.keep_dead_secs);
@@ -467,6 +476,11 @@ impl Inner {
         // is retried like a failed POST rather than dropping the event at once.
         let routing = routing.ok_or_else(|| AttemptError::NoBusiness(job.waba_id.clone()))?;
         let url = routing.callback().map_err(AttemptError::NoCallback)?;
+        if !self.settings.policy().allows_literal(url) {
+            return Err(AttemptError::NoCallback(
+                "the callback is a private address, which this Ventana does not allow",
+            ));
+        }
         let body = self
             .sealer
             .open(&webhook_body_aad(&job.id), &job.body_sealed)

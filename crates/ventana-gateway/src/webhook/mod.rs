@@ -53,6 +53,35 @@ pub struct WebhookSettings {
 
 const DAY_SECS: i64 = 24 * 60 * 60;
 
+impl WebhookSettings {
+    /// Where callbacks may point.
+    pub(crate) fn policy(&self) -> target::CallbackPolicy {
+        target::CallbackPolicy {
+            allow_private: self.allow_private_callbacks,
+        }
+    }
+
+    /// Refuses settings that would deliver nothing or forget everything at once.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_in_flight == 0 || self.per_endpoint == 0 {
+            return Err(
+                "webhooks.max_in_flight and webhooks.per_endpoint must be at least 1".into(),
+            );
+        }
+        if self.timeout_secs == 0 || self.max_backoff_secs == 0 {
+            return Err(
+                "webhooks.timeout_secs and webhooks.max_backoff_secs must be at least 1".into(),
+            );
+        }
+        if self.retry_for_secs < 0 || self.keep_delivered_secs < 0 || self.keep_dead_secs < 0 {
+            return Err(
+                "webhooks.retry_for_secs and the keep_* settings cannot be negative".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for WebhookSettings {
     fn default() -> Self {
         Self {

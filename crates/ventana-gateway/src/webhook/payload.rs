@@ -369,6 +369,68 @@ mod tests {
     }
 
     #[test]
+    fn a_message_that_cannot_be_read_is_unsupported_content_with_its_error() {
+        let user = user();
+        let error = StatusError {
+            code: 131051,
+            title: "Message type unknown",
+            details: "The message could not be read: bad MAC.",
+        };
+        let event = inbound_message(
+            &ctx(),
+            contact(&user),
+            &IN.parse().unwrap(),
+            UnixTime(1749416383),
+            InboundContent::Unreadable(error),
+            None,
+        );
+        assert_eq!(
+            event,
+            expected(
+                "messages",
+                json!({
+                    "from": "16505551234",
+                    "from_user_id": "US.1349120865530274",
+                    "id": IN,
+                    "timestamp": "1749416383",
+                    "type": "unsupported",
+                    "unsupported": {"type": "unknown"},
+                    "errors": [{
+                        "code": 131051,
+                        "title": "Message type unknown",
+                        "message": "Message type unknown",
+                        "error_data": {"details": "The message could not be read: bad MAC."},
+                    }],
+                })
+            )
+        );
+    }
+
+    #[test]
+    fn a_template_id_javascript_cannot_hold_is_written_as_a_string() {
+        let update = |id: &'static str| TemplateStatusUpdate {
+            event: "APPROVED",
+            template_id: id,
+            name: "order_update",
+            language: "en_US",
+            reason: None,
+            at: UnixTime(1),
+        };
+        let id_of =
+            |event: Value| event["entry"][0]["changes"][0]["value"]["message_template_id"].clone();
+        let waba: WabaId = "102290129340398".parse().unwrap();
+        // 2^53 - 1 is exact in JavaScript; 2^53 + 1 would be read as 2^53.
+        assert_eq!(
+            id_of(template_status_update(&waba, update("9007199254740991"))),
+            json!(9_007_199_254_740_991_u64)
+        );
+        assert_eq!(
+            id_of(template_status_update(&waba, update("9007199254740993"))),
+            json!("9007199254740993")
+        );
+    }
+
+    #[test]
     fn an_inbound_reply_carries_the_replied_message_in_context() {
         let user = user();
         let out: MessageId = OUT.parse().unwrap();

@@ -70,26 +70,111 @@ impl CallbackPolicy {
     }
 }
 
-fn is_private(ip: IpAddr) -> bool {
+/// Whether `ip` is not on the public internet: private, loopback, link-local, carrier-grade
+/// NAT, benchmarking, multicast or reserved, or an IPv6 form carrying such an IPv4 address.
+pub(crate) fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
             v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
-                // 100.64.0.0/10, carrier-grade NAT: someone's private network too.
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+                || v4.is_multicast()
+                || a == 0 // "this network"
+                || (a == 100 && (b & 0xc0) == 64) // carrier-grade NAT
+                || (a == 198 && (b & 0xfe) == 18) // benchmarking
+                || a >= 240 // reserved
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            let segments = v6.segments();
+            // IPv4-mapped, IPv4-compatible (deprecated), NAT64 and 6to4 carry an IPv4 address
+            // that is what would really be reached.
+            if let Some(v4) = v6.to_ipv4()
+                && !v6.is_loopback()
+                && !v6.is_unspecified()
+            {
                 return is_private(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [.., c, d] = segments;
+                let v4 = std::net::Ipv4Addr::from((u32::from(c) << 16) | u32::from(d));
+                return is_private(IpAddr::V4(v4));
+            }
+            if segments[0] == 0x2002 {
+                let v4 = std::net::Ipv4Addr::from(
+                    (u32::from(segments[1]) << 16) | u32::from(segments[2]),
+                );
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = segments[0];
             v6.is_loopback()
                 || v6.is_unspecified()
+                || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local
                 || (first & 0xffc0) == 0xfe80 // link-local
+                || (first & 0xffc0) == 0xfec0 // site-local (deprecated)
+        }
+    }
+}
+
+/// Resolves callback hosts for the webhook HTTP clients when private addresses are not
+/// allowed, keeping only public addresses: a callback checked when it was set cannot be
+/// pointed at the operator's network later by changing what its name resolves to.
+struct PublicAddressesOnly;
+
+impl reqwest::dns::Resolve for PublicAddressesOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            let public: Vec<std::net::SocketAddr> =
+                found.filter(|addr| !is_private(addr.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("{} resolves to no public address", name.as_str()).into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// An HTTP client for calling businesses' callbacks: no redirects (a redirect is not an
+/// answer, and would take a signed event or the handshake somewhere nobody configured), and
+/// under `policy`, public addresses only.
+pub(crate) fn callback_client(
+    policy: CallbackPolicy,
+    timeout: Duration,
+    user_agent: &str,
+) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent);
+    if !policy.allow_private {
+        builder = builder.dns_resolver(std::sync::Arc::new(PublicAddressesOnly));
+    }
+    builder.build()
+}
+
+impl CallbackPolicy {
+    /// Refuses a URL whose host is a private address written out (the resolver of
+    /// [`callback_client`] covers names). Cheap: for every attempt.
+    pub(crate) fn allows_literal(&self, url: &str) -> bool {
+        if self.allow_private {
+            return true;
+        }
+        let Ok(parsed) = Url::parse(url) else {
+            return true; // the request fails on its own
+        };
+        let host = parsed.host_str().unwrap_or_default();
+        match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => !is_private(ip),
+            Err(_) => true,
         }
     }
 }
@@ -111,12 +196,20 @@ pub(crate) async fn verify_callback(
         .append_pair("hub.mode", "subscribe")
         .append_pair("hub.verify_token", verify_token)
         .append_pair("hub.challenge", &challenge);
-    let response = http
+    // Said without the transport's detail: what failed where on the operator's network is
+    // not the business's to learn.
+    let unreachable = || {
+        CallbackError::Handshake(format!(
+            "it could not be reached, or did not answer within {} s",
+            HANDSHAKE_TIMEOUT.as_secs()
+        ))
+    };
+    let mut response = http
         .get(request_url)
         .timeout(HANDSHAKE_TIMEOUT)
         .send()
         .await
-        .map_err(|e| CallbackError::Handshake(format!("the request failed ({e})")))?;
+        .map_err(|_| unreachable())?;
     let status = response.status();
     if !status.is_success() {
         return Err(CallbackError::Handshake(format!(
@@ -124,11 +217,15 @@ pub(crate) async fn verify_callback(
             status.as_u16()
         )));
     }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| CallbackError::Handshake(format!("its answer could not be read ({e})")))?;
-    if body.as_ref() != challenge.as_bytes() {
+    // The challenge is a few digits: read no more than could hold it and some whitespace.
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| unreachable())? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_CHALLENGE_ANSWER {
+            break;
+        }
+    }
+    if body.as_slice() != challenge.as_bytes() {
         return Err(CallbackError::Handshake(
             "it did not answer with the hub.challenge it was sent".into(),
         ));
@@ -137,6 +234,8 @@ pub(crate) async fn verify_callback(
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest answer to the handshake read.
+const MAX_CHALLENGE_ANSWER: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -161,6 +260,10 @@ mod tests {
             "http://[::1]/hook",
             "http://[fd00::1]/hook",
             "http://[::ffff:10.0.0.1]/hook",
+            "http://[64:ff9b::a00:1]/hook",
+            "http://[2002:c0a8:1::1]/hook",
+            "http://0.1.2.3/hook",
+            "http://198.18.0.1/hook",
             "http://localhost:9000/hook",
         ] {
             assert_eq!(

@@ -522,9 +522,9 @@ macro_rules! webhook_store {
                         .await
                 }
 
-                async fn next_webhook_due(&self) -> StoreResult<Option<UnixTime>> {
+                async fn next_webhook_due(&self, now: UnixTime) -> StoreResult<Option<UnixTime>> {
                     self.db
-                        .read_unit(async move |tx| units::next_webhook_due(tx).await)
+                        .read_unit(async move |tx| units::next_webhook_due(tx, now).await)
                         .await
                 }
 

@@ -166,9 +166,10 @@ pub async fn delivered(
         .await
 }
 
-/// Settles a failed webhook attempt, due again at `next`, as the dispatcher does.
+/// Settles a failed webhook attempt by `node`, due again at `next`, as the dispatcher does.
 pub async fn retry(
     store: &(impl ventana_store::WebhookStore + ?Sized),
+    node: &str,
     id: &str,
     attempts: u32,
     next: ventana_core::UnixTime,
@@ -176,7 +177,10 @@ pub async fn retry(
 ) -> ventana_store::StoreResult<()> {
     store
         .settle_webhook(
-            attempt(id, Some(error), None),
+            ventana_store::webhook::WebhookAttempt {
+                node: node.to_owned(),
+                ..attempt(id, Some(error), None)
+            },
             attempts,
             ventana_store::webhook::WebhookOutcome::Retry { next, now: next },
         )

@@ -367,6 +367,7 @@ async fn the_relay_and_the_gateway_keep_to_their_own_schemas() {
             "endpoint_leases",
             "idempotency_keys",
             "identities",
+            "message_callback_data",
             "messages",
             "outbox",
             "phone_numbers",

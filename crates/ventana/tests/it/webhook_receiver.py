@@ -4,10 +4,10 @@ It checks every POST's `X-Hub-Signature-256` and `X-Ventana-Signature` with Pyth
 `hmac`, so the tests do not take Ventana's word for its signatures. It prints one JSON line
 per request to stdout (the test reads them) and is steered by `POST /control`:
 
-    {"mode": "ok" | "fail" | "slow" | "timeout", "challenge": "echo" | "wrong"}
+    {"mode": "ok" | "fail" | "slow" | "hold" | "timeout", "challenge": "echo" | "wrong"}
 
-`fail` answers 500; `slow` answers 200 after 1 s; `timeout` answers after 30 s (longer
-than the node waits). `challenge: wrong` answers the handshake with another challenge.
+`fail` answers 500; `slow` answers 200 after 1 s, `hold` after 5 s; `timeout` answers after
+30 s (longer than the node waits). `challenge: wrong` answers the handshake with another challenge.
 
 Usage: python3 webhook_receiver.py APP_SECRET VERIFY_TOKEN; it prints `listening <port>`.
 """
@@ -98,6 +98,8 @@ class Handler(BaseHTTPRequestHandler):
         say(record)
         if mode == "slow":
             time.sleep(1)
+        elif mode == "hold":
+            time.sleep(5)
         elif mode == "timeout":
             time.sleep(30)
         try:

@@ -256,6 +256,21 @@ async fn callbacks_are_configured_as_the_cloud_api_does_with_the_handshake_and_p
     )
     .await;
     assert_eq!(status, 401);
+    // The app secret signs every webhook, so every receiver holds it: the app token manages
+    // the subscription and nothing else.
+    let (status, refused) = api(&node, reqwest::Method::GET, "/v23.0/2301", &app_token, None).await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (401, &json!(190)),
+        "{refused}"
+    );
+    let no_fields = subscribe(VERIFY_TOKEN).replace("fields=messages", "fields=");
+    let (status, refused) = api(&node, post.clone(), &no_fields, &token, None).await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (400, &json!(100)),
+        "{refused}"
+    );
     let (_, listed) = api(
         &node,
         reqwest::Method::GET,
@@ -604,7 +619,9 @@ async fn failures_timeouts_and_slowness_lose_nothing_and_a_week_of_failures_is_d
         .await;
     assert_eq!(status, 200, "{replayed}");
     let replayed = usize::try_from(replayed["replayed"].as_u64().unwrap()).unwrap();
-    assert!(replayed >= 2 + wanted.len(), "{replayed}");
+    // The first event and every reply's statuses at least (the redriven one too, unless its
+    // delivery is still being recorded).
+    assert!(replayed > wanted.len(), "{replayed}");
     let accepted = |e: &[Value]| {
         e.iter()
             .filter(|e| e["status"] == 200 && e["mode"] != "timeout")
@@ -641,6 +658,8 @@ async fn on_postgresql_a_killed_node_takes_its_leases_back_at_restart_while_anot
 /// made 65 s long (a 60 s timeout): an event the dead process held arrives again well within
 /// that only because the node takes its own leases back at start. On PostgreSQL a second
 /// node runs throughout (and may not take them before the lease runs out).
+///
+/// The events in flight are read from the store: those leased to the node that is killed.
 async fn killed_with_events_in_flight(db: Option<&Database>) {
     const MESSAGES: usize = 12;
     let tmp = tempfile::tempdir().unwrap();
@@ -663,7 +682,7 @@ async fn killed_with_events_in_flight(db: Option<&Database>) {
         ready(&http, &node.url()).await;
     }
     let mut py = PyReceiver::start().await;
-    py.mode("slow").await;
+    py.mode("hold").await;
     let first = Node::attach(&nodes[0].url());
     let (status, created) = first
         .admin(
@@ -689,24 +708,21 @@ async fn killed_with_events_in_flight(db: Option<&Database>) {
         expected.push(format!("34600001304.{}", sent.id));
     }
 
-    // Three POSTs have arrived, each answered only after a second: kill the node now.
+    // POSTs have arrived, each to be answered only after 5 s: kill the node holding the
+    // leases on them now (on PostgreSQL either node may have taken them).
     py.until("three events in flight", WAIT, |e| e.len() >= 3)
         .await;
-    nodes[0].kill();
-    let killed_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let in_flight: Vec<String> = py
-        .events
-        .iter()
-        .filter(|e| e["t"].as_f64().unwrap() > killed_at - 0.9)
-        .map(|e| e["event_id"].as_str().unwrap().to_owned())
-        .collect();
+    let mut held = Vec::new();
+    for node in &nodes {
+        held.push(leased_by(db, tmp.path(), node.name).await);
+    }
+    let victim = (0..nodes.len()).max_by_key(|n| held[*n].len()).unwrap();
+    nodes[victim].kill();
+    let in_flight = std::mem::take(&mut held[victim]);
     assert!(!in_flight.is_empty(), "nothing was in flight at the kill");
     py.mode("ok").await;
-    nodes[0].start(db, &seal_key, tmp.path());
-    ready(&http, &nodes[0].url()).await;
+    nodes[victim].start(db, &seal_key, tmp.path());
+    ready(&http, &nodes[victim].url()).await;
 
     // Within 30 s (the lease is 65 s): every event arrives, those in flight again.
     let after_kill = py.events.len();
@@ -733,7 +749,7 @@ async fn killed_with_events_in_flight(db: Option<&Database>) {
         py.events.len()
     );
     // Nothing is left behind, nothing dead.
-    let restarted = Node::attach(&nodes[0].url());
+    let restarted = Node::attach(&nodes[victim].url());
     let (_, dead) = restarted
         .admin(
             reqwest::Method::GET,
@@ -742,4 +758,35 @@ async fn killed_with_events_in_flight(db: Option<&Database>) {
         )
         .await;
     assert_eq!(dead["data"], json!([]));
+}
+
+/// The ids of the queued webhook jobs leased to `node`, read from its store: PostgreSQL's
+/// `gateway` schema, or the SQLite file in the node's data directory.
+async fn leased_by(db: Option<&Database>, dir: &std::path::Path, node: &str) -> Vec<String> {
+    const QUERY: &str = "SELECT id FROM webhooks WHERE state = 'queued' AND leased_by = $1";
+    match db {
+        Some(db) => {
+            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let query = QUERY.replace("FROM webhooks", "FROM gateway.webhooks");
+            client
+                .query(&query, &[&node])
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        }
+        None => {
+            let file = rusqlite::Connection::open(dir.join(node).join("gateway.db")).unwrap();
+            let mut statement = file.prepare(&QUERY.replace("$1", "?1")).unwrap();
+            statement
+                .query_map([node], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        }
+    }
 }

@@ -153,25 +153,55 @@ pub(crate) async fn settle_webhook(
             )
             .await?;
         }
+        // A failure is recorded only by the node holding the lease (or by one whose lease
+        // nobody took since): one whose lease ran out must not end another node's.
         WebhookOutcome::Retry { next, now } => {
             tx.execute(
                 "UPDATE webhooks SET attempts = $2, next_attempt_at = $3, last_error = $4,
                      failing_since = coalesce(failing_since, $5),
                      leased_by = NULL, lease_until = NULL
-                 WHERE id = $1 AND state = 'queued'",
-                args![id, attempts, next, attempt.error.as_deref(), now],
+                 WHERE id = $1 AND state = 'queued' AND (leased_by = $6 OR leased_by IS NULL)",
+                args![
+                    id,
+                    attempts,
+                    next,
+                    attempt.error.as_deref(),
+                    now,
+                    &attempt.node
+                ],
             )
             .await?;
         }
         WebhookOutcome::Dead => {
-            tx.execute(
-                "UPDATE webhooks SET state = 'dead', attempts = $2, settled_at = $3,
-                     last_error = $4, leased_by = NULL, lease_until = NULL
-                 WHERE id = $1 AND state = 'queued'",
-                args![id, attempts, now, attempt.error.as_deref()],
-            )
-            .await?;
+            let died = tx
+                .execute(
+                    "UPDATE webhooks SET state = 'dead', attempts = $2, settled_at = $3,
+                         last_error = $4, leased_by = NULL, lease_until = NULL
+                     WHERE id = $1 AND state = 'queued'
+                       AND (leased_by = $5 OR leased_by IS NULL)",
+                    args![id, attempts, now, attempt.error.as_deref(), &attempt.node],
+                )
+                .await?;
+            if died > 0 {
+                // The statuses queued behind it have been failing as long: they die after
+                // their next failed attempt, not a whole retry period later each.
+                tx.execute(
+                    "UPDATE webhooks
+                     SET failing_since = coalesce(failing_since,
+                                                  (SELECT failing_since FROM webhooks WHERE id = $1))
+                     WHERE order_key = (SELECT order_key FROM webhooks WHERE id = $1)
+                       AND state = 'queued'",
+                    args![id],
+                )
+                .await?;
+            }
         }
+    }
+    // An attempt that reached no receiver (the business has no callback, or unsubscribed)
+    // is logged the first time only: a business without a callback would otherwise fill
+    // the log with one row per event per retry, for a week.
+    if attempt.url.is_none() && attempts > 1 {
+        return Ok(());
     }
     tx.execute(
         "INSERT INTO webhook_attempts
@@ -192,14 +222,34 @@ pub(crate) async fn settle_webhook(
     Ok(())
 }
 
-pub(crate) async fn next_webhook_due(tx: &mut impl Tx) -> TxResult<Option<UnixTime>> {
-    let row = tx
-        .query_one(
-            "SELECT min(next_attempt_at) FROM webhooks WHERE state = 'queued'",
-            args![],
-        )
-        .await?;
-    row.time_opt(0)
+/// When a job may next be leased: the earliest due time of the first queued job of each key
+/// (followers wait for their head), or the end of a lease another node holds on one. So a
+/// receiver that has been down for days, with statuses held behind a backing-off one, is
+/// not polled for them.
+pub(crate) async fn next_webhook_due(
+    tx: &mut impl Tx,
+    now: UnixTime,
+) -> TxResult<Option<UnixTime>> {
+    const NEXT: Sql = Sql::dialects(
+        "SELECT min(CASE WHEN w.lease_until > $1 THEN w.lease_until ELSE w.next_attempt_at END)
+         FROM webhooks w
+         WHERE w.state = 'queued'
+           AND (w.order_key IS NULL OR NOT EXISTS (
+               SELECT 1 FROM webhooks e
+               WHERE e.order_key = w.order_key AND e.state = 'queued' AND e.rowid < w.rowid))",
+        "SELECT min(CASE WHEN w.lease_until > $1 THEN w.lease_until ELSE w.next_attempt_at END)
+         FROM webhooks w
+         WHERE w.state = 'queued'
+           AND (w.order_key IS NULL OR NOT EXISTS (
+               SELECT 1 FROM webhooks e
+               WHERE e.order_key = w.order_key AND e.state = 'queued'
+                 AND e.written < w.written))",
+    );
+    let rows = tx.rows(NEXT, args![now]).await?;
+    match rows.first() {
+        Some(row) => row.time_opt(0),
+        None => Ok(None),
+    }
 }
 
 pub(crate) async fn webhook_log(
@@ -316,19 +366,32 @@ pub(crate) async fn replay_webhooks(
     }
 }
 
+/// A dead status whose message has a later status delivered since stays dead: sent now, it
+/// would go backwards.
 pub(crate) async fn redrive_webhooks(
     tx: &mut impl Tx,
     waba: &WabaId,
     now: UnixTime,
 ) -> TxResult<u64> {
-    tx.execute(
+    const REDRIVE: Sql = Sql::dialects(
         "UPDATE webhooks
          SET state = 'queued', attempts = 0, next_attempt_at = $2, failing_since = NULL,
              settled_at = NULL, leased_by = NULL, lease_until = NULL
-         WHERE waba_id = $1 AND state = 'dead'",
-        args![waba.as_str(), now],
-    )
-    .await
+         WHERE waba_id = $1 AND state = 'dead'
+           AND NOT (order_key IS NOT NULL AND EXISTS (
+               SELECT 1 FROM webhooks l
+               WHERE l.order_key = webhooks.order_key AND l.state = 'delivered'
+                 AND l.rowid > webhooks.rowid))",
+        "UPDATE webhooks
+         SET state = 'queued', attempts = 0, next_attempt_at = $2, failing_since = NULL,
+             settled_at = NULL, leased_by = NULL, lease_until = NULL
+         WHERE waba_id = $1 AND state = 'dead'
+           AND NOT (order_key IS NOT NULL AND EXISTS (
+               SELECT 1 FROM webhooks l
+               WHERE l.order_key = webhooks.order_key AND l.state = 'delivered'
+                 AND l.written > webhooks.written))",
+    );
+    tx.changes(REDRIVE, args![waba.as_str(), now]).await
 }
 
 pub(crate) async fn prune_webhooks(

@@ -60,6 +60,8 @@ macro_rules! endpoint_cases {
                 settled_events_are_replayed_from_a_time_or_an_event,
                 settled_events_and_the_log_are_pruned_after_their_retention,
                 events_go_to_the_number_then_the_waba_then_the_app,
+                a_late_failure_leaves_another_nodes_lease_alone,
+                a_dead_status_is_not_redriven_after_a_later_one_was_delivered,
             ]
         );
     };

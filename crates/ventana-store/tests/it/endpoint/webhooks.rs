@@ -66,16 +66,81 @@ pub(super) async fn the_statuses_of_one_message_are_leased_one_at_a_time_in_orde
     // Another node finds nothing: the followers wait for their heads, which are leased.
     assert!(lease_ids(store, "n2", 20).await.is_empty());
     // A head that failed holds its followers back until it is delivered.
-    crate::retry(store, "m1.sent", 1, UnixTime(30), "HTTP 503")
+    crate::retry(store, "n1", "m1.sent", 1, UnixTime(30), "HTTP 503")
         .await
         .unwrap();
     assert!(lease_ids(store, "n2", 25).await.is_empty());
+    // The next time anything can be leased is the retry's, not the held-back followers'
+    // (due since 10) nor the leased ones' (until 35).
+    assert_eq!(
+        store.next_webhook_due(UnixTime(25)).await.unwrap(),
+        Some(UnixTime(30))
+    );
     assert_eq!(lease_ids(store, "n2", 30).await, ["m1.sent"]);
     crate::delivered(store, "m1.sent").await.unwrap();
-    assert_eq!(lease_ids(store, "n2", 31).await, ["m1.delivered"]);
-    // A dead head lets the next one go: a receiver back after a week gets what came later.
-    settle(store, "m1.delivered", 31_000, WebhookOutcome::Dead).await;
-    assert_eq!(lease_ids(store, "n1", 32).await, ["m1.read"]);
+    assert_eq!(lease_ids(store, "n1", 31).await, ["m1.delivered"]);
+    crate::retry(store, "n1", "m1.delivered", 1, UnixTime(33), "HTTP 503")
+        .await
+        .unwrap();
+    assert_eq!(lease_ids(store, "n1", 33).await, ["m1.delivered"]);
+    // A dead head lets the next one go, and hands it its failing time: the follower dies
+    // after its own next failure, not a whole retry period later.
+    settle(store, "m1.delivered", 34_000, WebhookOutcome::Dead).await;
+    let read = crate::lease(store, "n1", UnixTime(34), 15, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        read.iter()
+            .map(|j| (j.id.as_str(), j.failing_since))
+            .collect::<Vec<_>>(),
+        [("m1.read", Some(UnixTime(33)))]
+    );
+}
+
+pub(super) async fn a_late_failure_leaves_another_nodes_lease_alone(store: &dyn GatewayStore) {
+    queue(store, vec![job("x", 10, 10)]).await;
+    assert_eq!(lease_ids(store, "n1", 20).await, ["x"]);
+    // Node 1's lease ran out and node 2 took the job; node 1's late failure changes nothing.
+    assert_eq!(lease_ids(store, "n2", 40).await, ["x"]);
+    crate::retry(store, "n1", "x", 1, UnixTime(41), "timed out")
+        .await
+        .unwrap();
+    assert!(
+        lease_ids(store, "n3", 42).await.is_empty(),
+        "node 2's lease was ended"
+    );
+    // A delivery is a delivery, whoever reports it.
+    crate::delivered(store, "x").await.unwrap();
+    assert!(lease_ids(store, "n3", 100).await.is_empty());
+    assert_eq!(store.next_webhook_due(UnixTime(100)).await.unwrap(), None);
+}
+
+pub(super) async fn a_dead_status_is_not_redriven_after_a_later_one_was_delivered(
+    store: &dyn GatewayStore,
+) {
+    queue(
+        store,
+        vec![
+            keyed("m.sent", Some("status/m"), None),
+            keyed("m.delivered", Some("status/m"), None),
+            keyed("n.sent", Some("status/n"), None),
+        ],
+    )
+    .await;
+    assert_eq!(lease_ids(store, "n1", 20).await, ["m.sent", "n.sent"]);
+    settle(store, "m.sent", 20_000, WebhookOutcome::Dead).await;
+    settle(store, "n.sent", 20_000, WebhookOutcome::Dead).await;
+    assert_eq!(lease_ids(store, "n1", 21).await, ["m.delivered"]);
+    crate::delivered(store, "m.delivered").await.unwrap();
+    // `m.sent` now would arrive after `m.delivered`: it stays dead; `n.sent` goes again.
+    assert_eq!(
+        store
+            .redrive_webhooks(&waba("1001"), UnixTime(30))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(lease_ids(store, "n1", 30).await, ["n.sent"]);
 }
 
 pub(super) async fn the_jobs_of_a_receiver_without_room_are_passed_over(store: &dyn GatewayStore) {
@@ -181,7 +246,7 @@ pub(super) async fn attempts_are_logged_and_dead_events_redriven(store: &dyn Gat
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, "e1");
     assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 503"));
-    assert_eq!(store.next_webhook_due().await.unwrap(), None);
+    assert_eq!(store.next_webhook_due(UnixTime(300)).await.unwrap(), None);
     // Redriven: queued again under its id, from its first attempt.
     assert_eq!(
         store
