@@ -126,15 +126,17 @@ pub enum ReplayFrom {
     Event(String),
 }
 
-/// A lease request: up to `limit` due jobs to `node` until `now + lease_secs`, passing over
-/// the jobs of the routes in `skip` (`<waba id>/<phone number id>`, or `<waba id>/` for a
-/// business's own events), whose receivers have no room.
+/// A lease request: up to `limit` due jobs to `node` until `now + lease_secs`, at most
+/// `per_route` of any one route, passing over the jobs of the routes in `skip` (`<waba
+/// id>/<phone number id>`, or `<waba id>/` for a business's own events), whose receivers have
+/// no room.
 #[derive(Clone, Debug)]
 pub struct LeaseRequest<'a> {
     pub node: &'a str,
     pub now: UnixTime,
     pub lease_secs: i64,
     pub limit: u32,
+    pub per_route: u32,
     pub skip: &'a [String],
 }
 
@@ -245,8 +247,12 @@ pub trait WebhookStore: Send + Sync {
         outcome: WebhookOutcome,
     ) -> StoreResult<()>;
     /// When a queued job may next be leased, as of `now`, if any: the due time of the first
-    /// of each key, or the end of a lease another node holds.
-    async fn next_webhook_due(&self, now: UnixTime) -> StoreResult<Option<UnixTime>>;
+    /// of each key, or the end of a lease another node holds; the routes in `skip` aside.
+    async fn next_webhook_due(
+        &self,
+        now: UnixTime,
+        skip: &[String],
+    ) -> StoreResult<Option<UnixTime>>;
     /// A business's delivery log, newest first, before `before` (a [`LoggedAttempt::seq`]).
     async fn webhook_log(
         &self,

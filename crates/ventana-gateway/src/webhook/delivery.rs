@@ -122,9 +122,11 @@ struct Inner {
 struct Window {
     busy: HashMap<String, usize>,
     routes: HashMap<String, String>,
-    /// The receiver each task in flight holds a slot of: released when the task ends,
-    /// however it ends.
+    /// The receiver each task in flight holds a slot of: released when its POST is over,
+    /// or when the task ends, however it ends.
     slots: HashMap<tokio::task::Id, String>,
+    /// A task could not write its outcome since the last look.
+    unrecorded: bool,
 }
 
 impl Window {
@@ -140,16 +142,61 @@ impl Window {
             .collect()
     }
 
-    fn release(&mut self, url: &str) {
-        if let Some(n) = self.busy.get_mut(url) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.busy.remove(url);
-                // Nothing in flight there: its routes need no passing over.
-                self.routes.retain(|_, to| to != url);
-            }
-        }
+    /// A task's POST is over; true if that lets jobs waiting for its receiver go.
+    fn posted(&mut self, task: tokio::task::Id, per_endpoint: usize) -> bool {
+        self.slots
+            .remove(&task)
+            .is_some_and(|url| self.release(&url, per_endpoint))
     }
+
+    /// A task ended; true if that may let other jobs go (a status behind it, or room at its
+    /// receiver).
+    fn finished(
+        &mut self,
+        done: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+        per_endpoint: usize,
+    ) -> bool {
+        let (task, finished) = match done {
+            Ok(done) => done,
+            Err(error) => {
+                // Never expected: the job's lease runs out and it is taken again; its slot
+                // is freed all the same.
+                tracing::error!(%error, "a webhook delivery task failed");
+                let finished = Finished {
+                    recorded: true,
+                    settled_in_order: false,
+                };
+                (error.id(), finished)
+            }
+        };
+        self.unrecorded |= !finished.recorded;
+        self.posted(task, per_endpoint) || finished.settled_in_order
+    }
+
+    /// Frees a slot of `url`; true if that ends the passing over of its routes (jobs of it
+    /// may be waiting for the room).
+    fn release(&mut self, url: &str, per_endpoint: usize) -> bool {
+        let Some(n) = self.busy.get_mut(url) else {
+            return false;
+        };
+        let was_full = *n == per_endpoint / 2 + 1;
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.busy.remove(url);
+            // Nothing in flight there: its routes need no passing over.
+            self.routes.retain(|_, to| to != url);
+        }
+        was_full
+    }
+}
+
+/// What a delivery task reports.
+struct Finished {
+    /// False if its outcome could not be recorded.
+    recorded: bool,
+    /// It was a job with an `order_key` and is settled for good (delivered or dead): the
+    /// next of its key may be due now.
+    settled_in_order: bool,
 }
 
 /// What a look at the queue found.
@@ -205,10 +252,19 @@ impl WebhookDispatcher {
             Err(error) => tracing::error!(%error, "could not take back this node's webhook leases"),
         }
         tracing::info!("webhook dispatcher started");
-        // Each task's outcome: false if it could not be recorded.
-        let mut tasks: JoinSet<bool> = JoinSet::new();
+        let max_in_flight = inner.settings.max_in_flight;
+        let per_endpoint = inner.settings.per_endpoint.max(1);
+        let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut window = Window::default();
+        // A task says here when its POST is over: its receiver's slot is free then, before
+        // the outcome is written.
+        let (posted, mut posts_done) = tokio::sync::mpsc::unbounded_channel();
+        // Whether to look at the queue now, and when to at the latest. A lease is a write:
+        // the worker looks when told of new jobs, when a finished POST may have let others
+        // go (a status behind it, a receiver with room again, a free slot at the limit), and
+        // when the next job falls due; not after every POST.
         let mut look = true;
+        let mut look_at = Instant::now();
         let mut next_prune = Instant::now();
         loop {
             if *shutdown.borrow_and_update() {
@@ -219,50 +275,54 @@ impl WebhookDispatcher {
                 tokio::spawn(Arc::clone(inner).prune());
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
-            let mut idle = MAX_IDLE;
-            if look && tasks.len() < inner.settings.max_in_flight {
+            if (look || Instant::now() >= look_at) && tasks.len() < max_in_flight {
                 look = false;
-                match inner.fill(&mut tasks, &mut window).await {
-                    Ok(Look::More) => {
+                look_at = match inner.fill(&mut tasks, &mut window, &posted).await {
+                    Ok(Look::More) if tasks.len() < max_in_flight => {
                         look = true;
-                        if tasks.len() < inner.settings.max_in_flight {
-                            continue;
-                        }
+                        continue;
                     }
-                    Ok(Look::Drained) => idle = inner.idle_time().await,
+                    // At the limit: a finished POST makes room and says so.
+                    Ok(Look::More) => Instant::now() + MAX_IDLE,
+                    Ok(Look::Drained) => {
+                        let skip = window.full_routes(per_endpoint);
+                        Instant::now() + inner.idle_time(&skip).await
+                    }
                     Err(error) => {
                         tracing::error!(%error, "could not lease due webhooks");
-                        idle = STORE_TROUBLE;
+                        Instant::now() + STORE_TROUBLE
                     }
-                }
+                };
             }
             tokio::select! {
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    let (id, recorded) = match done {
-                        Ok((id, recorded)) => (id, recorded),
-                        Err(error) => {
-                            // Never expected: the job's lease runs out and it is taken
-                            // again; its slot is freed below all the same.
-                            tracing::error!(%error, "a webhook delivery task failed");
-                            (error.id(), true)
-                        }
-                    };
-                    if let Some(url) = window.slots.remove(&id) {
-                        window.release(&url);
-                    }
-                    if !recorded {
-                        // Its lease stands until it runs out; nothing to hurry for.
-                        tokio::time::sleep(STORE_TROUBLE).await;
-                    }
-                    look = true;
+                    let at_limit = tasks.len() + 1 >= max_in_flight;
+                    look |= window.finished(done, per_endpoint) || at_limit;
                 }
-                () = tokio::time::sleep(idle) => look = true,
+                Some(id) = posts_done.recv() => look |= window.posted(id, per_endpoint),
+                () = tokio::time::sleep_until(look_at.into()) => look = true,
                 () = inner.wake.notified() => look = true,
                 changed = shutdown.changed() => {
                     if changed.is_err() {
                         break;
                     }
                 }
+            }
+            // Everything else that is over by now, so that one lease serves it all: under
+            // load, a lease per finished POST would keep the loop (and the store's writer)
+            // busy and leave new jobs waiting behind it.
+            while let Ok(id) = posts_done.try_recv() {
+                look |= window.posted(id, per_endpoint);
+            }
+            let was_at_limit = tasks.len() >= max_in_flight;
+            while let Some(done) = tasks.try_join_next_with_id() {
+                look |= window.finished(done, per_endpoint) || was_at_limit;
+            }
+            if window.unrecorded {
+                // An outcome could not be written: its lease stands until it runs out, and
+                // the store needs a moment.
+                window.unrecorded = false;
+                tokio::time::sleep(STORE_TROUBLE).await;
             }
         }
         while tasks.join_next().await.is_some() {}
@@ -275,8 +335,9 @@ impl Inner {
     /// receiver has room; gives the others back.
     async fn fill(
         self: &Arc<Self>,
-        tasks: &mut JoinSet<bool>,
+        tasks: &mut JoinSet<Finished>,
         window: &mut Window,
+        posted: &tokio::sync::mpsc::UnboundedSender<tokio::task::Id>,
     ) -> Result<Look, StoreError> {
         let per_endpoint = self.settings.per_endpoint.max(1);
         let limit = self
@@ -284,6 +345,9 @@ impl Inner {
             .max_in_flight
             .saturating_sub(tasks.len())
             .min(LEASE_BATCH);
+        // A route is leased for only while its receiver has at least half its slots free
+        // (`full_routes`), and for at most half of them: so what is leased can start.
+        let per_route = (per_endpoint / 2).max(1);
         let skip = window.full_routes(per_endpoint);
         let jobs = self
             .store
@@ -292,10 +356,18 @@ impl Inner {
                 now: UnixTime::now(),
                 lease_secs: self.lease_secs(),
                 limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                per_route: u32::try_from(per_route).unwrap_or(u32::MAX),
                 skip: &skip,
             })
             .await?;
-        let look = if jobs.len() >= limit {
+        // More may be due: the lease was full, or a route got all it could.
+        let mut per_route_taken: HashMap<String, usize> = HashMap::new();
+        for job in &jobs {
+            *per_route_taken
+                .entry(route_key(&job.waba_id, job.phone_number_id.as_ref()))
+                .or_default() += 1;
+        }
+        let look = if jobs.len() >= limit || per_route_taken.values().any(|n| *n >= per_route) {
             Look::More
         } else {
             Look::Drained
@@ -342,7 +414,8 @@ impl Inner {
                 window.routes.insert(route, url.clone());
             }
             let inner = Arc::clone(self);
-            let task = tasks.spawn(async move { inner.deliver(job, routing).await });
+            let posted = posted.clone();
+            let task = tasks.spawn(async move { inner.deliver(job, routing, posted).await });
             if let Some(url) = url {
                 window.slots.insert(task.id(), url);
             }
@@ -360,8 +433,8 @@ impl Inner {
     }
 
     /// How long to sleep before the next job falls due.
-    async fn idle_time(&self) -> Duration {
-        match self.store.next_webhook_due(UnixTime::now()).await {
+    async fn idle_time(&self, skip: &[String]) -> Duration {
+        match self.store.next_webhook_due(UnixTime::now(), skip).await {
             Ok(Some(due)) => {
                 // Whole seconds from a clock read in whole seconds: sleeping this long never
                 // wakes before `due`.
@@ -391,8 +464,13 @@ impl Inner {
         }
     }
 
-    /// Attempts one job and records the outcome; false if it could not be recorded.
-    async fn deliver(&self, job: WebhookJob, routing: Option<WebhookRouting>) -> bool {
+    /// Attempts one job and records the outcome.
+    async fn deliver(
+        &self,
+        job: WebhookJob,
+        routing: Option<WebhookRouting>,
+        posted: tokio::sync::mpsc::UnboundedSender<tokio::task::Id>,
+    ) -> Finished {
         let started = Instant::now();
         let at_ms = unix_ms();
         let url = routing
@@ -400,6 +478,8 @@ impl Inner {
             .and_then(|r| r.callback().ok())
             .map(str::to_owned);
         let result = self.attempt(&job, routing.as_ref()).await;
+        // The receiver is done with it: its slot is free before the outcome is written.
+        let _ = posted.send(tokio::task::id());
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let attempts = job.attempts.saturating_add(1);
         let (id, waba) = (&job.id, &job.waba_id);
@@ -456,12 +536,17 @@ impl Inner {
             latency_ms,
             error,
         };
-        match self.store.settle_webhook(attempt, attempts, outcome).await {
+        let in_order = job.order_key.is_some() && !matches!(outcome, WebhookOutcome::Retry { .. });
+        let recorded = match self.store.settle_webhook(attempt, attempts, outcome).await {
             Ok(()) => true,
             Err(error) => {
                 tracing::error!(job = %id, %error, "could not record a webhook outcome");
                 false
             }
+        };
+        Finished {
+            recorded,
+            settled_in_order: recorded && in_order,
         }
     }
 

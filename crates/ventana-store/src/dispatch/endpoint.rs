@@ -431,6 +431,7 @@ macro_rules! webhook_store {
                 ) -> StoreResult<Vec<WebhookJob>> {
                     let (node, skip) = (request.node.to_owned(), request.skip.to_vec());
                     let (now, lease_secs, limit) = (request.now, request.lease_secs, request.limit);
+                    let per_route = request.per_route;
                     self.db
                         .unit(async move |tx| {
                             let request = LeaseRequest {
@@ -438,6 +439,7 @@ macro_rules! webhook_store {
                                 now,
                                 lease_secs,
                                 limit,
+                                per_route,
                                 skip: &skip,
                             };
                             units::lease_webhooks(tx, &request).await
@@ -522,9 +524,14 @@ macro_rules! webhook_store {
                         .await
                 }
 
-                async fn next_webhook_due(&self, now: UnixTime) -> StoreResult<Option<UnixTime>> {
+                async fn next_webhook_due(
+                    &self,
+                    now: UnixTime,
+                    skip: &[String],
+                ) -> StoreResult<Option<UnixTime>> {
+                    let skip = skip.to_vec();
                     self.db
-                        .read_unit(async move |tx| units::next_webhook_due(tx, now).await)
+                        .read_unit(async move |tx| units::next_webhook_due(tx, now, &skip).await)
                         .await
                 }
 

@@ -147,6 +147,7 @@ pub async fn lease(
             now,
             lease_secs,
             limit,
+            per_route: u32::MAX,
             skip: &[],
         })
         .await

@@ -180,6 +180,48 @@ async fn operator_and_user_commands_drive_a_served_node() {
     assert_eq!(value["messages"][0]["text"]["body"], "Roses for Friday?");
     assert_eq!(value["messages"][0]["id"], sent["id"]);
 
+    // The business's webhooks, as the operator sees them: where they go, the delivery log,
+    // a replay under the same event id, and an empty dead-letter queue.
+    let webhooks = |args: &[&str]| {
+        let mut c = ventana(&data, &url);
+        c.arg("webhooks")
+            .args(args)
+            .args(["--waba-id", "1401", "--json"]);
+        c
+    };
+    let shown = run(webhooks(&["show"])).await;
+    assert_eq!(shown["callback"], receiver.url.as_str());
+    assert_eq!(shown["dead_letters"], 0);
+    let event_id = delivery.event_id.clone().unwrap();
+    let log = tokio::time::timeout(WAIT, async {
+        loop {
+            let log = run(webhooks(&["log"])).await;
+            if log["data"].as_array().is_some_and(|d| !d.is_empty()) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the delivery is logged");
+    assert_eq!(log["data"][0]["event_id"], event_id.as_str());
+    assert_eq!(log["data"][0]["http_status"], 200);
+    let replayed = run(webhooks(&["replay", "--event-id", &event_id])).await;
+    assert!(replayed["replayed"].as_u64().unwrap() >= 1, "{replayed}");
+    let again = tokio::time::timeout(WAIT, async {
+        loop {
+            let delivery = hooks.recv().await.unwrap();
+            if delivery.event_id.as_deref() == Some(event_id.as_str()) {
+                return delivery;
+            }
+        }
+    })
+    .await
+    .expect("the replayed event arrives");
+    assert_eq!(again.raw, delivery.raw, "a replay sends the same bytes");
+    assert_eq!(run(webhooks(&["dead"])).await["data"], json!([]));
+    assert_eq!(run(webhooks(&["redrive"])).await["redriven"], 0);
+
     let http = reqwest::Client::new();
     let reply = json!({ "messaging_product": "whatsapp", "to": "34600000041", "type": "text", "text": { "body": "Yes, a dozen red ones." } });
     let response: Value = http

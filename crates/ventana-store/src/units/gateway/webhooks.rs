@@ -50,35 +50,51 @@ pub(crate) async fn lease_webhooks(
     tx: &mut impl Tx,
     request: &LeaseRequest<'_>,
 ) -> TxResult<Vec<WebhookJob>> {
+    // The jobs each route may take at most (`row_number` over the route), then the oldest of
+    // those; on PostgreSQL the rows are locked in an outer query, as `FOR UPDATE` does not
+    // go with window functions.
     const LEASE: Sql = Sql::dialects(
         "UPDATE webhooks SET leased_by = $3, lease_until = $4
          WHERE id IN (
-             SELECT w.id FROM webhooks w
-             WHERE w.state = 'queued' AND w.next_attempt_at <= $1
-               AND (w.lease_until IS NULL OR w.lease_until <= $1)
-               AND w.waba_id || '/' || coalesce(w.phone_number_id, '')
-                   NOT IN (SELECT value FROM json_each($5))
-               AND (w.order_key IS NULL OR NOT EXISTS (
-                   SELECT 1 FROM webhooks e
-                   WHERE e.order_key = w.order_key AND e.state = 'queued'
-                     AND e.rowid < w.rowid))
-             ORDER BY w.created_at, w.rowid
+             SELECT id FROM (
+                 SELECT w.id, w.created_at, w.rowid AS written,
+                        row_number() OVER (PARTITION BY w.waba_id, w.phone_number_id
+                                           ORDER BY w.created_at, w.rowid) AS nth
+                 FROM webhooks w
+                 WHERE w.state = 'queued' AND w.next_attempt_at <= $1
+                   AND (w.lease_until IS NULL OR w.lease_until <= $1)
+                   AND w.waba_id || '/' || coalesce(w.phone_number_id, '')
+                       NOT IN (SELECT value FROM json_each($5))
+                   AND (w.order_key IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM webhooks e
+                       WHERE e.order_key = w.order_key AND e.state = 'queued'
+                         AND e.rowid < w.rowid)))
+             WHERE nth <= $6
+             ORDER BY created_at, written
              LIMIT $2)
          RETURNING id, waba_id, phone_number_id, order_key, body_sealed, attempts,
                    next_attempt_at, created_at, failing_since, rowid",
         "UPDATE webhooks SET leased_by = $3, lease_until = $4
          WHERE id IN (
-             SELECT w.id FROM webhooks w
-             WHERE w.state = 'queued' AND w.next_attempt_at <= $1
-               AND (w.lease_until IS NULL OR w.lease_until <= $1)
-               AND NOT (w.waba_id || '/' || coalesce(w.phone_number_id, '') = ANY ($5))
-               AND (w.order_key IS NULL OR NOT EXISTS (
-                   SELECT 1 FROM webhooks e
-                   WHERE e.order_key = w.order_key AND e.state = 'queued'
-                     AND e.written < w.written))
-             ORDER BY w.created_at, w.written
+             SELECT l.id FROM webhooks l
+             WHERE l.id IN (
+                 SELECT c.id FROM (
+                     SELECT w.id,
+                            row_number() OVER (PARTITION BY w.waba_id, w.phone_number_id
+                                               ORDER BY w.created_at, w.written) AS nth
+                     FROM webhooks w
+                     WHERE w.state = 'queued' AND w.next_attempt_at <= $1
+                       AND (w.lease_until IS NULL OR w.lease_until <= $1)
+                       AND NOT (w.waba_id || '/' || coalesce(w.phone_number_id, '') = ANY ($5))
+                       AND (w.order_key IS NULL OR NOT EXISTS (
+                           SELECT 1 FROM webhooks e
+                           WHERE e.order_key = w.order_key AND e.state = 'queued'
+                             AND e.written < w.written))) c
+                 WHERE c.nth <= $6)
+               AND l.state = 'queued' AND (l.lease_until IS NULL OR l.lease_until <= $1)
+             ORDER BY l.created_at, l.written
              LIMIT $2
-             FOR UPDATE OF w SKIP LOCKED)
+             FOR UPDATE OF l SKIP LOCKED)
          RETURNING id, waba_id, phone_number_id, order_key, body_sealed, attempts,
                    next_attempt_at, created_at, failing_since, written",
     );
@@ -88,7 +104,14 @@ pub(crate) async fn lease_webhooks(
     let rows = tx
         .rows(
             LEASE,
-            args![now, request.limit, request.node, until, skip.as_slice()],
+            args![
+                now,
+                request.limit,
+                request.node,
+                until,
+                skip.as_slice(),
+                request.per_route.max(1)
+            ],
         )
         .await?;
     let mut jobs = rows
@@ -223,29 +246,34 @@ pub(crate) async fn settle_webhook(
 }
 
 /// When a job may next be leased: the earliest due time of the first queued job of each key
-/// (followers wait for their head), or the end of a lease another node holds on one. So a
-/// receiver that has been down for days, with statuses held behind a backing-off one, is
-/// not polled for them.
+/// (followers wait for their head), or the end of a lease another node holds on one; jobs of
+/// the routes in `skip` (whose receivers have no room) aside. So a receiver that has been down
+/// for days, with statuses held behind a backing-off one, is not polled for them.
 pub(crate) async fn next_webhook_due(
     tx: &mut impl Tx,
     now: UnixTime,
+    skip: &[String],
 ) -> TxResult<Option<UnixTime>> {
     const NEXT: Sql = Sql::dialects(
         "SELECT min(CASE WHEN w.lease_until > $1 THEN w.lease_until ELSE w.next_attempt_at END)
          FROM webhooks w
          WHERE w.state = 'queued'
+           AND w.waba_id || '/' || coalesce(w.phone_number_id, '')
+               NOT IN (SELECT value FROM json_each($2))
            AND (w.order_key IS NULL OR NOT EXISTS (
                SELECT 1 FROM webhooks e
                WHERE e.order_key = w.order_key AND e.state = 'queued' AND e.rowid < w.rowid))",
         "SELECT min(CASE WHEN w.lease_until > $1 THEN w.lease_until ELSE w.next_attempt_at END)
          FROM webhooks w
          WHERE w.state = 'queued'
+           AND NOT (w.waba_id || '/' || coalesce(w.phone_number_id, '') = ANY ($2))
            AND (w.order_key IS NULL OR NOT EXISTS (
                SELECT 1 FROM webhooks e
                WHERE e.order_key = w.order_key AND e.state = 'queued'
                  AND e.written < w.written))",
     );
-    let rows = tx.rows(NEXT, args![now]).await?;
+    let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
+    let rows = tx.rows(NEXT, args![now, skip.as_slice()]).await?;
     match rows.first() {
         Some(row) => row.time_opt(0),
         None => Ok(None),

@@ -127,7 +127,10 @@ pub(super) async fn a_token_is_revoked_once_and_only_by_its_business(store: &dyn
 pub(super) async fn webhooks_are_leased_oldest_first_to_one_node_at_a_time(
     store: &dyn GatewayStore,
 ) {
-    assert_eq!(store.next_webhook_due(UnixTime(300)).await.unwrap(), None);
+    assert_eq!(
+        store.next_webhook_due(UnixTime(300), &[]).await.unwrap(),
+        None
+    );
     // Jobs arrive with the messages they report, in the same transaction.
     let reported = InboundCommit {
         account_sealed: None,
@@ -147,7 +150,7 @@ pub(super) async fn webhooks_are_leased_oldest_first_to_one_node_at_a_time(
 
     let ids = |jobs: Vec<WebhookJob>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
     assert_eq!(
-        store.next_webhook_due(UnixTime(300)).await.unwrap(),
+        store.next_webhook_due(UnixTime(300), &[]).await.unwrap(),
         Some(UnixTime(20))
     );
     // At 30 only "b" is due; node 1 leases it for 60 s.
@@ -206,11 +209,14 @@ pub(super) async fn webhooks_are_leased_oldest_first_to_one_node_at_a_time(
     crate::delivered(store, "b").await.unwrap();
     crate::delivered(store, "late").await.unwrap();
     assert_eq!(
-        store.next_webhook_due(UnixTime(300)).await.unwrap(),
+        store.next_webhook_due(UnixTime(300), &[]).await.unwrap(),
         Some(UnixTime(200))
     );
     crate::delivered(store, "a").await.unwrap();
-    assert_eq!(store.next_webhook_due(UnixTime(300)).await.unwrap(), None);
+    assert_eq!(
+        store.next_webhook_due(UnixTime(300), &[]).await.unwrap(),
+        None
+    );
 }
 
 pub(super) async fn an_endpoint_is_owned_by_one_node_until_its_lease_runs_out(

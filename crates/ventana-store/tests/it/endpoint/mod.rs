@@ -55,6 +55,7 @@ macro_rules! endpoint_cases {
                 a_device_keeps_only_its_most_recently_used_sessions,
                 the_statuses_of_one_message_are_leased_one_at_a_time_in_order,
                 the_jobs_of_a_receiver_without_room_are_passed_over,
+                a_lease_takes_at_most_so_many_jobs_of_one_route,
                 a_node_takes_back_its_own_leases_at_start,
                 attempts_are_logged_and_dead_events_redriven,
                 settled_events_are_replayed_from_a_time_or_an_event,

@@ -73,7 +73,7 @@ pub(super) async fn the_statuses_of_one_message_are_leased_one_at_a_time_in_orde
     // The next time anything can be leased is the retry's, not the held-back followers'
     // (due since 10) nor the leased ones' (until 35).
     assert_eq!(
-        store.next_webhook_due(UnixTime(25)).await.unwrap(),
+        store.next_webhook_due(UnixTime(25), &[]).await.unwrap(),
         Some(UnixTime(30))
     );
     assert_eq!(lease_ids(store, "n2", 30).await, ["m1.sent"]);
@@ -112,7 +112,10 @@ pub(super) async fn a_late_failure_leaves_another_nodes_lease_alone(store: &dyn 
     // A delivery is a delivery, whoever reports it.
     crate::delivered(store, "x").await.unwrap();
     assert!(lease_ids(store, "n3", 100).await.is_empty());
-    assert_eq!(store.next_webhook_due(UnixTime(100)).await.unwrap(), None);
+    assert_eq!(
+        store.next_webhook_due(UnixTime(100), &[]).await.unwrap(),
+        None
+    );
 }
 
 pub(super) async fn a_dead_status_is_not_redriven_after_a_later_one_was_delivered(
@@ -157,12 +160,18 @@ pub(super) async fn the_jobs_of_a_receiver_without_room_are_passed_over(store: &
         route_key(&waba("1001"), Some(&"2001".parse().unwrap())),
         route_key(&waba("1001"), None),
     ];
+    // Nothing of the skipped routes counts as due either.
+    assert_eq!(
+        store.next_webhook_due(UnixTime(20), &skip).await.unwrap(),
+        Some(UnixTime(10))
+    );
     let leased = store
         .lease_webhooks(LeaseRequest {
             node: "n1",
             now: UnixTime(20),
             lease_secs: 15,
             limit: 10,
+            per_route: 10,
             skip: &skip,
         })
         .await
@@ -172,6 +181,10 @@ pub(super) async fn the_jobs_of_a_receiver_without_room_are_passed_over(store: &
         ["b1"]
     );
     assert_eq!(leased[0].phone_number_id, Some("2002".parse().unwrap()));
+    assert_eq!(
+        store.next_webhook_due(UnixTime(20), &skip).await.unwrap(),
+        Some(UnixTime(35))
+    );
     // Released jobs are free at once, for this node or another.
     assert_eq!(lease_ids(store, "n1", 20).await, ["a1", "w1"]);
     store
@@ -179,6 +192,35 @@ pub(super) async fn the_jobs_of_a_receiver_without_room_are_passed_over(store: &
         .await
         .unwrap();
     assert_eq!(lease_ids(store, "n2", 20).await, ["a1", "b1"]);
+}
+
+pub(super) async fn a_lease_takes_at_most_so_many_jobs_of_one_route(store: &dyn GatewayStore) {
+    queue(
+        store,
+        vec![
+            keyed("a1", None, Some("2001")),
+            keyed("a2", None, Some("2001")),
+            keyed("a3", None, Some("2001")),
+            keyed("b1", None, Some("2002")),
+            keyed("w1", None, None),
+        ],
+    )
+    .await;
+    let lease = |now: i64| {
+        store.lease_webhooks(LeaseRequest {
+            node: "n1",
+            now: UnixTime(now),
+            lease_secs: 15,
+            limit: 10,
+            per_route: 2,
+            skip: &[],
+        })
+    };
+    let mut first: Vec<String> = lease(20).await.unwrap().into_iter().map(|j| j.id).collect();
+    first.sort();
+    assert_eq!(first, ["a1", "a2", "b1", "w1"]);
+    let second: Vec<String> = lease(20).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(second, ["a3"]);
 }
 
 pub(super) async fn a_node_takes_back_its_own_leases_at_start(store: &dyn GatewayStore) {
@@ -246,7 +288,10 @@ pub(super) async fn attempts_are_logged_and_dead_events_redriven(store: &dyn Gat
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, "e1");
     assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 503"));
-    assert_eq!(store.next_webhook_due(UnixTime(300)).await.unwrap(), None);
+    assert_eq!(
+        store.next_webhook_due(UnixTime(300), &[]).await.unwrap(),
+        None
+    );
     // Redriven: queued again under its id, from its first attempt.
     assert_eq!(
         store
