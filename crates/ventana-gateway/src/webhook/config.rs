@@ -26,6 +26,15 @@ use ventana_store::webhook::CallbackChange;
 const OBJECT: &str = "whatsapp_business_account";
 /// The fields an app may subscribe to that Ventana sends.
 const FIELDS: [&str; 2] = ["messages", "message_template_status_update"];
+/// The parameters of these edges.
+const PARAMS: [&str; 6] = [
+    "object",
+    "callback_url",
+    "verify_token",
+    "fields",
+    "override_callback_uri",
+    "webhook_configuration",
+];
 /// Longest callback URL or verify token accepted.
 const MAX_PARAM: usize = 2048;
 
@@ -35,19 +44,7 @@ pub(crate) struct Params(Map<String, Value>);
 impl Params {
     pub(crate) fn read(query: Option<&str>, body: &[u8]) -> Result<Self, GraphError> {
         let mut params = Map::new();
-        let query = Query::new(query);
-        for key in [
-            "object",
-            "callback_url",
-            "verify_token",
-            "fields",
-            "override_callback_uri",
-            "webhook_configuration",
-        ] {
-            if let Some(value) = query.get(key) {
-                params.insert(key.to_owned(), Value::String(value));
-            }
-        }
+        Self::take_form(&mut params, Query::new(query));
         let text = std::str::from_utf8(body)
             .map_err(|_| GraphError::invalid_parameter("The request body is not UTF-8."))?
             .trim();
@@ -61,21 +58,18 @@ impl Params {
                 }
             }
         } else if !text.is_empty() {
-            let form = Query::new(Some(text));
-            for key in [
-                "object",
-                "callback_url",
-                "verify_token",
-                "fields",
-                "override_callback_uri",
-                "webhook_configuration",
-            ] {
-                if let Some(value) = form.get(key) {
-                    params.insert(key.to_owned(), Value::String(value));
-                }
-            }
+            Self::take_form(&mut params, Query::new(Some(text)));
         }
         Ok(Self(params))
+    }
+
+    /// The parameters these edges read, from a query string or a form body.
+    fn take_form(params: &mut Map<String, Value>, form: Query<'_>) {
+        for key in PARAMS {
+            if let Some(value) = form.get(key) {
+                params.insert(key.to_owned(), Value::String(value));
+            }
+        }
     }
 
     /// A string parameter (bounded), if given.

@@ -1,7 +1,7 @@
 //! `ventana admin …`: operator commands, sent to a running node's admin API.
 
 use super::output;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -9,12 +9,8 @@ use ventana_node::{AdminClient, Config};
 
 #[derive(Args, Debug)]
 pub(crate) struct AdminArgs {
-    /// The node's URL (default: from the configuration's listen address).
-    #[arg(long, env = "VENTANA_URL")]
-    url: Option<String>,
-    /// The operator token (default: the configuration's, or `<data_dir>/admin.token`).
-    #[arg(long, env = "VENTANA_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    node: super::NodeConnection,
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -225,13 +221,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
 }
 
 pub(crate) async fn run(config: &Config, args: AdminArgs) -> Result<()> {
-    let url = args.url.unwrap_or_else(|| config.local_url());
-    let token = match args.token {
-        Some(t) => t,
-        None => ventana_node::admin_token(config)
-            .context("reading the operator token (pass --token)")?,
-    };
-    let client = AdminClient::new(url, token);
+    let client = args.node.client(config)?;
     let json = args.json;
     match args.command {
         AdminCommand::CreateBusiness {

@@ -9,12 +9,8 @@ use ventana_node::{AdminClient, Config};
 
 #[derive(Args, Debug)]
 pub(crate) struct BillingArgs {
-    /// The node's URL (default: from the configuration's listen address).
-    #[arg(long, env = "VENTANA_URL")]
-    url: Option<String>,
-    /// The operator token (default: the configuration's, or `<data_dir>/admin.token`).
-    #[arg(long, env = "VENTANA_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    node: super::NodeConnection,
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     format: Format,
     #[command(subcommand)]
@@ -65,13 +61,7 @@ enum BillingCommand {
 }
 
 pub(crate) async fn run(config: &Config, args: BillingArgs) -> Result<()> {
-    let url = args.url.unwrap_or_else(|| config.local_url());
-    let token = match args.token {
-        Some(t) => t,
-        None => ventana_node::admin_token(config)
-            .context("reading the operator token (pass --token)")?,
-    };
-    let client = AdminClient::new(url, token);
+    let client = args.node.client(config)?;
     let format = args.format;
     match args.command {
         BillingCommand::Usage { waba_id, period } => {

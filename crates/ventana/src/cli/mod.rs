@@ -11,7 +11,7 @@ pub mod screen;
 mod user;
 mod webhooks;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use ventana_node::Config;
@@ -111,6 +111,29 @@ pub async fn shutdown_signal() {
 }
 
 /// Prints `value` as JSON, or the human form.
+/// A running node's admin API, for the operator's commands.
+#[derive(clap::Args, Debug)]
+pub(crate) struct NodeConnection {
+    /// The node's URL (default: from the configuration's listen address).
+    #[arg(long, env = "VENTANA_URL")]
+    url: Option<String>,
+    /// The operator token (default: the configuration's, or `<data_dir>/admin.token`).
+    #[arg(long, env = "VENTANA_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl NodeConnection {
+    fn client(self, config: &Config) -> Result<ventana_node::AdminClient> {
+        let url = self.url.unwrap_or_else(|| config.local_url());
+        let token = match self.token {
+            Some(t) => t,
+            None => ventana_node::admin_token(config)
+                .context("reading the operator token (pass --token)")?,
+        };
+        Ok(ventana_node::AdminClient::new(url, token))
+    }
+}
+
 fn output(json: bool, value: &serde_json::Value, human: impl FnOnce() -> String) {
     if json {
         println!(

@@ -2,21 +2,17 @@
 //! they go, the delivery log, the dead-letter queue, replay and redrive.
 
 use super::output;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
-use ventana_node::{AdminClient, Config};
+use ventana_node::Config;
 
 #[derive(Args, Debug)]
 pub(crate) struct WebhooksArgs {
-    /// The node's URL (default: from the configuration's listen address).
-    #[arg(long, env = "VENTANA_URL")]
-    url: Option<String>,
-    /// The operator token (default: the configuration's, or `<data_dir>/admin.token`).
-    #[arg(long, env = "VENTANA_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    node: super::NodeConnection,
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -81,13 +77,7 @@ enum WebhooksCommand {
 }
 
 pub(crate) async fn run(config: &Config, args: WebhooksArgs) -> Result<()> {
-    let url = args.url.unwrap_or_else(|| config.local_url());
-    let token = match args.token {
-        Some(t) => t,
-        None => ventana_node::admin_token(config)
-            .context("reading the operator token (pass --token)")?,
-    };
-    let client = AdminClient::new(url, token);
+    let client = args.node.client(config)?;
     let base = |waba: &str| format!("/admin/v1/businesses/{waba}/webhooks");
     match args.command {
         WebhooksCommand::Show { waba_id } => {
