@@ -144,6 +144,23 @@ fn sealed_token(gateway: &Gateway, aad: &[u8], token: &str) -> Vec<u8> {
     gateway.sealer.seal(aad, token.as_bytes())
 }
 
+/// An `override_callback_uri` with its `verify_token`, after the handshake, the token sealed
+/// under `aad`; `None` when none is given (or it is empty: the override is removed).
+async fn override_callback(
+    gateway: &Gateway,
+    params: &Params,
+    aad: &[u8],
+) -> Result<Option<(String, Vec<u8>)>, GraphError> {
+    match params.string("override_callback_uri")? {
+        Some(url) if !url.is_empty() => {
+            let token = params.required("verify_token")?;
+            verify(gateway, &url, &token).await?;
+            Ok(Some((url, sealed_token(gateway, aad, &token))))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn waba_override_aad(waba: &WabaId) -> Vec<u8> {
     format!("business/{waba}/override_verify_token").into_bytes()
 }
@@ -264,14 +281,8 @@ pub(crate) async fn subscribed_apps(
     use axum::http::Method;
     match *method {
         Method::POST => {
-            let waba_callback = match params.string("override_callback_uri")? {
-                Some(url) if !url.is_empty() => {
-                    let token = params.required("verify_token")?;
-                    verify(gateway, &url, &token).await?;
-                    Some((url, sealed_token(gateway, &waba_override_aad(waba), &token)))
-                }
-                _ => None,
-            };
+            let waba_callback =
+                override_callback(gateway, params, &waba_override_aad(waba)).await?;
             change(gateway, waba, CallbackChange::Subscribe { waba_callback }).await?;
             Ok(success())
         }
@@ -339,17 +350,7 @@ pub(crate) async fn number_configuration(
     };
     let inner = Params(config);
     let number = &hosted.record.id;
-    let callback = match inner.string("override_callback_uri")? {
-        Some(url) if !url.is_empty() => {
-            let token = inner.required("verify_token")?;
-            verify(gateway, &url, &token).await?;
-            Some((
-                url,
-                sealed_token(gateway, &number_token_aad(number), &token),
-            ))
-        }
-        _ => None,
-    };
+    let callback = override_callback(gateway, &inner, &number_token_aad(number)).await?;
     let change_to = CallbackChange::Number {
         id: number.clone(),
         callback,
