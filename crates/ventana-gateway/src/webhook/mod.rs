@@ -6,7 +6,7 @@
 //!   `X-Ventana-Signature`.
 //! - [`delivery`]: the durable queue's worker: a sliding window of POSTs with a limit per
 //!   receiver, exponential backoff with jitter for the retry period, then the dead-letter
-//!   queue; every attempt logged.
+//!   queue; every attempt logged. `window`: its account of the POSTs in flight per receiver.
 //! - [`target`]: where a business's events go (number over WABA over app), the callback
 //!   handshake, and which addresses a callback may point to.
 //! - [`config`]: the Cloud API's webhook configuration (`/{app_id}/subscriptions`,
@@ -24,6 +24,7 @@ pub(crate) mod sign;
 pub(crate) mod target;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use serde::Deserialize;
 
