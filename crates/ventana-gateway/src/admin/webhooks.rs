@@ -134,8 +134,7 @@ async fn set(
             if let Some(fields) = request.fields {
                 params["fields"] = fields.into();
             }
-            let params =
-                config::Params::read(None, params.to_string().as_bytes()).map_err(graph)?;
+            let params = config::Params::of(params);
             config::app_subscriptions(&gateway, &waba, &axum::http::Method::POST, &params)
                 .await
                 .map_err(graph)?;
@@ -149,8 +148,7 @@ async fn set(
                 "override_callback_uri": request.callback_url,
                 "verify_token": request.verify_token,
             }});
-            let params =
-                config::Params::read(None, params.to_string().as_bytes()).map_err(graph)?;
+            let params = config::Params::of(params);
             config::number_configuration(&gateway, &hosted, &params)
                 .await
                 .map_err(graph)?;

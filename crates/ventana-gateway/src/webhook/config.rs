@@ -42,6 +42,14 @@ const MAX_PARAM: usize = 2048;
 pub(crate) struct Params(Map<String, Value>);
 
 impl Params {
+    /// Parameters given as a JSON object (the admin API's); anything else is none.
+    pub(crate) fn of(object: Value) -> Self {
+        match object {
+            Value::Object(map) => Self(map),
+            _ => Self(Map::new()),
+        }
+    }
+
     pub(crate) fn read(query: Option<&str>, body: &[u8]) -> Result<Self, GraphError> {
         let mut params = Map::new();
         Self::take_form(&mut params, Query::new(query));

@@ -192,6 +192,22 @@ async fn operator_and_user_commands_drive_a_served_node() {
     let shown = run(webhooks(&["show"])).await;
     assert_eq!(shown["callback"], receiver.url.as_str());
     assert_eq!(shown["dead_letters"], 0);
+    // Set again, after the handshake, with the fields it subscribes to.
+    let set = run(webhooks(&[
+        "set",
+        "--callback-url",
+        &receiver.url,
+        "--verify-token",
+        VERIFY_TOKEN,
+        "--fields",
+        "messages,message_template_status_update",
+    ]))
+    .await;
+    assert_eq!(
+        set["fields"],
+        json!(["messages", "message_template_status_update"])
+    );
+    assert_eq!(set["app_callback"], receiver.url.as_str());
     let event_id = delivery.event_id.clone().unwrap();
     let log = tokio::time::timeout(WAIT, async {
         loop {
