@@ -159,6 +159,9 @@ impl CloudError {
             (ErrorCode::BadRequest, _) => {
                 Self::new(CloudErrorKind::InvalidParameter, error.message.clone())
             }
+            (ErrorCode::RateLimited, _) => {
+                Self::new(CloudErrorKind::RateLimited, error.message.clone())
+            }
             (ErrorCode::Undecryptable, _) => Self::new(
                 CloudErrorKind::SomethingWentWrong,
                 "The recipient's device could not decrypt the message, even after it was sent again on new sessions.",
@@ -188,6 +191,7 @@ impl CloudError {
             ErrorCode::Conflict => CloudErrorKind::TemplateChanged,
             ErrorCode::NotFound => CloudErrorKind::TemplateNotFound,
             ErrorCode::LimitReached => CloudErrorKind::TemplateLimitReached,
+            ErrorCode::RateLimited => CloudErrorKind::RateLimited,
             ErrorCode::Unauthorized
             | ErrorCode::UnknownAccount
             | ErrorCode::Refused

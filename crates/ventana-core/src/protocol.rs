@@ -455,8 +455,11 @@ pub enum ErrorCode {
     Conflict,
     /// No such thing (a template id) for this account.
     NotFound,
-    /// The business has as many templates as it may.
+    /// The account has as many of something as it may (templates, devices, one-time keys,
+    /// queued envelopes).
     LimitReached,
+    /// Too many requests of this kind for now; retry later.
+    RateLimited,
     Internal,
     /// Never sent by the relay: the outcome a sender records when the recipient's device
     /// still could not decrypt a message after every resend it asked for.

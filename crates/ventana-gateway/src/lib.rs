@@ -48,6 +48,7 @@ use ventana_store::GatewayStore;
 use ventana_store::endpoint::PhoneNumberRecord;
 
 pub use admin::{BusinessCreated, NewBusiness, NewPhoneNumber, TokenIssued};
+pub use graph::error::refusal_body;
 pub use webhook::WebhookSettings;
 
 /// AAD labels of the gateway's sealed columns.

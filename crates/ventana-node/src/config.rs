@@ -56,6 +56,18 @@ pub struct Config {
     /// allow_private_callbacks = true   # callbacks to private and loopback addresses
     /// ```
     pub webhooks: ventana_gateway::WebhookSettings,
+    /// `[relay]`: what one client may hold of the relay or ask of it:
+    ///
+    /// ```toml
+    /// [relay]
+    /// devices_per_number = 8                  # devices one user number may register
+    /// one_time_keys_per_device = 1000         # unclaimed one-time keys one device may keep
+    /// codes_per_address_per_hour = 10         # verification codes (SMS) asked from one address
+    /// registrations_per_address_per_hour = 30 # registration attempts from one address
+    /// connections_per_device = 4              # WebSockets one device may hold on one node
+    /// idle_timeout_secs = 90                  # a WebSocket silent this long is closed
+    /// ```
+    pub relay: ventana_relay::RelayLimits,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,11 +106,32 @@ pub enum Backend {
     Postgres { url: String },
 }
 
+/// `[server]`: where the node listens, and what one client may hold of it. Every refusal is
+/// in the error envelope of the API asked (see `http::limits`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Where the node listens (relay, business API, admin API, health).
     pub listen: SocketAddr,
+    /// A request's line and headers must arrive within this; a keep-alive connection left
+    /// idle this long is closed.
+    pub header_timeout_secs: u64,
+    /// A request's whole body must arrive within this (`408` otherwise).
+    pub body_timeout_secs: u64,
+    /// Connections open at once, in all (`503` past it). Lowered at start to fit the
+    /// process's open-file limit.
+    pub max_connections: u64,
+    /// Connections open at once from one client address (`429` past it).
+    pub connections_per_address: u64,
+    /// Whether loopback clients are exempt from `connections_per_address` (a reverse proxy on
+    /// the same host is one address for all its clients, and so are local tools and tests).
+    pub loopback_exempt: bool,
+    /// The request line and headers, in bytes (`431` past it).
+    pub max_header_bytes: usize,
+    /// The path and query, in bytes (`414` past it).
+    pub max_uri_bytes: usize,
+    /// A request body, in bytes (`413` past it, before `100 Continue`).
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,7 +169,35 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            max_connections: 10_000,
+            connections_per_address: 64,
+            loopback_exempt: true,
+            max_header_bytes: 16 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_body_bytes: 256 * 1024,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Refuses settings that would leave the server unusable.
+    pub fn check(&self) -> Result<()> {
+        let positive = [
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("max_connections", self.max_connections),
+            ("connections_per_address", self.connections_per_address),
+            ("max_header_bytes", self.max_header_bytes as u64),
+            ("max_uri_bytes", self.max_uri_bytes as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                bail!("[server] {name} must be at least 1");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -335,15 +396,31 @@ mod tests {
     }
 
     #[test]
-    fn the_example_configuration_parses_and_its_webhook_settings_are_the_defaults() {
+    fn the_example_configuration_parses_and_says_what_the_defaults_are() {
         let example = include_str!("../../../ventana.example.toml");
         let config: Config = toml::from_str(example).unwrap();
-        let defaults = ventana_gateway::WebhookSettings::default();
-        assert_eq!(
-            format!("{:?}", config.webhooks),
-            format!("{defaults:?}"),
-            "ventana.example.toml says what the defaults are"
-        );
+        let defaults = Config::default();
+        for (section, example, default) in [
+            (
+                "webhooks",
+                format!("{:?}", config.webhooks),
+                format!("{:?}", defaults.webhooks),
+            ),
+            (
+                "server",
+                format!("{:?}", config.server),
+                format!("{:?}", defaults.server),
+            ),
+            (
+                "relay",
+                format!("{:?}", config.relay),
+                format!("{:?}", defaults.relay),
+            ),
+        ] {
+            assert_eq!(example, default, "ventana.example.toml's [{section}]");
+        }
+        config.server.check().unwrap();
+        config.relay.check().unwrap();
     }
 
     #[test]

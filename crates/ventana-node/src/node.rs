@@ -3,13 +3,17 @@
 //! `relay` and `gateway` of a PostgreSQL database shared by several nodes.
 
 use crate::config::{Backend, Config};
+use crate::http::{
+    self,
+    limits::{self, RequestLimits},
+};
 use anyhow::{Context, Result};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use ventana_crypto::{SealKey, Sealer, Token};
@@ -134,6 +138,15 @@ pub async fn run(
         (None, Backend::Postgres { .. }) => Token::generate("node").expose()[5..17].to_owned(),
     };
 
+    config.server.check()?;
+    config
+        .relay
+        .check()
+        .map_err(|e| anyhow::anyhow!("[relay]: {e}"))?;
+    let relay_limits = ventana_relay::RelayLimits {
+        loopback_exempt: config.server.loopback_exempt,
+        ..config.relay.clone()
+    };
     config
         .webhooks
         .check()
@@ -156,6 +169,7 @@ pub async fn run(
                 per_minute: config.billing.manual_replies_per_minute,
             },
         },
+        relay_limits,
         stop_rx.clone(),
     );
     // A node does not rate under a policy it could not read: a bad file stops the start (on
@@ -199,20 +213,23 @@ pub async fn run(
                 }),
             )
     };
-    let app = health.merge(relay.router()).merge(gateway.router());
+    let server = &config.server;
+    let limits = RequestLimits {
+        max_header_bytes: server.max_header_bytes,
+        max_uri_bytes: server.max_uri_bytes,
+        max_body_bytes: server.max_body_bytes,
+        body_timeout: Duration::from_secs(server.body_timeout_secs),
+    };
+    let app = health.merge(relay.router()).merge(gateway.router()).layer(
+        axum::middleware::from_fn_with_state(limits, limits::enforce),
+    );
     tracing::info!(address = %local, %node, backend = ?backend, "Ventana node listening");
-    // Small frames both ways, a reply awaited on each: Nagle's algorithm would hold every
-    // one of them back for an ack.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing connections, finishing in-flight work");
-            let _ = stop_tx.send(true);
-        })
-        .await?;
+    http::serve(listener, app, server, async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing connections, finishing in-flight work");
+        let _ = stop_tx.send(true);
+    })
+    .await?;
     let _ = webhook_worker.await;
     tracing::info!("stopped");
     Ok(())

@@ -99,13 +99,25 @@ pub(crate) async fn upgrade(
         .device_by_token(&Token::from_presented(token).hash().0)
         .await?
         .ok_or_else(|| HttpError::unauthorized("unknown device token"))?;
+    let max = relay.limits.connections_per_device;
+    let place = relay
+        .connections
+        .open(&account.address, device, max)
+        .ok_or_else(|| {
+            HttpError::too_many(format!(
+                "this device has {max} connections open, as many as it may; close one first"
+            ))
+        })?;
     Ok(ws
         .max_message_size(MAX_FRAME_BYTES)
         // An idle connection should cost little: tungstenite's default buffers are 128 KiB
         // each way; frames here are small and each is flushed as it is sent.
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
-        .on_upgrade(move |socket| serve(relay, socket, account, device, mode.receive)))
+        .on_upgrade(move |socket| async move {
+            serve(relay, socket, account, device, mode.receive).await;
+            drop(place);
+        }))
 }
 
 async fn serve(
@@ -117,9 +129,23 @@ async fn serve(
 ) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<ServerFrame>(PAGE as usize);
+    let idle = Duration::from_secs(relay.limits.idle_timeout_secs);
     let writer = tokio::spawn(async move {
-        // Every frame waiting is written before one flush: a burst costs one write, not one each.
-        while let Some(frame) = rx.recv().await {
+        // A ping every third of the idle timeout: a live client's pong keeps it open.
+        let mut pings = tokio::time::interval(idle / 3);
+        pings.tick().await;
+        loop {
+            let frame = tokio::select! {
+                frame = rx.recv() => frame,
+                _ = pings.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(frame) = frame else { break };
+            // Every frame waiting is written before one flush: a burst costs one write, not one each.
             let mut next = Some(frame);
             while let Some(frame) = next {
                 if let Ok(text) = serde_json::to_string(&frame)
@@ -170,7 +196,12 @@ async fn serve(
     let mut shutdown = relay.shutdown.clone();
     loop {
         tokio::select! {
-            incoming = stream.next() => match incoming {
+            incoming = tokio::time::timeout(idle, stream.next()) => match incoming {
+                Err(_) => {
+                    tracing::debug!(account = %me.address, %device, "idle connection closed");
+                    break;
+                }
+                Ok(incoming) => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     // Frames are handled concurrently (answers carry the request's id), so a
                     // client with many requests in flight shares the store's group commits
@@ -194,7 +225,7 @@ async fn serve(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => break,
-            },
+            }},
             _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break,
         }
     }

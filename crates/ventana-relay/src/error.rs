@@ -41,7 +41,15 @@ impl HttpError {
     pub(crate) fn too_many(message: impl Into<String>) -> Self {
         Self(
             StatusCode::TOO_MANY_REQUESTS,
-            ProtocolError::new(ErrorCode::BadRequest, message),
+            ProtocolError::new(ErrorCode::RateLimited, message),
+        )
+    }
+
+    /// The account has as many of something as it may keep.
+    pub(crate) fn limit_reached(message: impl Into<String>) -> Self {
+        Self(
+            StatusCode::TOO_MANY_REQUESTS,
+            ProtocolError::new(ErrorCode::LimitReached, message),
         )
     }
 
@@ -56,6 +64,9 @@ impl HttpError {
 impl From<StoreError> for HttpError {
     fn from(error: StoreError) -> Self {
         match error {
+            StoreError::Conflict(what) if what.kind == ventana_store::ConflictKind::Limit => {
+                Self::limit_reached(what.detail)
+            }
             StoreError::Conflict(what) => Self::conflict(what.detail),
             StoreError::Backend(what) => {
                 tracing::error!(%what, "relay store failed");
@@ -72,6 +83,19 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
     }
+}
+
+/// The client protocol's envelope of a refusal made before any route runs (the node's HTTP
+/// limits): `rate_limited` for 429, `internal` for 5xx, `bad_request` for the rest.
+pub fn refusal_body(status: StatusCode, message: impl Into<String>) -> serde_json::Value {
+    let code = if status == StatusCode::TOO_MANY_REQUESTS {
+        ErrorCode::RateLimited
+    } else if status.is_server_error() {
+        ErrorCode::Internal
+    } else {
+        ErrorCode::BadRequest
+    };
+    serde_json::json!({ "error": ProtocolError::new(code, message) })
 }
 
 /// The bearer token of a request, if any.

@@ -27,6 +27,7 @@ mod admin;
 mod billing;
 mod connection;
 mod error;
+mod limits;
 mod ops;
 mod registration;
 mod signals;
@@ -41,6 +42,8 @@ use ventana_crypto::{Token, TokenHash};
 use ventana_store::RelayStore;
 
 pub use billing::{BillingSettings, PolicyLoadError};
+pub use error::refusal_body;
+pub use limits::RelayLimits;
 pub use templates::{OnFindings, Review, TemplatePolicy, UnknownChoice};
 pub use verifier::{DevVerifier, NumberVerifier};
 
@@ -56,6 +59,12 @@ pub struct Relay {
     operator: TokenHash,
     templates: TemplatePolicy,
     billing: BillingSettings,
+    limits: RelayLimits,
+    /// Verification codes asked for, per client address.
+    code_requests: limits::PerAddress,
+    /// Registration attempts, per client address.
+    registrations: limits::PerAddress,
+    connections: Arc<limits::DeviceConnections>,
     signals: signals::Signals,
     shutdown: watch::Receiver<bool>,
 }
@@ -63,14 +72,15 @@ pub struct Relay {
 impl Relay {
     /// `operator_token` authorises business-number registration and the admin routes;
     /// `templates` is the operator's policy for templates; `billing` where the pricing policy
-    /// is read from (load it with [`Relay::load_policy`] before serving); `shutdown` turning
-    /// true closes every device connection.
+    /// is read from (load it with [`Relay::load_policy`] before serving); `limits` what one
+    /// client may hold or ask for; `shutdown` turning true closes every device connection.
     pub fn new(
         store: Arc<dyn RelayStore>,
         verifier: Arc<dyn NumberVerifier>,
         operator_token: &Token,
         templates: TemplatePolicy,
         billing: BillingSettings,
+        limits: RelayLimits,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let relay = Arc::new(Self {
@@ -79,6 +89,16 @@ impl Relay {
             operator: operator_token.hash(),
             templates,
             billing,
+            code_requests: limits::PerAddress::per_hour(
+                limits.codes_per_address_per_hour,
+                limits.loopback_exempt,
+            ),
+            registrations: limits::PerAddress::per_hour(
+                limits.registrations_per_address_per_hour,
+                limits.loopback_exempt,
+            ),
+            connections: Arc::default(),
+            limits,
             signals: signals::Signals::default(),
             shutdown,
         });

@@ -39,6 +39,9 @@ pub(crate) fn bad(message: impl Into<String>) -> ProtocolError {
 
 pub(crate) fn internal(error: StoreError) -> ProtocolError {
     match error {
+        StoreError::Conflict(what) if what.kind == ventana_store::ConflictKind::Limit => {
+            ProtocolError::new(ErrorCode::LimitReached, what.detail)
+        }
         StoreError::Conflict(what) => ProtocolError::new(ErrorCode::Conflict, what.detail),
         StoreError::Backend(what) => {
             tracing::error!(%what, "relay store failed");
@@ -118,7 +121,13 @@ pub(crate) async fn handle(
             .map_err(|e| e.1)?;
             let remaining = relay
                 .store
-                .upload_keys(&me.address, device, &one_time_keys, fallback_key.as_ref())
+                .upload_keys(
+                    &me.address,
+                    device,
+                    &one_time_keys,
+                    fallback_key.as_ref(),
+                    relay.limits.one_time_keys_per_device,
+                )
                 .await
                 .map_err(internal)?;
             Ok(Reply::KeysUploaded {

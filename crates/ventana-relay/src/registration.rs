@@ -5,10 +5,11 @@ use crate::error::{HttpError, bearer};
 use crate::{CODE_TTL_SECS, Relay};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use rand::Rng;
 use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use ventana_core::UnixTime;
 use ventana_core::protocol::{DeviceRegistration, Registered, SignedKey, VerificationRequest};
@@ -26,9 +27,17 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
 
 pub(crate) async fn request_code(
     State(relay): State<Arc<Relay>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), HttpError> {
     let request: VerificationRequest = parse(&body)?;
+    // Each code is an SMS the platform pays for: one client may not send them to every number.
+    if !relay.code_requests.allow(peer.ip()) {
+        return Err(HttpError::too_many(format!(
+            "too many codes were requested from this address; at most {} an hour",
+            relay.limits.codes_per_address_per_hour
+        )));
+    }
     let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
     let now = UnixTime::now();
     let issued = relay
@@ -87,6 +96,7 @@ pub(crate) fn check_keys(
 
 pub(crate) async fn register_device(
     State(relay): State<Arc<Relay>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Registered>, HttpError> {
@@ -98,6 +108,13 @@ pub(crate) async fn register_device(
         &request.keys.one_time_keys,
         request.keys.fallback_key.as_ref(),
     )?;
+    let keys = request.keys.one_time_keys.len() as u64;
+    if keys > relay.limits.one_time_keys_per_device {
+        return Err(HttpError::limit_reached(format!(
+            "{keys} one-time keys; a device may keep {}",
+            relay.limits.one_time_keys_per_device
+        )));
+    }
     let account = match &request.business {
         Some(business) => {
             if !relay.is_operator(bearer(&headers)) {
@@ -121,6 +138,14 @@ pub(crate) async fn register_device(
             let code = request.code.as_deref().ok_or_else(|| {
                 HttpError::bad_request("a user device registers with the code sent to its number")
             })?;
+            // Five wrong guesses burn a number's code; this bounds the guesses one client
+            // spreads over many numbers.
+            if !relay.registrations.allow(peer.ip()) {
+                return Err(HttpError::too_many(format!(
+                    "too many registration attempts from this address; at most {} an hour",
+                    relay.limits.registrations_per_address_per_hour
+                )));
+            }
             match relay
                 .store
                 .check_verification(&request.phone, code, now)
@@ -155,6 +180,8 @@ pub(crate) async fn register_device(
             }
         }
     };
+    let max_devices =
+        (account.kind == AccountKind::User).then_some(relay.limits.devices_per_number);
     let token = Token::generate("vdt");
     let device_id = relay
         .store
@@ -165,6 +192,7 @@ pub(crate) async fn register_device(
             ed25519: request.keys.ed25519,
             one_time_keys: request.keys.one_time_keys,
             fallback_key: request.keys.fallback_key,
+            max_devices,
         })
         .await?;
     tracing::info!(account = %request.phone, %device_id, "device registered");

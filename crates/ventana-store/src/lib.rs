@@ -121,6 +121,9 @@ pub enum ConflictKind {
     /// The row is missing, or its state does not allow the change (a template that is not
     /// pending review, a schedule already sent): retrying will not help.
     State,
+    /// The owner holds as many of these as it may (devices on a number, one-time keys on a
+    /// device): one must go before another can come.
+    Limit,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

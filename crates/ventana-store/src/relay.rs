@@ -63,6 +63,9 @@ pub struct NewDevice {
     pub ed25519: String,
     pub one_time_keys: Vec<SignedKey>,
     pub fallback_key: Option<SignedKey>,
+    /// The most devices the account may have, this one included (`None`: no limit, as for a
+    /// business number's devices, which the operator registers). Past it: `Conflict(Limit)`.
+    pub max_devices: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -375,13 +378,16 @@ pub trait RelayStore: crate::TemplateStore + crate::LedgerStore + Send + Sync {
     ) -> StoreResult<Option<(AccountRecord, DeviceId)>>;
     async fn devices(&self, account: &PhoneNumber) -> StoreResult<Vec<DeviceRecord>>;
     /// Adds one-time keys (idempotent per key id; a different key under a known id is a
-    /// `Conflict`) and replaces the fallback key if given. Returns the unclaimed count.
+    /// `Conflict`) and replaces the fallback key if given. Returns the unclaimed count. An
+    /// upload that would leave more than `max_unclaimed` unclaimed keys is refused whole
+    /// (`Conflict(Limit)`).
     async fn upload_keys(
         &self,
         account: &PhoneNumber,
         device: DeviceId,
         one_time_keys: &[SignedKey],
         fallback_key: Option<&SignedKey>,
+        max_unclaimed: u64,
     ) -> StoreResult<u64>;
     async fn one_time_key_count(&self, account: &PhoneNumber, device: DeviceId)
     -> StoreResult<u64>;

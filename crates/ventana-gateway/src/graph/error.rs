@@ -293,6 +293,23 @@ impl IntoResponse for GraphError {
     }
 }
 
+/// The Graph envelope of a refusal made before any route runs (the node's HTTP limits: a
+/// request over a size or time limit, a connection over a cap): code 4 ("Application request
+/// limit reached") for 429, 131016 for 503, and 100 for the rest, under `status`.
+pub fn refusal_body(status: StatusCode, details: impl Into<String>) -> Value {
+    let error = match status {
+        StatusCode::TOO_MANY_REQUESTS => {
+            GraphError::new(status, 4, "Application request limit reached", details)
+        }
+        StatusCode::SERVICE_UNAVAILABLE => GraphError::unavailable(details),
+        _ => {
+            let kind = CloudErrorKind::InvalidParameter;
+            GraphError::new(status, i64::from(kind.code()), kind.title(), details)
+        }
+    };
+    error.body()
+}
+
 /// Lets handlers use `?` on the store: its failures are ours, not the caller's, so they are
 /// logged here and answered opaquely. A `Conflict` that means something to the caller (a
 /// duplicate id, say) must be matched by the handler before it gets here.

@@ -185,6 +185,7 @@ macro_rules! relay_store {
                     device: DeviceId,
                     one_time_keys: &[SignedKey],
                     fallback_key: Option<&SignedKey>,
+                    max_unclaimed: u64,
                 ) -> StoreResult<u64> {
                     let account = account.clone();
                     let (one_time_keys, fallback_key) =
@@ -198,6 +199,7 @@ macro_rules! relay_store {
                                 device,
                                 &one_time_keys,
                                 fallback_key,
+                                max_unclaimed,
                             )
                             .await
                         })

@@ -9,6 +9,7 @@ mod cluster;
 mod conversation;
 mod harness;
 mod idempotency;
+mod limits;
 mod nodes;
 mod reconciliation;
 mod recovery;

@@ -258,6 +258,26 @@ pub(crate) async fn add_device(tx: &mut impl Tx, device: &NewDevice) -> TxResult
         ));
     }
     let id = row.device_id(0)?;
+    if let Some(max) = device.max_devices {
+        // The account row's update above holds its lock on PostgreSQL: two registrations of
+        // one number count one after the other.
+        let row = tx
+            .query_one(
+                "SELECT count(*) FROM devices WHERE account = $1",
+                args![address],
+            )
+            .await?;
+        let count: u64 = row.unsigned(0)?;
+        if count >= max {
+            return Err(conflict(
+                ConflictKind::Limit,
+                format!(
+                    "{} has {count} devices registered, as many as a number may",
+                    new.address
+                ),
+            ));
+        }
+    }
     tx.execute(
         "INSERT INTO devices (account, device_id, token_hash, curve25519, ed25519)
          VALUES ($1, $2, $3, $4, $5)",
@@ -311,12 +331,24 @@ pub(crate) async fn upload_keys(
     device: DeviceId,
     one_time_keys: &[SignedKey],
     fallback_key: Option<&SignedKey>,
+    max_unclaimed: u64,
 ) -> TxResult<u64> {
     add_one_time_keys(tx, account, device, one_time_keys).await?;
     if let Some(key) = fallback_key {
         replace_fallback_key(tx, account, device, key).await?;
     }
-    unclaimed_count(tx, account, device).await
+    let unclaimed = unclaimed_count(tx, account, device).await?;
+    if unclaimed > max_unclaimed {
+        // Counted after adding, so keys uploaded again (skipped) do not count twice; the
+        // error rolls the whole upload back.
+        return Err(conflict(
+            ConflictKind::Limit,
+            format!(
+                "the upload would leave {unclaimed} one-time keys unclaimed; a device may keep {max_unclaimed}"
+            ),
+        ));
+    }
+    Ok(unclaimed)
 }
 
 /// Adds keys in upload order. A key id seen before (claimed or not) is skipped if it carries

@@ -98,11 +98,9 @@ pub(crate) async fn check(
         return Ok(VerificationOutcome::Expired);
     }
     if stored == code {
-        tx.execute(
-            "DELETE FROM verifications WHERE phone = $1",
-            args![phone.digits()],
-        )
-        .await?;
+        // Spent, not deleted: the window's counts outlive a success, or registering a device
+        // would open a fresh window of codes (and of guesses) each time.
+        burn(tx, phone).await?;
         return Ok(VerificationOutcome::Verified);
     }
     tx.execute(

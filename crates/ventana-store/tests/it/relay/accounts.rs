@@ -166,6 +166,34 @@ pub(super) async fn a_new_code_replaces_the_old_one_but_not_its_attempts(store: 
     );
 }
 
+pub(super) async fn a_successful_verification_does_not_open_a_fresh_window_of_codes(
+    store: &dyn RelayStore,
+) {
+    let p = phone(USER);
+    for i in 0..5 {
+        assert!(
+            store
+                .put_verification(&p, "123456", UnixTime(i), UnixTime(600))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .check_verification(&p, "123456", UnixTime(i))
+                .await
+                .unwrap(),
+            VerificationOutcome::Verified
+        );
+    }
+    assert!(
+        !store
+            .put_verification(&p, "999999", UnixTime(10), UnixTime(600))
+            .await
+            .unwrap(),
+        "a sixth code within the hour, after five registrations"
+    );
+}
+
 pub(super) async fn at_most_five_codes_are_issued_per_number_per_hour(store: &dyn RelayStore) {
     let p = phone(USER);
     for i in 0..5 {
@@ -343,6 +371,61 @@ pub(super) async fn concurrent_claims_never_share_a_key(store: &dyn RelayStore) 
     assert_eq!(ids, ["k1", "k2", "k3", "k4"]);
 }
 
+pub(super) async fn a_number_holds_at_most_its_device_limit(store: &dyn RelayStore) {
+    let limited = |token: &str| NewDevice {
+        max_devices: Some(2),
+        ..device(user_account(USER), token, &["k1"], None)
+    };
+    store.add_device(limited("a")).await.unwrap();
+    store.add_device(limited("b")).await.unwrap();
+    let third = store.add_device(limited("c")).await.unwrap_err();
+    assert_eq!(third.conflict_kind(), Some(ConflictKind::Limit), "{third}");
+    assert!(store.device_by_token("hash-c").await.unwrap().is_none());
+    assert_eq!(store.devices(&phone(USER)).await.unwrap().len(), 2);
+    // Other numbers are counted apart; a refused registration used no device id.
+    store
+        .add_device(NewDevice {
+            max_devices: Some(2),
+            ..device(user_account(OTHER_USER), "d", &[], None)
+        })
+        .await
+        .unwrap();
+    let id = store
+        .add_device(NewDevice {
+            max_devices: Some(3),
+            ..device(user_account(USER), "e", &[], None)
+        })
+        .await
+        .unwrap();
+    assert_eq!(id, DeviceId(3));
+}
+
+pub(super) async fn an_upload_past_the_key_limit_is_refused_whole(store: &dyn RelayStore) {
+    let id = store
+        .add_device(device(user_account(USER), "a", &["k1", "k2"], Some("f1")))
+        .await
+        .unwrap();
+    let p = phone(USER);
+    let refused = store
+        .upload_keys(&p, id, &[key("k3"), key("k4")], Some(&key("f2")), 3)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.conflict_kind(),
+        Some(ConflictKind::Limit),
+        "{refused}"
+    );
+    assert_eq!(store.one_time_key_count(&p, id).await.unwrap(), 2);
+    // Keys sent again do not count twice: the limit is on what is left unclaimed.
+    assert_eq!(
+        store
+            .upload_keys(&p, id, &[key("k1"), key("k2"), key("k3")], None, 3)
+            .await
+            .unwrap(),
+        3
+    );
+}
+
 pub(super) async fn uploading_the_same_keys_again_changes_nothing(store: &dyn RelayStore) {
     let id = store
         .add_device(device(user_account(USER), "a", &["k1", "k2"], None))
@@ -351,14 +434,14 @@ pub(super) async fn uploading_the_same_keys_again_changes_nothing(store: &dyn Re
     let p = phone(USER);
     assert_eq!(
         store
-            .upload_keys(&p, id, &[key("k1"), key("k2")], None)
+            .upload_keys(&p, id, &[key("k1"), key("k2")], None, 1000)
             .await
             .unwrap(),
         2
     );
     assert_eq!(
         store
-            .upload_keys(&p, id, &[key("k2"), key("k3")], None)
+            .upload_keys(&p, id, &[key("k2"), key("k3")], None, 1000)
             .await
             .unwrap(),
         3
@@ -378,7 +461,7 @@ pub(super) async fn a_different_key_under_a_known_id_is_a_conflict_and_nothing_i
         ..key("k1")
     };
     let upload = store
-        .upload_keys(&p, id, &[key("k2"), forged], Some(&key("f2")))
+        .upload_keys(&p, id, &[key("k2"), forged], Some(&key("f2")), 1000)
         .await;
     assert!(matches!(upload, Err(StoreError::Conflict(_))), "{upload:?}");
 
@@ -411,7 +494,7 @@ pub(super) async fn a_claimed_key_cannot_be_uploaded_back(store: &dyn RelayStore
     // A retried upload carrying k1 again must not hand it out a second time.
     assert_eq!(
         store
-            .upload_keys(&p, id, &[key("k1"), key("k2")], None)
+            .upload_keys(&p, id, &[key("k1"), key("k2")], None, 1000)
             .await
             .unwrap(),
         1
@@ -438,7 +521,7 @@ pub(super) async fn claims_cover_every_device_and_skip_those_without_keys(store:
     let p = phone(USER);
     assert_eq!(
         store
-            .upload_keys(&p, DeviceId(2), &[], Some(&key("b-new")))
+            .upload_keys(&p, DeviceId(2), &[], Some(&key("b-new")), 1000)
             .await
             .unwrap(),
         0

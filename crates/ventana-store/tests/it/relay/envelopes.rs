@@ -438,7 +438,7 @@ pub(super) async fn committed_changes_wake_the_devices_they_concern(store: &dyn 
     refused(store, message(2, &b, &phone(OTHER_USER), &[1], 1000)).await;
     // (The test devices have no one-time keys: a claim yields their fallback keys.)
     store
-        .upload_keys(&u, DeviceId(2), &[], Some(&key("f2")))
+        .upload_keys(&u, DeviceId(2), &[], Some(&key("f2")), 1000)
         .await
         .unwrap();
     store

@@ -10,7 +10,7 @@ use ventana_store::relay::{
     Accepted, AccountRecord, EnvelopeBody, ManualLimit, NewDevice, NewSubmission, Refusal,
     VerificationOutcome, WakeReason, Wakeup,
 };
-use ventana_store::{RelayStore, StoreError};
+use ventana_store::{ConflictKind, RelayStore, StoreError};
 
 mod accounts;
 mod billing;
@@ -34,12 +34,15 @@ macro_rules! relay_cases {
                 an_expired_code_is_refused_and_forgotten,
                 a_new_code_replaces_the_old_one_but_not_its_attempts,
                 at_most_five_codes_are_issued_per_number_per_hour,
+                a_successful_verification_does_not_open_a_fresh_window_of_codes,
                 a_business_clock_is_created_once_and_can_be_moved,
                 devices_are_numbered_per_account_and_found_by_token,
                 an_account_cannot_change_kind_or_business,
                 a_registration_with_a_taken_token_writes_nothing,
                 a_one_time_key_is_claimed_at_most_once,
                 concurrent_claims_never_share_a_key,
+                a_number_holds_at_most_its_device_limit,
+                an_upload_past_the_key_limit_is_refused_whole,
                 uploading_the_same_keys_again_changes_nothing,
                 a_different_key_under_a_known_id_is_a_conflict_and_nothing_is_written,
                 a_claimed_key_cannot_be_uploaded_back,
@@ -117,6 +120,7 @@ fn device(account: AccountRecord, token: &str, keys: &[&str], fallback: Option<&
         ed25519: format!("ed-of-{token}"),
         one_time_keys: keys.iter().map(|id| key(id)).collect(),
         fallback_key: fallback.map(key),
+        max_devices: None,
     }
 }
 

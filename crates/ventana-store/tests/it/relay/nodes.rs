@@ -167,7 +167,7 @@ async fn a_wakeup_committed_on_one_node_reaches_every_node() {
     assert_eq!(next(&mut on_a).await, queued_up);
     assert_eq!(next(&mut on_b).await, queued_up);
 
-    b.upload_keys(&u, DeviceId(2), &[], Some(&key("f2")))
+    b.upload_keys(&u, DeviceId(2), &[], Some(&key("f2")), 1000)
         .await
         .unwrap();
     b.claim_pre_keys(&u, Some(&[DeviceId(2)])).await.unwrap();
