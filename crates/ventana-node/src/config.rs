@@ -176,7 +176,7 @@ impl Default for ServerConfig {
             loopback_exempt: true,
             max_header_bytes: 16 * 1024,
             max_uri_bytes: 8 * 1024,
-            max_body_bytes: 256 * 1024,
+            max_body_bytes: 64 * 1024,
         }
     }
 }

@@ -12,6 +12,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -130,7 +131,16 @@ async fn serve(
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<ServerFrame>(PAGE as usize);
     let idle = Duration::from_secs(relay.limits.idle_timeout_secs);
-    let writer = tokio::spawn(async move {
+    // Every write must finish within the idle timeout: a client that stops reading would
+    // otherwise hold the writer, then the replies, then the reader's permits, for ever.
+    let mut writer = tokio::spawn(async move {
+        let write = async |sink: &mut SplitSink<WebSocket, Message>, message: Option<Message>| {
+            let done = match message {
+                Some(message) => tokio::time::timeout(idle, sink.feed(message)).await,
+                None => tokio::time::timeout(idle, sink.flush()).await,
+            };
+            matches!(done, Ok(Ok(())))
+        };
         // A ping every third of the idle timeout: a live client's pong keeps it open.
         let mut pings = tokio::time::interval(idle / 3);
         pings.tick().await;
@@ -138,7 +148,9 @@ async fn serve(
             let frame = tokio::select! {
                 frame = rx.recv() => frame,
                 _ = pings.tick() => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    if !write(&mut sink, Some(Message::Ping(Default::default()))).await
+                        || !write(&mut sink, None).await
+                    {
                         return;
                     }
                     continue;
@@ -149,17 +161,17 @@ async fn serve(
             let mut next = Some(frame);
             while let Some(frame) = next {
                 if let Ok(text) = serde_json::to_string(&frame)
-                    && sink.feed(Message::Text(text.into())).await.is_err()
+                    && !write(&mut sink, Some(Message::Text(text.into()))).await
                 {
                     return;
                 }
                 next = rx.try_recv().ok();
             }
-            if sink.flush().await.is_err() {
+            if !write(&mut sink, None).await {
                 return;
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(idle, sink.close()).await;
     });
 
     let remaining = relay
@@ -194,8 +206,14 @@ async fn serve(
     });
 
     let mut shutdown = relay.shutdown.clone();
+    let mut writer_done = false;
     loop {
         tokio::select! {
+            // The writer gave up on a client that does not read: the connection is over.
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
             incoming = tokio::time::timeout(idle, stream.next()) => match incoming {
                 Err(_) => {
                     tracing::debug!(account = %me.address, %device, "idle connection closed");
@@ -235,7 +253,9 @@ async fn serve(
         relay.signals.release(&me.address, device);
     }
     drop(tx);
-    let _ = writer.await;
+    if !writer_done {
+        let _ = writer.await;
+    }
     tracing::debug!(account = %me.address, %device, "device disconnected");
 }
 

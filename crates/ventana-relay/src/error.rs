@@ -45,10 +45,11 @@ impl HttpError {
         )
     }
 
-    /// The account has as many of something as it may keep.
+    /// The account has as many of something as it may keep: retrying will not help until
+    /// one goes (403, not 429).
     pub(crate) fn limit_reached(message: impl Into<String>) -> Self {
         Self(
-            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::FORBIDDEN,
             ProtocolError::new(ErrorCode::LimitReached, message),
         )
     }

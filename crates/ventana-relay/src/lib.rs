@@ -43,7 +43,7 @@ use ventana_store::RelayStore;
 
 pub use billing::{BillingSettings, PolicyLoadError};
 pub use error::refusal_body;
-pub use limits::RelayLimits;
+pub use limits::{RelayLimits, client_key};
 pub use templates::{OnFindings, Review, TemplatePolicy, UnknownChoice};
 pub use verifier::{DevVerifier, NumberVerifier};
 

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use ventana_core::{DeviceId, PhoneNumber};
 
 /// `[relay]`: the operator's limits on what a client may hold or ask for.
@@ -23,9 +24,11 @@ pub struct RelayLimits {
     pub devices_per_number: u64,
     /// One-time keys a device may keep unclaimed; an upload past it is refused whole.
     pub one_time_keys_per_device: u64,
-    /// Verification codes one client address may ask for in an hour (each is an SMS).
+    /// Verification codes one client address may ask for in an hour (each is an SMS): this
+    /// many at once, then one every hour / N.
     pub codes_per_address_per_hour: u32,
-    /// Registration attempts (right or wrong codes) one client address may make in an hour.
+    /// Registration attempts (right or wrong codes) one client address may make in an hour,
+    /// counted as the codes are.
     pub registrations_per_address_per_hour: u32,
     /// WebSockets one device may hold open on one node.
     pub connections_per_device: usize,
@@ -76,15 +79,31 @@ impl RelayLimits {
     }
 }
 
-/// So many events per hour per client address, in a burst or spread out (GCRA: the
-/// allowance refills continuously).
+/// What counts as one client: its IPv4 address, or its IPv6 /64 (one host's usual
+/// allocation, which it could otherwise rotate through to pass any per-address count).
+pub fn client_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) if !v6.is_loopback() => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        other => other,
+    }
+}
+
+/// So many events per hour per client address: that many at once, then one each hour / N
+/// as the allowance refills (GCRA), so a steady client gets N an hour and a first hour may
+/// see up to 2N - 1.
 pub(crate) struct PerAddress {
     limiter: RateLimiter<IpAddr, HashMapStateStore<IpAddr>, DefaultClock>,
     exempt_loopback: bool,
+    /// When addresses whose allowance is full again were last forgotten.
+    last_swept: Mutex<Instant>,
 }
 
-/// Addresses remembered before the ones whose allowance is full again are forgotten.
-const ADDRESSES_KEPT: usize = 10_000;
+/// How often addresses whose allowance is full again are forgotten (a sweep reads them all).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl PerAddress {
     pub(crate) fn per_hour(count: u32, exempt_loopback: bool) -> Self {
@@ -92,17 +111,23 @@ impl PerAddress {
         Self {
             limiter: RateLimiter::hashmap(Quota::per_hour(count)),
             exempt_loopback,
+            last_swept: Mutex::new(Instant::now()),
         }
     }
 
-    /// Takes one event of `address`'s allowance; false if none is left.
+    /// Takes one event of `address`'s allowance (an IPv6 address's /64's); false if none
+    /// is left.
     pub(crate) fn allow(&self, address: IpAddr) -> bool {
-        let address = address.to_canonical();
+        let address = client_key(address);
         if self.exempt_loopback && address.is_loopback() {
             return true;
         }
-        if self.limiter.len() > ADDRESSES_KEPT {
-            self.limiter.retain_recent();
+        {
+            let mut last = self.last_swept.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() >= SWEEP_EVERY {
+                *last = Instant::now();
+                self.limiter.retain_recent();
+            }
         }
         self.limiter.check_key(&address).is_ok()
     }
@@ -170,6 +195,19 @@ mod tests {
         let strict = PerAddress::per_hour(1, false);
         assert!(strict.allow([127, 0, 0, 1].into()));
         assert!(!strict.allow([127, 0, 0, 1].into()));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_is_the_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let loopback: IpAddr = "::1".parse().unwrap();
+        assert!(client_key(loopback).is_loopback());
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(client_key(mapped), IpAddr::from([192, 0, 2, 1]));
     }
 
     #[test]

@@ -33,10 +33,9 @@ pub(crate) async fn request_code(
     let request: VerificationRequest = parse(&body)?;
     // Each code is an SMS the platform pays for: one client may not send them to every number.
     if !relay.code_requests.allow(peer.ip()) {
-        return Err(HttpError::too_many(format!(
-            "too many codes were requested from this address; at most {} an hour",
-            relay.limits.codes_per_address_per_hour
-        )));
+        return Err(HttpError::too_many(
+            "too many codes were requested from this address; try again later",
+        ));
     }
     let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
     let now = UnixTime::now();
@@ -110,7 +109,7 @@ pub(crate) async fn register_device(
     )?;
     let keys = request.keys.one_time_keys.len() as u64;
     if keys > relay.limits.one_time_keys_per_device {
-        return Err(HttpError::limit_reached(format!(
+        return Err(HttpError::bad_request(format!(
             "{keys} one-time keys; a device may keep {}",
             relay.limits.one_time_keys_per_device
         )));
@@ -141,9 +140,17 @@ pub(crate) async fn register_device(
             // Five wrong guesses burn a number's code; this bounds the guesses one client
             // spreads over many numbers.
             if !relay.registrations.allow(peer.ip()) {
-                return Err(HttpError::too_many(format!(
-                    "too many registration attempts from this address; at most {} an hour",
-                    relay.limits.registrations_per_address_per_hour
+                return Err(HttpError::too_many(
+                    "too many registration attempts from this address; try again later",
+                ));
+            }
+            // Before the code is spent: a full number should not cost its owner a code. The
+            // store counts again when it adds the device, which is what holds.
+            let max = relay.limits.devices_per_number;
+            if relay.store.devices(&request.phone).await?.len() as u64 >= max {
+                return Err(HttpError::limit_reached(format!(
+                    "{} has {max} devices registered, as many as a number may",
+                    request.phone
                 )));
             }
             match relay

@@ -35,6 +35,11 @@ use tower::ServiceExt as _;
 /// File descriptors kept for everything but client connections: the SQLite files and their
 /// journals, the PostgreSQL pool, webhook deliveries, the relay's own loopback connections.
 const RESERVED_DESCRIPTORS: u64 = 256;
+/// Connections over a cap being answered at once; past this many, one is dropped unanswered
+/// (a flood of them must not use the descriptors kept for the stores).
+const REFUSALS_AT_ONCE: usize = 64;
+/// How long shutdown waits for connections to finish their requests.
+const DRAIN_SECS: u64 = 30;
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting and returns once
 /// every connection has finished its request (WebSockets are closed by their owners).
@@ -55,6 +60,7 @@ pub(crate) async fn serve(
         .max_buf_size(config.max_header_bytes.saturating_mul(4).max(16 * 1024))
         .max_headers(limits::HYPER_MAX_HEADERS);
     let (stop_tx, stop_rx) = watch::channel(());
+    let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_AT_ONCE));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -79,7 +85,7 @@ pub(crate) async fn serve(
         // Small frames both ways, a reply awaited on each: Nagle's algorithm would hold every
         // one of them back for an ack.
         let _ = tcp.set_nodelay(true);
-        let address = peer.ip().to_canonical();
+        let address = ventana_relay::client_key(peer.ip());
         let per_address = if config.loopback_exempt && address.is_loopback() {
             u64::MAX
         } else {
@@ -89,7 +95,12 @@ pub(crate) async fn serve(
             Ok(slot) => slot,
             Err(refusal) => {
                 tracing::debug!(%peer, ?refusal, "connection refused");
-                tokio::spawn(refuse(tcp, refusal));
+                if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse(tcp, refusal).await;
+                        drop(permit);
+                    });
+                }
                 continue;
             }
         };
@@ -121,7 +132,14 @@ pub(crate) async fn serve(
     drop(stop_rx);
     // Every connection task holds a receiver: tell them, then wait for the last to finish.
     let _ = stop_tx.send(());
-    stop_tx.closed().await;
+    let drained = tokio::time::timeout(Duration::from_secs(DRAIN_SECS), stop_tx.closed()).await;
+    if drained.is_err() {
+        // A client that never reads its answer must not keep the node from stopping.
+        tracing::warn!(
+            open = stop_tx.receiver_count(),
+            "connections still open after {DRAIN_SECS} s; stopping without them"
+        );
+    }
     Ok(())
 }
 

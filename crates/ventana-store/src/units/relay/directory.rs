@@ -333,6 +333,10 @@ pub(crate) async fn upload_keys(
     fallback_key: Option<&SignedKey>,
     max_unclaimed: u64,
 ) -> TxResult<u64> {
+    // Uploads of one device one at a time across nodes, so that two cannot each count only
+    // their own keys and pass the limit together (PostgreSQL; SQLite has one writer).
+    tx.lock(&format!("keys/{}/{}", account.digits(), device))
+        .await?;
     add_one_time_keys(tx, account, device, one_time_keys).await?;
     if let Some(key) = fallback_key {
         replace_fallback_key(tx, account, device, key).await?;
